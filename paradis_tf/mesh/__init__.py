@@ -1,0 +1,1 @@
+"""The gRPC mesh: node daemons and the coordinator that drives them."""

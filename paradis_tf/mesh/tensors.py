@@ -1,0 +1,94 @@
+"""The one encoding of tensors on the mesh wire (`paradis.mesh.v1.Tensor`).
+
+Row-major, little-endian bytes; quantized tensors carry their scale and zero
+point. Decoding checks dtype, shape and byte length against what the
+receiver expects and names the first mismatch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from paradis_tf.mesh._proto import mesh_pb2
+from paradis_tf.mesh.errors import TensorError
+
+__all__ = ["encode", "decode", "dtype_name", "DTYPES"]
+
+# numpy dtype name <-> wire enum
+DTYPES: dict[str, int] = {
+    "int8": mesh_pb2.DTYPE_INT8,
+    "uint8": mesh_pb2.DTYPE_UINT8,
+    "int16": mesh_pb2.DTYPE_INT16,
+    "int32": mesh_pb2.DTYPE_INT32,
+    "float32": mesh_pb2.DTYPE_FLOAT32,
+}
+_BY_ENUM = {v: k for k, v in DTYPES.items()}
+
+
+def dtype_name(enum_value: int) -> str:
+    """Wire dtype enum to numpy dtype name ('int8'); 'unspecified' if unknown."""
+    return _BY_ENUM.get(enum_value, "unspecified" if enum_value == 0 else f"unknown({enum_value})")
+
+
+def encode(array: np.ndarray, scale: float = 0.0, zero_point: int = 0, out: mesh_pb2.Tensor | None = None) -> mesh_pb2.Tensor:
+    """Encodes a numpy array (and its quantization) as a wire Tensor.
+
+    Raises:
+        TensorError: the dtype has no wire encoding.
+    """
+    a = np.asarray(array)
+    name = a.dtype.name
+    if name not in DTYPES:
+        raise TensorError(f"Cannot send dtype {name} on the mesh; allowed: {', '.join(DTYPES)}.")
+    t = out if out is not None else mesh_pb2.Tensor()
+    t.dtype = DTYPES[name]
+    del t.shape[:]
+    t.shape.extend(int(d) for d in a.shape)
+    t.data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+    t.scale = float(scale)
+    t.zero_point = int(zero_point)
+    return t
+
+
+def decode(
+    t: mesh_pb2.Tensor,
+    *,
+    what: str = "tensor",
+    dtype: str | None = None,
+    shape: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Decodes a wire Tensor, checking it against the expected dtype/shape.
+
+    Args:
+        t: the message.
+        what: how to name the tensor in errors ("input", "feature map from role 1").
+        dtype: expected numpy dtype name, or None for any known dtype.
+        shape: expected shape, or None for any.
+
+    Returns:
+        A read-only numpy array (a view on the message bytes).
+
+    Raises:
+        TensorError: unknown/unexpected dtype, unexpected shape, or a byte
+            length that does not match the shape.
+    """
+    name = _BY_ENUM.get(t.dtype)
+    if name is None:
+        raise TensorError(f"{what}: dtype {dtype_name(t.dtype)} is not allowed; expected {dtype or ' or '.join(DTYPES)}.")
+    if dtype is not None and name != dtype:
+        raise TensorError(f"{what}: expected dtype {dtype}, received {name}.")
+    got_shape = tuple(int(d) for d in t.shape)
+    if any(d < 0 for d in got_shape):
+        raise TensorError(f"{what}: negative dimension in shape {list(got_shape)}.")
+    if shape is not None and got_shape != tuple(int(d) for d in shape):
+        raise TensorError(f"{what}: expected shape {list(shape)}, received {list(got_shape)}.")
+    np_dtype = np.dtype(name).newbyteorder("<")
+    expected = int(np.prod(got_shape, dtype=np.int64)) * np_dtype.itemsize
+    if len(t.data) != expected:
+        raise TensorError(
+            f"{what}: byte length {len(t.data)} does not match shape {list(got_shape)} of {name} ({expected} bytes)."
+        )
+    a = np.frombuffer(t.data, dtype=np_dtype).reshape(got_shape)
+    return a.astype(np_dtype.newbyteorder("="), copy=False)
