@@ -1,0 +1,239 @@
+"""TensorFlow Lite Micro partitions for the board emulator, crash-isolated.
+
+The TFLM Python interpreter segfaults on some inputs (an arena too small
+for its persistent allocations, a malformed model that passes the
+flatbuffer checks), so a model is first *probed* in a child process
+(`python -m firmware_bridge.tflm`): it is really allocated with TFLM at the
+board's arena size, invoked once, and its smallest working arena measured
+by bisection. Only a model that passed the probe is loaded in-process.
+
+Imports `tflite_micro` only; no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from firmware_bridge.protocol import ErrorCode, Tensor, TensorSpec
+
+# Probing tries this much arena to tell "does not fit" from "not a model".
+PROBE_MAX_ARENA = 64 << 20
+_TOTAL = re.compile(rb"Arena allocation total (\d+) bytes")
+
+
+class ModelLoadError(Exception):
+    """A model the runtime refuses; `code` and `detail` go into the ERROR answer."""
+
+    def __init__(self, code: ErrorCode, detail: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a child TFLM process found out about a model.
+
+    Attributes:
+        fits: the model allocates and invokes within the probed arena.
+        arena_used: the smallest arena (bytes, 16-byte steps) TFLM allocated
+            the model in; when `fits` is False, the arena it would need
+            (0 if it is no model TFLM can run).
+        inputs, outputs: tensor specs of the model.
+        error: why it does not fit or run.
+    """
+
+    fits: bool
+    arena_used: int
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    error: str = ""
+
+
+def _spec(details: dict) -> TensorSpec:
+    q = details["quantization_parameters"]
+    scales, zps = list(q["scales"]), list(q["zero_points"])
+    return TensorSpec(np.dtype(details["dtype"]).name, tuple(int(d) for d in details["shape"]),
+                      float(scales[0]) if len(scales) == 1 else 0.0,
+                      int(zps[0]) if len(zps) == 1 else 0)
+
+
+def _io_specs(interp) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    out = []
+    for getter in (interp.get_input_details, interp.get_output_details):
+        specs = []
+        while True:
+            try:
+                specs.append(_spec(getter(len(specs))))
+            except IndexError:
+                break
+        out.append(specs)
+    return out[0], out[1]
+
+
+def _allocates(model: bytes, arena: int) -> bool:
+    from tflite_micro import runtime
+
+    try:
+        runtime.Interpreter.from_bytes(model, arena_size=arena)
+        return True
+    except RuntimeError:
+        return False
+
+
+def _child(arena: int) -> int:
+    """Child process: model on stdin, JSON lines on stdout.
+
+    Allocates first with a large arena (below the model's persistent needs
+    TFLM crashes instead of failing), measures the recording allocator's
+    total, bisects the smallest arena that allocates, then allocates and
+    invokes at the board's arena size if that is enough.
+    """
+    from tflite_micro import runtime
+
+    model = sys.stdin.buffer.read()
+
+    def say(**kw) -> None:
+        sys.stdout.write(json.dumps(kw) + "\n")
+        sys.stdout.flush()
+
+    big = max(PROBE_MAX_ARENA, arena)
+    try:
+        interp = runtime.Interpreter.from_bytes(model, arena_size=big)
+        inputs, outputs = _io_specs(interp)
+        for i, s in enumerate(inputs):
+            interp.set_input(np.zeros(s.shape, dtype=s.dtype), i)
+        interp.invoke()
+    except Exception as e:  # noqa: BLE001 - anything here means "not a model TFLM runs"
+        say(stage="result", fits=False, arena_used=0, error=f"TFLM cannot run the model: {e}")
+        return 0
+    sys.stderr.flush()
+    r, w = os.pipe()
+    saved = os.dup(2)
+    os.dup2(w, 2)
+    try:
+        interp.print_allocations()
+    finally:
+        os.dup2(saved, 2)
+        os.close(w)
+        os.close(saved)
+    report = os.read(r, 1 << 16)
+    os.close(r)
+    del interp
+    m = _TOTAL.search(report)
+    low = int(m.group(1)) if m else 0
+    specs = dict(inputs=[s.__dict__ for s in inputs], outputs=[s.__dict__ for s in outputs])
+    say(stage="io", fits=False, lower_bound=low, error="arena not measured", **specs)
+    # The recording allocator's total is a lower bound (allocation also needs
+    # transient planner space); in 16-byte units, `hi` always allocates.
+    lo, hi = (low + 15) // 16, big // 16
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _allocates(model, mid * 16):
+            hi = mid
+        else:
+            lo = mid + 1
+    needed = hi * 16
+    if arena < needed:
+        say(stage="result", fits=False, arena_used=needed,
+            error=f"model needs a {needed}-byte arena, the board has {arena}", **specs)
+        return 0
+    try:
+        interp = runtime.Interpreter.from_bytes(model, arena_size=arena)
+        for i, s in enumerate(inputs):
+            interp.set_input(np.zeros(s.shape, dtype=s.dtype), i)
+        interp.invoke()
+    except Exception as e:  # noqa: BLE001
+        say(stage="result", fits=False, arena_used=needed,
+            error=f"TFLM fails at arena {arena} although {needed} allocated: {e}", **specs)
+        return 0
+    say(stage="result", fits=True, arena_used=needed, error="", **specs)
+    return 0
+
+
+def probe(model: bytes, arena_size: int, timeout: float = 120.0) -> ProbeResult:
+    """Allocates and invokes `model` with TFLM in a child process.
+
+    Returns:
+        A `ProbeResult`; a crash of the child is reported as a model TFLM
+        cannot run, never raised.
+    """
+    # The child must import this very package, wherever the parent was started.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "firmware_bridge.tflm", "--arena", str(arena_size)],
+                              input=model, capture_output=True, timeout=timeout, env=env)
+        lines, crashed = proc.stdout.splitlines(), proc.returncode
+    except subprocess.TimeoutExpired as e:
+        lines, crashed = (e.stdout or b"").splitlines(), f"no answer in {timeout:.0f} s"
+    last: dict = {}
+    for line in lines:
+        try:
+            last = json.loads(line)
+        except ValueError:
+            continue
+    if not last:
+        return ProbeResult(False, 0, error=f"TFLM crashed on the model (exit {crashed})")
+    inputs = tuple(TensorSpec(**d) for d in last.get("inputs", ()))
+    outputs = tuple(TensorSpec(**d) for d in last.get("outputs", ()))
+    if last["stage"] == "io":  # died while bisecting or at the board's arena
+        return ProbeResult(False, 0, inputs, outputs, f"TFLM crashed on the model (exit {crashed})")
+    return ProbeResult(last["fits"], last["arena_used"], inputs, outputs, last["error"])
+
+
+class TflmModel:
+    """A probed model loaded in-process with the board's arena size."""
+
+    def __init__(self, model: bytes, arena_size: int, probed: ProbeResult) -> None:
+        from tflite_micro import runtime
+
+        self._interp = runtime.Interpreter.from_bytes(bytes(model), arena_size=arena_size)
+        self.inputs = probed.inputs
+        self.outputs = probed.outputs
+        self.arena_used = probed.arena_used
+
+    def invoke(self, inputs: Sequence[Tensor]) -> list[Tensor]:
+        for i, t in enumerate(inputs):
+            self._interp.set_input(t.numpy(), i)
+        self._interp.invoke()
+        return [Tensor.from_numpy(np.asarray(self._interp.get_output(i)), s.scale, s.zero_point)
+                for i, s in enumerate(self.outputs)]
+
+
+class TflmRuntime:
+    """The emulator's runtime: real TFLM kernels, probed out of process."""
+
+    name = "tflm-emulator"
+
+    def load(self, model: bytes, arena_size: int) -> TflmModel:
+        """Raises ModelLoadError (ARENA_TOO_SMALL or MODEL_INVALID) instead of crashing."""
+        result = probe(model, arena_size)
+        if not result.fits:
+            if result.arena_used:
+                raise ModelLoadError(ErrorCode.ARENA_TOO_SMALL, result.arena_used,
+                                     f"model needs a {result.arena_used}-byte arena, the board has {arena_size}")
+            raise ModelLoadError(ErrorCode.MODEL_INVALID, 0, result.error[:200])
+        return TflmModel(model, arena_size, result)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m firmware_bridge.tflm",
+                                     description="Probe a .tflite model on stdin with TFLM (child of probe()).")
+    parser.add_argument("--arena", type=int, required=True, help="tensor arena size in bytes")
+    args = parser.parse_args(argv)
+    return _child(args.arena)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
