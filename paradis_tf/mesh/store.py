@@ -191,26 +191,31 @@ class Upload:
 
 
 def _check_manifest(root: Path, received: dict[str, str]) -> list[str]:
+    """Validates the uploaded manifest and that every int8 segment file came.
+
+    A node keeps only manifest.json and the int8 segment files (no C arrays
+    or float partitions): those are checked against the manifest's sha256.
+    """
+    from paradis_tf.bundle import BundleError, load
+
     try:
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DeployError(f"manifest.json is not valid JSON: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != "paradis-bundle":
-        raise DeployError("manifest.json is not a paradis bundle manifest (schema != 'paradis-bundle')")
-    if manifest.get("schema_version") != 1:
-        raise DeployError(f"manifest.json schema_version {manifest.get('schema_version')!r} is not supported (1)")
-    plans = manifest.get("plans")
-    if not isinstance(plans, dict) or not plans:
-        raise DeployError("manifest.json lists no plans")
-    for plan_name, plan in plans.items():
-        for dev in plan.get("devices", []):
-            for seg in dev.get("segments", []):
-                path = seg.get("file")
-                if path not in received:
-                    raise DeployError(f"plan {plan_name!r}: segment file {path!r} was not uploaded")
-                if seg.get("sha256") != received[path]:
-                    raise DeployError(f"plan {plan_name!r}: {path!r} does not match the sha256 in manifest.json")
-    return sorted(plans)
+        bundle = load(root, verify=False)
+    except BundleError as e:
+        raise DeployError(f"invalid manifest: {e}".replace(str(root) + "/", "")) from None
+    for rel, sha in received.items():
+        if rel == "manifest.json":
+            continue
+        entry = bundle.files.get(rel)
+        if entry is None:
+            raise DeployError(f"{rel!r} is not a file of this bundle (not listed in manifest.json)")
+        if entry.sha256 != sha:
+            raise DeployError(f"{rel!r} does not match the sha256 in manifest.json")
+    for name, plan in bundle.plans.items():
+        for dev in plan.devices:
+            for seg in dev.segments:
+                if seg.file not in received:
+                    raise DeployError(f"plan {name!r}: segment file {seg.file!r} was not uploaded")
+    return sorted(bundle.plans)
 
 
 def _fsync_dir(path: Path) -> None:

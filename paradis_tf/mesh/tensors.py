@@ -13,8 +13,9 @@ import numpy as np
 
 from paradis_tf.mesh._proto import mesh_pb2
 from paradis_tf.mesh.errors import TensorError
+from paradis_tf.runtime.quant import QTensor, QuantError, QuantParams
 
-__all__ = ["encode", "decode", "dtype_name", "DTYPES"]
+__all__ = ["encode", "decode", "encode_qtensor", "decode_qtensor", "dtype_name", "DTYPES"]
 
 # numpy dtype name <-> wire enum
 DTYPES: dict[str, int] = {
@@ -92,3 +93,34 @@ def decode(
         )
     a = np.frombuffer(t.data, dtype=np_dtype).reshape(got_shape)
     return a.astype(np_dtype.newbyteorder("="), copy=False)
+
+
+def encode_qtensor(t: QTensor, out: mesh_pb2.Tensor | None = None) -> mesh_pb2.Tensor:
+    """Encodes a runtime `QTensor` (data + its quantization)."""
+    return encode(t.data, t.params.scale, t.params.zero_point, out=out)
+
+
+def decode_qtensor(t: mesh_pb2.Tensor, expected, *, what: str = "tensor", batch: int | None = None) -> QTensor:
+    """Decodes a wire Tensor as a `QTensor`, checked against a bundle `TensorSpec`.
+
+    The dtype and every dimension but the batch must equal ``expected``'s;
+    the batch must be ``batch`` when given (else any N >= 1). The scale and
+    zero point are the sender's: the receiver's `DeviceProgram` requantizes
+    explicitly when they differ from what its segment expects.
+
+    Raises:
+        TensorError: dtype, shape, byte length or quantization is wrong.
+    """
+    spec_shape = tuple(expected.shape)
+    a = decode(t, what=what, dtype=expected.quant.dtype)
+    if a.ndim != len(spec_shape) or a.shape[1:] != spec_shape[1:] or a.shape[0] < 1:
+        raise TensorError(
+            f"{what}: expected shape (N, {', '.join(map(str, spec_shape[1:]))}), received {list(a.shape)}."
+        )
+    if batch is not None and a.shape[0] != batch:
+        raise TensorError(f"{what}: expected a batch of {batch}, received {a.shape[0]}.")
+    try:
+        params = QuantParams(expected.quant.dtype, t.scale, t.zero_point) if not expected.quant.is_float else expected.quant
+    except QuantError as e:
+        raise TensorError(f"{what}: {e}") from None
+    return QTensor(a, params)

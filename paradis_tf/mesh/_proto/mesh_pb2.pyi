@@ -279,3 +279,21 @@ class ExchangeRequest(_message.Message):
 class ExchangeReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetManifestRequest(_message.Message):
+    __slots__ = ("bundle", "version")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    bundle: str
+    version: str
+    def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class GetManifestReply(_message.Message):
+    __slots__ = ("bundle", "version", "manifest_json")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    bundle: str
+    version: str
+    manifest_json: bytes
+    def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ..., manifest_json: _Optional[bytes] = ...) -> None: ...

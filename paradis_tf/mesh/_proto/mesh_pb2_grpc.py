@@ -60,6 +60,11 @@ class NodeStub:
                 request_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ExchangeRequest.SerializeToString,
                 response_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ExchangeReply.FromString,
                 _registered_method=True)
+        self.GetManifest = channel.unary_unary(
+                '/paradis.mesh.v1.Node/GetManifest',
+                request_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestRequest.SerializeToString,
+                response_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -106,6 +111,14 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetManifest(self, request, context):
+        """The manifest.json of a stored bundle version, so a coordinator without
+        the bundle directory can plan and fuse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +146,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Exchange,
                     request_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ExchangeRequest.FromString,
                     response_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ExchangeReply.SerializeToString,
+            ),
+            'GetManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetManifest,
+                    request_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestRequest.FromString,
+                    response_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +289,33 @@ class Node:
             '/paradis.mesh.v1.Node/Exchange',
             paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ExchangeRequest.SerializeToString,
             paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ExchangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradis.mesh.v1.Node/GetManifest',
+            paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestRequest.SerializeToString,
+            paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestReply.FromString,
             options,
             channel_credentials,
             insecure,

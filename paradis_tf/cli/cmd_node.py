@@ -1,0 +1,62 @@
+"""`paradis node serve`: the node daemon of a Pi-class board.
+
+Imports neither TensorFlow nor Keras: boards install ``pip install .[node]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("node", help="run the node daemon of a Pi-class board", description=__doc__)
+    sub = p.add_subparsers(dest="node_command", metavar="ACTION")
+    sub.required = True
+    s = sub.add_parser(
+        "serve",
+        help="serve paradis.mesh.v1.Node on gRPC",
+        description="Serves the mesh protocol (GetInfo, Deploy, Activate, Run, Exchange) and the standard "
+        "grpc.health.v1 service. SIGTERM stops it gracefully; the last activation is restored on restart.",
+    )
+    g = s.add_argument_group("network and storage")
+    g.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on (port 0 picks a free one)")
+    g.add_argument("--store", required=True, metavar="DIR", help="bundle store and state directory")
+    g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
+    r = s.add_argument_group("execution")
+    r.add_argument("--backend", default="litert", choices=("litert", "tflite_runtime", "tf", "tflm"), help="interpreter backend (default: %(default)s)")
+    r.add_argument("--threads", type=int, default=1, help="interpreter threads (default: %(default)s)")
+    c = s.add_argument_group("identity and capacity")
+    c.add_argument("--node-id", default="", help="node id (default: generated once and kept in the store)")
+    c.add_argument("--capacity", type=float, default=1.0, help="widest role width this node may run (default: %(default)s)")
+    c.add_argument(
+        "--latency-budget-ms", type=float, default=0.0,
+        help="refuse roles whose estimated latency exceeds this (0: no budget; default: %(default)s)",
+    )
+    c.add_argument("--keep-versions", type=int, default=3, help="bundle versions kept per bundle (default: %(default)s)")
+    s.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default: %(default)s)")
+    s.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import sys
+    from pathlib import Path
+
+    from paradis_tf.mesh.node import NodeConfig, run_node
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    config = NodeConfig(
+        store=Path(args.store), node_id=args.node_id, backend=args.backend, capacity=args.capacity,
+        latency_budget_ms=args.latency_budget_ms, threads=args.threads, keep_versions=args.keep_versions,
+    )
+
+    def ready(address: str) -> None:
+        if args.ready_file:
+            tmp = f"{args.ready_file}.tmp"
+            with open(tmp, "w", encoding="ascii") as fh:
+                fh.write(address + "\n")
+            os.replace(tmp, args.ready_file)
+        print(f"paradis-node: listening on {address}", flush=True)
+
+    return run_node(config, args.listen, ready=ready)

@@ -1,0 +1,695 @@
+"""The coordinator: deploys a bundle to node daemons, picks a plan for the
+healthy nodes, serves inference across them and re-plans when a node fails
+or comes back.
+
+All gRPC I/O runs on one asyncio loop in a background thread that the
+coordinator owns, so the blocking API (`infer`, `deploy`, `select`) and the
+async API (`infer_async`, `submit`) can be used from any thread or loop.
+
+Failure handling: a Run call that fails with UNAVAILABLE or DEADLINE_EXCEEDED
+marks its node down; the coordinator re-plans on the remaining nodes (another
+switch of the same network, no retraining) and retries the request (``retries``
+times, default once). A node that reports it could not exchange a feature map
+with a peer (ABORTED + the peer's role in trailing metadata) gets that peer
+probed rather than being blamed itself. A background watcher probes down
+nodes; one that answers again is re-admitted and the coordinator re-plans up
+to the most accurate plan that fits. Every request ends with logits or a
+`RequestFailedError` that says why; none is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import itertools
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+
+import grpc
+import numpy as np
+
+from paradis_tf.mesh import limits, tensors
+from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
+from paradis_tf.bundle import Bundle, Plan, SegmentRef, TensorSpec
+from paradis_tf.bundle import load as load_bundle
+from paradis_tf.mesh.errors import DeployError, MeshError, NodeError, NoPlanFitsError, RequestFailedError, TensorError
+from paradis_tf.runtime.program import fuse
+from paradis_tf.runtime.quant import QTensor, convert
+from paradis_tf.mesh.placement import NodeCandidate, Placement, choose_placement, rank_plans
+from paradis_tf.mesh.program import model_input_spec
+
+__all__ = ["Coordinator", "NodeStatus", "CoordinatorStats", "parse_addresses"]
+
+log = logging.getLogger("paradis.coordinator")
+
+_NODE_DOWN_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_PEER_ROLE_KEY = "paradis-peer-role"
+
+
+def parse_addresses(addresses: str | Iterable[str]) -> list[str]:
+    """``"h1:5000,h2:5000"`` or a list -> list of ``host:port`` (checked)."""
+    items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
+    out = []
+    for a in (str(i).strip() for i in items):
+        if not a:
+            continue
+        host, _, port = a.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise MeshError(f"invalid node address {a!r} (expected HOST:PORT)")
+        if a in out:
+            raise MeshError(f"node address {a!r} is listed twice")
+        out.append(a)
+    if not out:
+        raise MeshError("no node addresses given (expected HOST:PORT,...)")
+    return out
+
+
+def _manifest_files(bundle: Bundle) -> list[tuple[str, int, str]]:
+    """Files a node needs: manifest.json and every int8 segment file.
+
+    C arrays and float partitions stay behind: boards with a node daemon run
+    the .tflite files, and uploads to them are slow.
+    """
+    raw = (bundle.root / "manifest.json").read_bytes()
+    files = {"manifest.json": (len(raw), hashlib.sha256(raw).hexdigest())}
+    for plan in bundle.plans.values():
+        for dev in plan.devices:
+            for seg in dev.segments:
+                files[seg.file] = (seg.size, seg.sha256)
+    return [(p, s, h) for p, (s, h) in files.items()]
+
+
+def _bundle_from_manifest(raw: bytes) -> Bundle:
+    """A `Bundle` view of a manifest alone (its files stay on the nodes)."""
+    with tempfile.TemporaryDirectory(prefix="paradis-manifest-") as tmp:
+        Path(tmp, "manifest.json").write_bytes(raw)
+        return load_bundle(tmp, verify=False)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What `Coordinator.status()` knows about one node."""
+
+    address: str
+    up: bool
+    info: mesh_pb2.NodeInfo | None
+    error: str = ""
+    role: int | None = None  # role in the current placement
+
+
+@dataclass
+class CoordinatorStats:
+    requests: int = 0
+    answered: int = 0
+    failed: int = 0
+    retries: int = 0
+    replans: int = 0
+    bytes_to_nodes: int = 0
+    bytes_from_nodes: int = 0
+    plans: list[tuple[float, str]] = field(default_factory=list)  # (unix time, placement text)
+
+
+@dataclass
+class _Node:
+    address: str
+    channel: grpc.aio.Channel
+    stub: mesh_pb2_grpc.NodeStub
+    up: bool = True
+    info: mesh_pb2.NodeInfo | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Active:
+    placement: Placement
+    plan: Plan
+    activation_id: str
+    generation: int
+    input_specs: tuple[TensorSpec | None, ...]  # per role
+
+
+class _AttemptError(Exception):
+    def __init__(self, message: str, down: Sequence[str] = (), suspects: Sequence[str] = (), stale: bool = False, fatal: bool = False):
+        super().__init__(message)
+        self.down = tuple(down)
+        self.suspects = tuple(suspects)
+        self.stale = stale
+        self.fatal = fatal
+
+
+class Coordinator:
+    """Serves one bundle across a set of node daemons.
+
+    Args:
+        addresses: node addresses, ``["host:port", ...]`` or ``"h:p,h:p"``.
+        bundle: a local bundle directory (its manifest is read here), or the
+            name of a bundle already stored on the nodes, or None (the
+            bundle active on, or the only one stored on, the first node
+            that answers). `deploy` sets it.
+        run_timeout_s: deadline of every Run call.
+        retries: how many times a failed request is retried after a re-plan.
+        probe_interval_s: how often down nodes are probed for re-admission.
+        auto_replan: re-plan on failures and re-admissions (else fail requests).
+
+    Example:
+        >>> with Coordinator(["10.0.0.2:5000", "10.0.0.3:5000"]) as c:
+        ...     c.deploy("bundle/")
+        ...     c.select()
+        ...     logits = c.infer(images)
+    """
+
+    def __init__(
+        self,
+        addresses: str | Iterable[str],
+        *,
+        bundle: str | os.PathLike | None = None,
+        run_timeout_s: float = limits.RUN_TIMEOUT_S,
+        retries: int = 1,
+        probe_interval_s: float = 0.5,
+        auto_replan: bool = True,
+        max_concurrency: int = 64,
+    ) -> None:
+        self.addresses = parse_addresses(addresses)
+        self.run_timeout_s = float(run_timeout_s)
+        self.retries = int(retries)
+        self.probe_interval_s = float(probe_interval_s)
+        self.auto_replan = bool(auto_replan)
+        self.max_concurrency = int(max_concurrency)
+        self.stats = CoordinatorStats()
+        self._id = uuid.uuid4().hex[:8]
+        self._seq = itertools.count()
+        self._bundle: Bundle | None = None
+        self._bundle_dir: Path | None = None
+        self._bundle_name: str | None = None
+        self._version: str = ""
+        self._manifest: dict | None = None
+        self._pinned: str | None = None
+        self._active: _Active | None = None
+        self._generation = 0
+        self._last_plan_error: str = ""
+        self._watcher: asyncio.Task | None = None
+        self._closed = False
+        if bundle is not None:
+            p = Path(bundle)
+            if (p / "manifest.json").is_file():
+                self._set_local_bundle(p)
+            else:
+                self._bundle_name = str(bundle)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="paradis-coordinator", daemon=True)
+        self._thread.start()
+        self._call(self._init_nodes())
+
+    # --- plumbing -----------------------------------------------------------
+    def _call(self, coro, timeout: float | None = None):
+        if self._closed:
+            coro.close()
+            raise MeshError("the coordinator is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _init_nodes(self) -> None:
+        self._nodes: dict[str, _Node] = {}
+        for a in self.addresses:
+            ch = grpc.aio.insecure_channel(a, options=limits.CHANNEL_OPTIONS)
+            self._nodes[a] = _Node(a, ch, mesh_pb2_grpc.NodeStub(ch))
+        self._plan_lock = asyncio.Lock()
+        self._sem = asyncio.Semaphore(self.max_concurrency)
+        self._watcher = asyncio.create_task(self._watch())
+
+    def close(self) -> None:
+        """Stops the watcher and closes every channel (idempotent)."""
+        if self._closed:
+            return
+
+        async def shutdown():
+            if self._watcher is not None:
+                self._watcher.cancel()
+                try:
+                    await self._watcher
+                except (asyncio.CancelledError, Exception):
+                    pass
+            for n in self._nodes.values():
+                await n.channel.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    def __enter__(self) -> "Coordinator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _set_local_bundle(self, bundle_dir: Path, name: str | None = None) -> None:
+        bundle = load_bundle(bundle_dir)  # validates files and sha256 before anything is sent
+        raw = (bundle_dir / "manifest.json").read_bytes()
+        self._bundle, self._bundle_dir, self._manifest = bundle, bundle_dir, bundle.manifest
+        self._bundle_name = name or bundle.model.name or bundle_dir.name
+        self._version = hashlib.sha256(raw).hexdigest()[:16]
+
+    # --- status -------------------------------------------------------------
+    async def _get_info(self, node: _Node, timeout: float = limits.INFO_TIMEOUT_S) -> mesh_pb2.NodeInfo | None:
+        try:
+            info = await node.stub.GetInfo(mesh_pb2.GetInfoRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            node.up, node.info, node.error = False, None, f"{e.code().name}: {e.details()}"
+            return None
+        node.up, node.info, node.error = True, info, ""
+        return info
+
+    def status(self, timeout: float = limits.INFO_TIMEOUT_S) -> list[NodeStatus]:
+        """Asks every node for its info (concurrently)."""
+
+        async def go():
+            await asyncio.gather(*(self._get_info(n, timeout) for n in self._nodes.values()))
+            roles = {a: r for r, a in enumerate(self._active.placement.addresses)} if self._active else {}
+            return [NodeStatus(n.address, n.up, n.info, n.error, roles.get(n.address)) for n in self._nodes.values()]
+
+        return self._call(go())
+
+    @property
+    def placement(self) -> Placement | None:
+        """The plan and role->node assignment in use (None before `select`)."""
+        a = self._active
+        return a.placement if a else None
+
+    @property
+    def manifest(self) -> dict | None:
+        return self._manifest
+
+    # --- deploy -------------------------------------------------------------
+    def deploy(self, bundle_dir: str | os.PathLike, name: str | None = None, nodes: Sequence[str] | None = None) -> dict[str, mesh_pb2.DeployReply]:
+        """Uploads a bundle to every node concurrently (`paradis flash`).
+
+        Returns:
+            address -> DeployReply (name, version, bytes, versions kept).
+
+        Raises:
+            DeployError: the bundle is not readable, or a node refused or
+                could not be reached (all nodes are tried; the message lists
+                every failure).
+        """
+        bundle_dir = Path(bundle_dir)
+        self._set_local_bundle(bundle_dir, name)
+        files = _manifest_files(self._bundle)
+        targets = list(nodes) if nodes is not None else self.addresses
+        return self._call(self._deploy(bundle_dir, files, targets))
+
+    async def _deploy(self, bundle_dir: Path, files, targets: Sequence[str]) -> dict[str, mesh_pb2.DeployReply]:
+        manifest_sha = next(h for p, _, h in files if p == "manifest.json")
+
+        async def stream() -> AsyncIterator[mesh_pb2.DeployRequest]:
+            yield mesh_pb2.DeployRequest(
+                begin=mesh_pb2.DeployBegin(
+                    bundle=self._bundle_name, manifest_sha256=manifest_sha,
+                    files=[mesh_pb2.FileEntry(path=p, size=s, sha256=h) for p, s, h in files],
+                )
+            )
+            for i, (path, _, _) in enumerate(files):
+                with open(bundle_dir / path, "rb") as fh:
+                    offset = 0
+                    while True:
+                        data = fh.read(limits.DEPLOY_CHUNK_BYTES)
+                        if not data:
+                            break
+                        yield mesh_pb2.DeployRequest(chunk=mesh_pb2.FileChunk(file_index=i, offset=offset, data=data))
+                        offset += len(data)
+            yield mesh_pb2.DeployRequest(commit=mesh_pb2.DeployCommit())
+
+        async def one(address: str):
+            node = self._nodes.get(address)
+            if node is None:
+                ch = grpc.aio.insecure_channel(address, options=limits.CHANNEL_OPTIONS)
+                node = _Node(address, ch, mesh_pb2_grpc.NodeStub(ch))
+                self._nodes[address] = node
+            try:
+                return await node.stub.Deploy(stream(), timeout=limits.DEPLOY_TIMEOUT_S)
+            except grpc.aio.AioRpcError as e:
+                return NodeError(address, "Deploy", e.code().name, e.details() or "")
+
+        results = await asyncio.gather(*(one(a) for a in targets))
+        failures = [r for r in results if isinstance(r, Exception)]
+        if failures:
+            raise DeployError("deploy failed on " + "; ".join(str(f) for f in failures))
+        return dict(zip(targets, results))
+
+    # --- selection ----------------------------------------------------------
+    async def _ensure_manifest(self) -> dict:
+        if self._manifest is not None:
+            return self._manifest
+        last = ""
+        for node in self._nodes.values():
+            try:
+                r = await node.stub.GetManifest(mesh_pb2.GetManifestRequest(bundle=self._bundle_name or ""), timeout=limits.INFO_TIMEOUT_S)
+            except grpc.aio.AioRpcError as e:
+                last = f"{node.address}: {e.code().name}: {e.details()}"
+                continue
+            self._bundle = _bundle_from_manifest(r.manifest_json)
+            self._manifest = self._bundle.manifest
+            self._bundle_name, self._version = r.bundle, r.version
+            return self._manifest
+        raise MeshError(f"no node could give the bundle manifest ({last}); deploy a bundle first or pass bundle=")
+
+    def select(self, plan: str | None = None) -> Placement:
+        """Chooses and activates a plan on the healthy nodes.
+
+        Args:
+            plan: a plan name to use (``"2x0.5"``, ``"seq-2"``); None picks the
+                most accurate ParaDiS plan whose roles fit the nodes'
+                capacities. A named plan stays pinned: re-planning keeps it
+                while it fits.
+
+        Raises:
+            NoPlanFitsError: nothing fits the healthy nodes.
+        """
+        self._pinned = plan
+        return self._call(self._replan(force=True)).placement
+
+    async def _candidates(self) -> list[NodeCandidate]:
+        infos = await asyncio.gather(*(self._get_info(n, 2.0) for n in self._nodes.values()))
+        out = []
+        for n, info in zip(self._nodes.values(), infos):
+            if info is None:
+                continue
+            out.append(NodeCandidate(n.address, info.capacity or 1.0, info.speed_score, info.latency_budget_ms, info.node_id))
+        return out
+
+    def _choose(self, manifest: dict, nodes: Sequence[NodeCandidate]) -> Placement:
+        plans = manifest["plans"]
+        if self._pinned is not None:
+            try:
+                return choose_placement(plans, nodes, plan=self._pinned)
+            except NoPlanFitsError:
+                if not self.auto_replan:
+                    raise
+                kind = plans.get(self._pinned, {}).get("kind", "paradis")
+                return choose_placement(plans, nodes, kinds=(kind,))
+        return choose_placement(plans, nodes)
+
+    async def _replan(self, force: bool = False, from_generation: int | None = None, upgrade_only: bool = False) -> _Active:
+        async with self._plan_lock:
+            if from_generation is not None and self._generation != from_generation and self._active is not None:
+                return self._active
+            manifest = await self._ensure_manifest()
+            for _ in range(len(self._nodes) + 1):
+                nodes = await self._candidates()
+                try:
+                    placement = self._choose(manifest, nodes)
+                except NoPlanFitsError as e:
+                    self._active = None
+                    self._last_plan_error = str(e)
+                    raise
+                cur = self._active
+                if upgrade_only and cur is not None:
+                    if placement.plan == cur.placement.plan or not _better(manifest, placement.plan, cur.placement.plan):
+                        return cur
+                if not force and cur is not None and cur.placement == placement and from_generation is None:
+                    return cur
+                try:
+                    active = await self._activate(manifest, placement)
+                except _AttemptError as e:
+                    for a in e.down:
+                        self._mark_down(a, str(e))
+                    log.warning("activation of %s failed (%s); re-planning", placement, e)
+                    if e.fatal:
+                        raise MeshError(str(e)) from None
+                    continue
+                self._active = active
+                self.stats.replans += 1
+                self.stats.plans.append((time.time(), str(placement)))
+                log.info("plan: %s", placement)
+                return active
+            raise NoPlanFitsError("nodes kept failing while activating a plan")
+
+    async def _activate(self, manifest: dict, placement: Placement) -> _Active:
+        aid = f"{self._id}-{uuid.uuid4().hex[:8]}"
+        peers = dict(enumerate(placement.addresses))
+
+        async def one(role: int, address: str):
+            req = mesh_pb2.ActivateRequest(
+                bundle=self._bundle_name or "", version=self._version, plan=placement.plan, role=role, peers=peers, activation_id=aid
+            )
+            try:
+                await self._nodes[address].stub.Activate(req, timeout=limits.ACTIVATE_TIMEOUT_S)
+                return None
+            except grpc.aio.AioRpcError as e:
+                return (address, e)
+
+        errors = [e for e in await asyncio.gather(*(one(r, a) for r, a in enumerate(placement.addresses))) if e]
+        if errors:
+            down = [a for a, e in errors if e.code() in _NODE_DOWN_CODES]
+            msg = "; ".join(f"{a}: Activate: {e.code().name}: {e.details()}" for a, e in errors)
+            raise _AttemptError(msg, down=down, fatal=not down)
+        plan_obj = self._bundle.plan(placement.plan)
+        specs = tuple(model_input_spec(plan_obj, r) for r in range(len(placement.addresses)))
+        self._generation += 1
+        return _Active(placement, plan_obj, aid, self._generation, specs)
+
+    def _mark_down(self, address: str, why: str) -> None:
+        node = self._nodes[address]
+        if node.up:
+            log.warning("node %s marked down: %s", address, why)
+        node.up, node.error = False, why
+
+    async def _current(self) -> _Active:
+        active = self._active
+        if active is not None and all(self._nodes[a].up for a in active.placement.addresses):
+            return active
+        if not self.auto_replan and active is not None:
+            return active
+        try:
+            return await self._replan(from_generation=active.generation if active else None)
+        except NoPlanFitsError as e:
+            raise RequestFailedError(f"no plan to serve the request: {e}") from None
+
+    # --- inference ----------------------------------------------------------
+    async def _attempt(self, active: _Active, x: np.ndarray, rid: str) -> np.ndarray:
+        plan = active.placement.plan
+        cache: dict[TensorSpec, mesh_pb2.Tensor] = {}
+        xq = QTensor.from_float(x[None])
+        calls: dict[asyncio.Task, int] = {}
+        for role, address in enumerate(active.placement.addresses):
+            req = mesh_pb2.RunRequest(request_id=rid, plan=plan, activation_id=active.activation_id)
+            spec = active.input_specs[role]
+            if spec is not None:
+                t = cache.get(spec)
+                if t is None:
+                    t = cache[spec] = tensors.encode_qtensor(convert(xq, spec.quant))
+                req.input.CopyFrom(t)
+                self.stats.bytes_to_nodes += len(t.data)
+            calls[asyncio.ensure_future(self._nodes[address].stub.Run(req, timeout=self.run_timeout_s))] = role
+        replies: dict[int, mesh_pb2.RunReply] = {}
+        suspects: list[str] = []
+        soft: list[str] = []
+        pending = set(calls)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    role = calls[task]
+                    address = active.placement.addresses[role]
+                    exc = task.exception()
+                    if exc is None:
+                        replies[role] = task.result()
+                        continue
+                    if not isinstance(exc, grpc.aio.AioRpcError):
+                        raise exc
+                    code, details = exc.code(), exc.details() or ""
+                    text = f"{address} (role {role}): Run: {code.name}: {details}"
+                    if code in _NODE_DOWN_CODES:
+                        raise _AttemptError(text, down=[address])
+                    if code == grpc.StatusCode.ABORTED:
+                        peer = _peer_role(exc)
+                        if peer is not None and 0 <= peer < len(active.placement.addresses):
+                            suspects.append(active.placement.addresses[peer])
+                        soft.append(text)
+                    elif code == grpc.StatusCode.FAILED_PRECONDITION:
+                        raise _AttemptError(text, stale=True)
+                    elif code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
+                        soft.append(text)
+                    else:
+                        raise _AttemptError(text, fatal=True)
+        finally:
+            for task in pending:
+                task.cancel()
+        if soft:
+            raise _AttemptError("; ".join(soft), suspects=suspects)
+        outputs: dict[SegmentRef, QTensor] = {}
+        for ref in active.plan.fusion.outputs:
+            address = active.placement.addresses[ref.device]
+            out = next((o for o in replies[ref.device].outputs if o.segment == ref.segment), None)
+            if out is None:
+                raise _AttemptError(f"{address} (role {ref.device}) returned no output for segment {ref.segment}", fatal=True)
+            try:
+                outputs[ref] = tensors.decode_qtensor(
+                    out.tensor, active.plan.segment(ref).output, what=f"output of role {ref.device} segment {ref.segment}", batch=1
+                )
+            except TensorError as e:
+                raise _AttemptError(f"{address}: {e}", fatal=True) from None
+            self.stats.bytes_from_nodes += len(out.tensor.data)
+        return fuse(active.plan, outputs)[0]
+
+    async def _infer_one(self, x: np.ndarray) -> np.ndarray:
+        rid = f"{self._id}-{next(self._seq)}"
+        self.stats.requests += 1
+        errors: list[str] = []
+        async with self._sem:
+            for attempt in range(1 + self.retries):
+                if attempt:
+                    self.stats.retries += 1
+                try:
+                    active = await self._current()
+                except (MeshError, grpc.aio.AioRpcError) as e:
+                    errors.append(str(e))
+                    break
+                try:
+                    logits = await self._attempt(active, x, rid)
+                    self.stats.answered += 1
+                    return logits
+                except _AttemptError as e:
+                    errors.append(str(e))
+                    if e.fatal:
+                        break
+                    if not self.auto_replan:
+                        continue
+                    for a in e.down:
+                        self._mark_down(a, str(e))
+                    for a in e.suspects:
+                        if self._nodes[a].up and await self._get_info(self._nodes[a], 1.0) is None:
+                            self._mark_down(a, f"peer of a failed exchange; {self._nodes[a].error}")
+                    if e.stale or e.down or any(not self._nodes[a].up for a in e.suspects):
+                        try:
+                            await self._replan(from_generation=active.generation)
+                        except MeshError as pe:
+                            errors.append(str(pe))
+                            break
+        self.stats.failed += 1
+        raise RequestFailedError(f"request {rid} failed: " + " | then: ".join(errors))
+
+    def _prepare(self, x) -> tuple[np.ndarray, bool]:
+        if self._manifest is None:
+            self._call(self._ensure_manifest())
+        shape = tuple(self._manifest["model"]["input_shape"])
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape == shape:
+            return x[None], True
+        if x.shape[1:] != shape:
+            raise MeshError(f"expected input of shape (N, {', '.join(map(str, shape))}) or {shape}; received {x.shape}")
+        return x, False
+
+    def infer(self, x, timeout: float | None = None) -> np.ndarray:
+        """Logits for a float batch ``(N,) + input_shape`` (or one sample).
+
+        The samples run concurrently (up to ``max_concurrency`` in flight).
+
+        Raises:
+            RequestFailedError: a sample could not be answered (the first
+                such error; the others are counted in ``stats``).
+        """
+        if self._active is None:
+            self.select()
+        batch, single = self._prepare(x)
+
+        async def go():
+            return await asyncio.gather(*(self._infer_one(s) for s in batch))
+
+        out = np.stack(self._call(go(), timeout))
+        return out[0] if single else out
+
+    def submit(self, x) -> concurrent.futures.Future:
+        """Starts one sample (``input_shape``); the future resolves to its logits."""
+        if self._active is None:
+            self.select()
+        batch, single = self._prepare(x)
+        if not single:
+            raise MeshError("submit() takes one sample; use infer() for a batch")
+        return asyncio.run_coroutine_threadsafe(self._infer_one(batch[0]), self._loop)
+
+    async def infer_async(self, x) -> np.ndarray:
+        """`submit` for asyncio code running on any loop."""
+        return await asyncio.wrap_future(self.submit(x))
+
+    def infer_many(self, xs, return_exceptions: bool = True) -> list:
+        """Runs every sample; returns logits or the `RequestFailedError` per sample."""
+        if self._active is None:
+            self.select()
+        batch, _ = self._prepare(xs)
+
+        async def go():
+            return await asyncio.gather(*(self._infer_one(s) for s in batch), return_exceptions=return_exceptions)
+
+        return self._call(go())
+
+    # --- watcher ------------------------------------------------------------
+    async def _watch(self) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        while True:
+            await asyncio.sleep(self.probe_interval_s)
+            back = []
+            for node in list(self._nodes.values()):
+                if node.up:
+                    continue
+                try:
+                    r = await health_pb2_grpc.HealthStub(node.channel).Check(
+                        health_pb2.HealthCheckRequest(service=limits.HEALTH_SERVICE), timeout=0.5
+                    )
+                except grpc.aio.AioRpcError:
+                    continue
+                if r.status == health_pb2.HealthCheckResponse.SERVING and await self._get_info(node, 1.0) is not None:
+                    back.append(node)
+            if not back or self._manifest is None or not self.auto_replan:
+                continue
+            for node in back:
+                log.info("node %s is back", node.address)
+                await self._ensure_bundle(node)
+            try:
+                await self._replan(upgrade_only=True)
+            except (MeshError, grpc.aio.AioRpcError) as e:
+                log.warning("re-plan after re-admission failed: %s", e)
+
+    async def _ensure_bundle(self, node: _Node) -> None:
+        """Deploys the bundle to a re-admitted node that lacks it (when we have it locally)."""
+        info = node.info
+        if info is None or self._bundle_dir is None:
+            return
+        for b in info.bundles:
+            if b.name == self._bundle_name and any(v.version == self._version for v in b.versions):
+                return
+        files = _manifest_files(self._bundle)
+        try:
+            await self._deploy(self._bundle_dir, files, [node.address])
+        except DeployError as e:
+            self._mark_down(node.address, str(e))
+
+
+def _peer_role(exc: grpc.aio.AioRpcError) -> int | None:
+    for k, v in exc.trailing_metadata() or ():
+        if k == _PEER_ROLE_KEY:
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+def _better(manifest: dict, a: str, b: str) -> bool:
+    """Whether plan ``a`` ranks above plan ``b``."""
+    plans = manifest["plans"]
+    kind = plans[b].get("kind", "paradis")
+    order = rank_plans(plans, kinds=(kind,))
+    return a in order and (b not in order or order.index(a) < order.index(b))

@@ -1,0 +1,592 @@
+"""The node daemon: serves `paradis.mesh.v1.Node` on `grpc.aio`.
+
+`NodeServicer` holds everything a node does; `serve()` wraps it in a server
+with the standard health service, bounded message sizes and SIGTERM handling.
+The serial bridge reuses `NodeServicer` by overriding `load_program` (what
+runs a role: a board instead of a local interpreter) and `kind`.
+
+Interpreter work runs on one worker thread, off the event loop, so the loop
+keeps answering GetInfo, health checks and peers' Exchange while a segment
+runs; waiting for a peer's feature map happens on the loop and never holds
+the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import statistics
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+import grpc
+import numpy as np
+
+from paradis_tf import __version__
+from paradis_tf.mesh import limits, tensors
+from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
+from paradis_tf.mesh.errors import DeployError, MeshError, TensorError
+from paradis_tf.mesh.mailbox import Mailbox, MailboxFull
+from paradis_tf.bundle import BundleError, SegmentRef, TensorSpec
+from paradis_tf.bundle import load as load_bundle
+from paradis_tf.mesh.program import RoleProgram, load_role_program, model_input_spec
+from paradis_tf.mesh.store import BundleStore, VersionInfo
+from paradis_tf.runtime.quant import QTensor
+
+__all__ = ["NodeServicer", "NodeConfig", "serve", "run_node", "measure_speed_score"]
+
+log = logging.getLogger("paradis.node")
+
+# How many activations a node keeps loaded: the current one and the one
+# before, so requests already in flight when the coordinator re-plans finish
+# on the plan they started with.
+_KEEP_ACTIVATIONS = 2
+
+
+def measure_speed_score(seconds: float = 0.15) -> float:
+    """GFLOP/s of a float32 matmul loop on one core, measured for ``seconds``.
+
+    A relative speed for choosing which node gets the widest role; not a
+    benchmark.
+    """
+    a = np.random.default_rng(0).standard_normal((128, 128), dtype=np.float32)
+    b = a.T.copy()
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        np.dot(a, b)
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            break
+    return round(n * 2 * 128**3 / dt / 1e9, 3)
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Settings of one node daemon (`paradis node serve` flags)."""
+
+    store: Path
+    node_id: str = ""
+    backend: str = "litert"
+    capacity: float = 1.0
+    latency_budget_ms: float = 0.0
+    threads: int = 1
+    keep_versions: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.capacity <= 1.0:
+            raise ValueError(f"Expected a capacity in (0, 1]. Received capacity={self.capacity}.")
+        if self.latency_budget_ms < 0:
+            raise ValueError(f"Expected a non-negative latency budget. Received latency_budget_ms={self.latency_budget_ms}.")
+        if self.threads < 1:
+            raise ValueError(f"Expected at least one interpreter thread. Received threads={self.threads}.")
+
+
+@dataclass
+class _Active:
+    activation: mesh_pb2.Activation
+    program: RoleProgram
+    role_latency_ms: float
+
+
+@dataclass
+class _Counters:
+    runs: int = 0
+    run_errors: int = 0
+    exchanges_sent: int = 0
+    exchanges_received: int = 0
+    exchange_bytes_sent: int = 0
+    exchange_bytes_received: int = 0
+    deploys: int = 0
+    activations: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+# Trailing metadata key naming the peer role a node blames when it aborts a
+# Run with ABORTED (a feature map it could not push or did not receive): the
+# coordinator then checks that peer instead of marking the reporter down.
+PEER_ROLE_KEY = "paradis-peer-role"
+
+
+class _Abort(Exception):
+    """A call refused with a status code and message (raised inside handlers)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, peer_role: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.peer_role = peer_role
+
+
+def _node_id(store: BundleStore, given: str) -> str:
+    if given:
+        return given
+    path = store.root / "node-id"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        nid = f"node-{uuid.uuid4().hex[:8]}"
+        path.write_text(nid + "\n", encoding="utf-8")
+        return nid
+
+
+class NodeServicer(mesh_pb2_grpc.NodeServicer):
+    """Everything one node does; subclass and override `load_program` for
+    hardware that runs roles elsewhere (the serial bridge)."""
+
+    kind = "grpc-node"
+
+    def __init__(self, config: NodeConfig, speed_score: float | None = None):
+        self.config = config
+        self.store = BundleStore(config.store, keep=config.keep_versions)
+        self.node_id = _node_id(self.store, config.node_id)
+        self.speed_score = measure_speed_score() if speed_score is None else float(speed_score)
+        self.started_unix_ms = int(time.time() * 1000)
+        self.counters = _Counters()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paradis-interp")
+        self._activations: OrderedDict[str, _Active] = OrderedDict()
+        self._current: _Active | None = None
+        self._activate_lock = asyncio.Lock()
+        self._mailbox = Mailbox()
+        self._peers: dict[str, tuple[grpc.aio.Channel, mesh_pb2_grpc.NodeStub]] = {}
+
+    # --- hooks ------------------------------------------------------------
+    def load_program(self, bundle: VersionInfo, plan: str, role: int) -> RoleProgram:
+        """Loads one role of a plan (blocking; runs on the worker thread).
+
+        Override to run roles elsewhere (the serial bridge returns an object
+        whose `run_segment` runs on the board).
+        """
+        return load_role_program(bundle.path, plan, role, backend=self.config.backend, threads=self.config.threads)
+
+    # --- lifecycle --------------------------------------------------------
+    async def restore(self) -> bool:
+        """Reloads the last activation recorded in the store (after a restart)."""
+        state = self.store.load_state()
+        if not state or "activation" not in state:
+            return False
+        a = state["activation"]
+        try:
+            await self._activate(
+                a["bundle"], a.get("version", ""), a["plan"], int(a["role"]),
+                {int(k): v for k, v in a.get("peers", {}).items()}, a.get("activation_id", ""), persist=False,
+            )
+            log.info("restored activation %s role %d of %s/%s", a["plan"], a["role"], a["bundle"], a.get("version"))
+            return True
+        except (MeshError, OSError, ValueError, KeyError) as e:
+            log.warning("could not restore the last activation (%s); waiting for Activate", e)
+            return False
+
+    async def close(self) -> None:
+        for ch, _ in self._peers.values():
+            await ch.close()
+        self._peers.clear()
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._activations.clear()
+
+    # --- helpers ----------------------------------------------------------
+    async def _in_worker(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    def _peer(self, address: str) -> mesh_pb2_grpc.NodeStub:
+        entry = self._peers.get(address)
+        if entry is None:
+            ch = grpc.aio.insecure_channel(address, options=limits.CHANNEL_OPTIONS)
+            entry = (ch, mesh_pb2_grpc.NodeStub(ch))
+            self._peers[address] = entry
+        return entry[1]
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, e: _Abort):
+        md = ((PEER_ROLE_KEY, str(e.peer_role)),) if e.peer_role is not None else ()
+        await context.abort(e.code, e.message, md)
+
+    def _info(self) -> mesh_pb2.NodeInfo:
+        info = mesh_pb2.NodeInfo(
+            node_id=self.node_id,
+            software_version=__version__,
+            backend=self.config.backend,
+            cores=_cores(),
+            speed_score=self.speed_score,
+            capacity=self.config.capacity,
+            latency_budget_ms=self.config.latency_budget_ms,
+            memory_bytes=_available_memory(),
+            active=self._current is not None,
+            started_unix_ms=self.started_unix_ms,
+            kind=self.kind,
+        )
+        for name in self.store.names():
+            sb = info.bundles.add(name=name)
+            for v in self.store.versions(name):
+                sb.versions.add(version=v.version, deployed_unix_ms=v.deployed_unix_ms, bytes=v.bytes, plans=list(v.plans))
+        if self._current is not None:
+            info.activation.CopyFrom(self._current.activation)
+            info.role_latency_ms = self._current.role_latency_ms
+        c = self.counters
+        info.counters.CopyFrom(
+            mesh_pb2.Counters(
+                runs=c.runs, run_errors=c.run_errors, exchanges_sent=c.exchanges_sent,
+                exchanges_received=c.exchanges_received, exchange_bytes_sent=c.exchange_bytes_sent,
+                exchange_bytes_received=c.exchange_bytes_received, deploys=c.deploys, activations=c.activations,
+            )
+        )
+        return info
+
+    # --- GetInfo ----------------------------------------------------------
+    async def GetInfo(self, request: mesh_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.NodeInfo:
+        return await asyncio.to_thread(self._info)
+
+    # --- Deploy -----------------------------------------------------------
+    async def Deploy(self, request_iterator: AsyncIterator[mesh_pb2.DeployRequest], context: grpc.aio.ServicerContext) -> mesh_pb2.DeployReply:
+        upload = None
+        committed = False
+        try:
+            try:
+                async for msg in request_iterator:
+                    kind = msg.WhichOneof("kind")
+                    if kind == "begin":
+                        if upload is not None:
+                            raise DeployError("a second DeployBegin in one stream")
+                        b = msg.begin
+                        upload = self.store.begin(b.bundle, b.manifest_sha256, [(f.path, f.size, f.sha256) for f in b.files])
+                    elif kind == "chunk":
+                        if upload is None:
+                            raise DeployError("FileChunk before DeployBegin")
+                        if committed:
+                            raise DeployError("FileChunk after DeployCommit")
+                        await asyncio.to_thread(upload.add_chunk, msg.chunk.file_index, msg.chunk.offset, msg.chunk.data)
+                    elif kind == "commit":
+                        if upload is None:
+                            raise DeployError("DeployCommit before DeployBegin")
+                        committed = True
+                    else:
+                        raise DeployError("empty DeployRequest message")
+                if upload is None:
+                    raise DeployError("empty deploy stream (no DeployBegin)")
+                if not committed:
+                    missing = [f"{f.path} ({f.received} of {f.size} bytes)" for f in upload.files if f.received != f.size]
+                    raise DeployError(
+                        "truncated deploy stream: it ended before DeployCommit"
+                        + (f"; incomplete files: {', '.join(missing[:5])}" if missing else "")
+                    )
+                info, present = await asyncio.to_thread(upload.commit)
+            except DeployError as e:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"deploy refused: {e}") from None
+            except OSError as e:
+                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED if e.errno == 28 else grpc.StatusCode.INTERNAL, f"deploy failed: {e}") from None
+        except _Abort as e:
+            if upload is not None:
+                upload.abort()
+            await self._abort(context, e)
+        finally:
+            if upload is not None and not committed:
+                upload.abort()
+        protect = {a.activation.version for a in self._activations.values() if a.activation.bundle == info.name}
+        await asyncio.to_thread(self.store.prune, info.name, protect | {info.version})
+        self.counters.deploys += 1
+        log.info("deployed %s version %s (%d bytes%s)", info.name, info.version, info.bytes, ", already present" if present else "")
+        return mesh_pb2.DeployReply(
+            bundle=info.name, version=info.version, bytes=info.bytes, already_present=present,
+            versions=[v.version for v in self.store.versions(info.name)],
+        )
+
+    # --- Activate ---------------------------------------------------------
+    async def _activate(self, bundle: str, version: str, plan: str, role: int, peers: dict[int, str], activation_id: str, persist: bool = True) -> _Active:
+        async with self._activate_lock:
+            info = self.store.resolve(bundle, version)
+            try:
+                loaded = await asyncio.to_thread(load_bundle, info.path, verify=False)
+                plan_obj = loaded.plan(plan)
+            except BundleError as e:
+                raise DeployError(str(e)) from None
+            n = len(plan_obj.devices)
+            if not 0 <= role < n:
+                raise DeployError(f"role {role} does not exist in plan {plan!r} of {n} devices (roles 0..{n - 1})")
+            needed = set()
+            for seg in plan_obj.devices[role].segments:
+                needed |= {i.source.device for i in seg.inputs if i.source is not None and i.source.device != role}
+                needed |= {c.device for c, _ in plan_obj.consumers(SegmentRef(role, seg.index)) if c.device != role}
+            missing = sorted(r for r in needed if r not in peers)
+            if missing:
+                raise DeployError(f"plan {plan!r} role {role} exchanges feature maps with roles {missing}, but Activate gave no peer address for them")
+            program = await self._in_worker(self.load_program, info, plan_obj.name, role)
+            latency = await self._in_worker(_measure_role_latency, program)
+            act = mesh_pb2.Activation(bundle=info.name, version=info.version, plan=plan_obj.name, role=role, peers=peers, activation_id=activation_id or uuid.uuid4().hex)
+            entry = _Active(act, program, latency)
+            self._activations.pop(act.activation_id, None)
+            self._activations[act.activation_id] = entry
+            while len(self._activations) > _KEEP_ACTIVATIONS:
+                self._activations.popitem(last=False)
+            self._current = entry
+            self.counters.activations += 1
+            if persist:
+                state = {"activation": {"bundle": act.bundle, "version": act.version, "plan": act.plan, "role": act.role,
+                                        "peers": {str(k): v for k, v in act.peers.items()}, "activation_id": act.activation_id}}
+                await asyncio.to_thread(self.store.save_state, state)
+            return entry
+
+    async def Activate(self, request: mesh_pb2.ActivateRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ActivateReply:
+        try:
+            entry = await self._activate(request.bundle, request.version, request.plan, request.role, dict(request.peers), request.activation_id)
+        except DeployError as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION if "not stored" in str(e) else grpc.StatusCode.INVALID_ARGUMENT, f"activate refused: {e}")
+        except (MeshError, ValueError, OSError, RuntimeError) as e:
+            await context.abort(grpc.StatusCode.INTERNAL, f"activate failed: {type(e).__name__}: {e}")
+        log.info("activated %s role %d (%s)", request.plan, request.role, entry.activation.activation_id)
+        return mesh_pb2.ActivateReply(activation=entry.activation, role_latency_ms=entry.role_latency_ms)
+
+    # --- Run --------------------------------------------------------------
+    def _lookup(self, activation_id: str, plan: str) -> _Active:
+        if self._current is None:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "no plan is active on this node; call Activate first")
+        entry = self._activations.get(activation_id) if activation_id else self._current
+        if entry is None:
+            cur = self._current.activation
+            raise _Abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"activation {activation_id!r} is not (or no longer) loaded on this node "
+                f"(active: {cur.activation_id!r}, plan {cur.plan!r} role {cur.role}); re-plan",
+            )
+        if plan != entry.activation.plan:
+            a = entry.activation
+            raise _Abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"plan {plan!r} is not active on this node (active: plan {a.plan!r} role {a.role} of bundle {a.bundle}/{a.version})",
+            )
+        return entry
+
+    async def Run(self, request: mesh_pb2.RunRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.RunReply:
+        try:
+            return await self._run(request, context)
+        except _Abort as e:
+            self.counters.run_errors += 1
+            await self._abort(context, e)
+
+    async def _run(self, request: mesh_pb2.RunRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.RunReply:
+        if not request.request_id:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "Run has an empty request_id")
+        entry = self._lookup(request.activation_id, request.plan)
+        act, program = entry.activation, entry.program
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + (limits.RUN_TIMEOUT_S if remaining is None else remaining)
+        x: QTensor | None = None
+        spec = model_input_spec(program.plan, act.role)
+        if spec is not None:
+            if not request.HasField("input"):
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"Run has no input tensor, but role {act.role} of plan {act.plan!r} takes the model input")
+            x = _decode(request.input, spec, "input")
+        batch = None if x is None else x.shape[0]
+        aid, rid = act.activation_id, request.request_id
+        local: dict[int, QTensor] = {}
+        pushes: list[asyncio.Task] = []
+        reply = mesh_pb2.RunReply(request_id=rid, role=act.role)
+        compute = wait = 0.0
+        try:
+            for j in range(program.num_segments):
+                ins = []
+                for i, inp in enumerate(program.needs(j)):
+                    if inp.source is None:
+                        ins.append(x)
+                    elif inp.source.device == act.role:
+                        ins.append(local[inp.source.segment])
+                    else:
+                        p, s = inp.source.device, inp.source.segment
+                        t0 = time.monotonic()
+                        try:
+                            t = await self._mailbox.get((aid, rid, p, s), deadline - t0)
+                        except asyncio.TimeoutError:
+                            raise _Abort(
+                                grpc.StatusCode.ABORTED,
+                                f"feature map of role {p} segment {s} did not arrive before the request's deadline",
+                                peer_role=p,
+                            ) from None
+                        wait += time.monotonic() - t0
+                        if batch is not None and t.shape[0] != batch:
+                            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"feature map of role {p} segment {s} has batch {t.shape[0]}, the request {batch}")
+                        batch = t.shape[0]
+                        ins.append(t)
+                t0 = time.perf_counter()
+                try:
+                    out = await self._in_worker(program.run_segment, j, ins)
+                except Exception as e:  # the interpreter's own errors
+                    raise _Abort(grpc.StatusCode.INTERNAL, f"segment {j} failed: {type(e).__name__}: {e}") from None
+                compute += time.perf_counter() - t0
+                local[j] = out
+                consumers = program.remote_consumers(j)
+                if consumers:
+                    wire = tensors.encode_qtensor(out)
+                    for c in consumers:
+                        pushes.append(asyncio.create_task(self._push(act, c, rid, j, wire, deadline)))
+                if program.is_fusion_output(j):
+                    tensors.encode_qtensor(out, out=reply.outputs.add(segment=j).tensor)
+            if pushes:
+                await asyncio.gather(*pushes)
+        finally:
+            for task in pushes:
+                task.cancel()
+            self._mailbox.discard_request(aid, rid)
+        self.counters.runs += 1
+        reply.compute_ms = compute * 1e3
+        reply.wait_ms = wait * 1e3
+        return reply
+
+    async def _push(self, act: mesh_pb2.Activation, consumer: int, rid: str, segment: int, t: mesh_pb2.Tensor, deadline: float) -> None:
+        address = act.peers[consumer]
+        timeout = min(limits.EXCHANGE_TIMEOUT_S, max(0.001, deadline - time.monotonic()))
+        req = mesh_pb2.ExchangeRequest(request_id=rid, plan=act.plan, activation_id=act.activation_id, producer_role=act.role, producer_segment=segment, tensor=t)
+        try:
+            await self._peer(address).Exchange(req, timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            raise _Abort(
+                grpc.StatusCode.ABORTED,
+                f"could not push the feature map of segment {segment} to role {consumer} at {address}: {e.code().name}: {e.details()}",
+                peer_role=consumer,
+            ) from None
+        self.counters.exchanges_sent += 1
+        self.counters.exchange_bytes_sent += len(t.data)
+
+    # --- Exchange ---------------------------------------------------------
+    async def Exchange(self, request: mesh_pb2.ExchangeRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ExchangeReply:
+        try:
+            if not request.request_id:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "Exchange has an empty request_id")
+            entry = self._lookup(request.activation_id, request.plan)
+            plan = entry.program.plan
+            p, s = request.producer_role, request.producer_segment
+            if not 0 <= p < len(plan.devices) or not 0 <= s < len(plan.devices[p].segments):
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"plan {request.plan!r} has no segment {s} on role {p}")
+            t = _decode(request.tensor, plan.devices[p].segments[s].output, f"feature map of role {p} segment {s}")
+            try:
+                fresh = self._mailbox.put((entry.activation.activation_id, request.request_id, p, s), t)
+            except MailboxFull as e:
+                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"exchange refused: {e}") from None
+        except _Abort as e:
+            await self._abort(context, e)
+        if fresh:
+            self.counters.exchanges_received += 1
+            self.counters.exchange_bytes_received += len(request.tensor.data)
+        return mesh_pb2.ExchangeReply()
+
+    # --- GetManifest ------------------------------------------------------
+    async def GetManifest(self, request: mesh_pb2.GetManifestRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.GetManifestReply:
+        name, version = request.bundle, request.version
+        if not name:
+            if self._current is not None:
+                name = self._current.activation.bundle
+                version = version or self._current.activation.version
+            else:
+                names = self.store.names()
+                if len(names) != 1:
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"no bundle is active and {len(names)} are stored; name one")
+                name = names[0]
+        try:
+            info = self.store.resolve(name, version)
+        except DeployError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        data = await asyncio.to_thread((info.path / "manifest.json").read_bytes)
+        return mesh_pb2.GetManifestReply(bundle=info.name, version=info.version, manifest_json=data)
+
+
+def _decode(t: mesh_pb2.Tensor, spec: TensorSpec, what: str) -> QTensor:
+    try:
+        return tensors.decode_qtensor(t, spec, what=what)
+    except TensorError as e:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+
+
+def _measure_role_latency(program: RoleProgram, repeats: int = 3) -> float:
+    """Median milliseconds to run every segment of the role once (zeros in)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for j in range(program.num_segments):
+            ins = [QTensor(np.full(s.shape, s.quant.zero_point, dtype=s.quant.np_dtype), s.quant) for s in program.input_specs(j)]
+            program.run_segment(j, ins)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(times))
+
+
+async def serve(
+    servicer: NodeServicer,
+    listen: str,
+    *,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+    grace_s: float = 5.0,
+) -> None:
+    """Serves ``servicer`` on ``listen`` (``HOST:PORT``; port 0 picks one).
+
+    Restores the last activation, calls ``ready("host:port")`` once
+    listening, and stops gracefully (health NOT_SERVING, in-flight calls
+    finished within ``grace_s``) on SIGTERM/SIGINT or when ``stop`` is set.
+    """
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.aio.server(options=limits.SERVER_OPTIONS)
+    mesh_pb2_grpc.add_NodeServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Expected --listen HOST:PORT. Received {listen!r}.")
+    bound = server.add_insecure_port(listen)
+    if bound == 0:
+        raise OSError(f"cannot listen on {listen!r} (address in use or not available)")
+    await servicer.restore()
+    await server.start()
+    for name in ("", limits.HEALTH_SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    address = f"{host}:{bound}"
+    log.info("node %s listening on %s", servicer.node_id, address)
+    if ready is not None:
+        ready(address)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+            pass
+    await stop.wait()
+    log.info("node %s shutting down", servicer.node_id)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_s)
+    await servicer.close()
+
+
+def run_node(config: NodeConfig, listen: str, ready: Callable[[str], None] | None = None) -> int:
+    """Blocking entry point of `paradis node serve`."""
+
+    async def main() -> None:
+        servicer = NodeServicer(config)
+        await serve(servicer, listen, ready=ready)
+
+    asyncio.run(main())
+    return 0
