@@ -1,0 +1,861 @@
+"""The bundle: every int8 partition of one ParaDiS model, plus its manifest.
+
+Reading side: `load(dir) -> Bundle` validates ``manifest.json`` against the
+schema (docs/BUNDLE.md), every file's size and sha256, every segment input
+reference, and every partition's tensors against the .tflite file. Writing
+side (used by the converter): `BundleWriter` builds the bundle in a temporary
+directory next to the target, validates it with `load`, and renames it into
+place, so a failed conversion never leaves a bundle that looks complete.
+
+Imports without TensorFlow (node daemons and the serial bridge use it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from paradis_tf.errors import ParaDiSError
+from paradis_tf.runtime.quant import QuantParams
+from paradis_tf.switches import Switch
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "MANIFEST",
+    "PLAN_KINDS",
+    "BundleError",
+    "SegmentRef",
+    "TensorSpec",
+    "SegmentInput",
+    "TflmInfo",
+    "Segment",
+    "Device",
+    "Fusion",
+    "Plan",
+    "Preprocessing",
+    "ModelInfo",
+    "FileEntry",
+    "Bundle",
+    "load",
+    "BundleWriter",
+    "sha256_file",
+    "update_accuracy",
+]
+
+SCHEMA = "paradis-bundle"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+PLAN_KINDS = ("paradis", "sequential")
+MODEL_INPUT = "input"
+
+
+class BundleError(ParaDiSError, ValueError):
+    """A bundle that is missing, malformed, or does not match its files."""
+
+
+# --------------------------------------------------------------------------
+# Schema objects (frozen; `to_json` gives the manifest form)
+
+
+@dataclass(frozen=True, order=True)
+class SegmentRef:
+    """Segment `segment` of device `device` (its output tensor, as a source)."""
+
+    device: int
+    segment: int
+
+    def to_json(self) -> dict:
+        return {"device": self.device, "segment": self.segment}
+
+    def __str__(self) -> str:
+        return f"device {self.device} segment {self.segment}"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Dtype, shape (batch first) and quantization of a segment boundary tensor."""
+
+    shape: tuple[int, ...]
+    quant: QuantParams
+
+    @property
+    def dtype(self) -> str:
+        return self.quant.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one sample (batch dimension excluded)."""
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.quant.np_dtype.itemsize
+
+    def to_json(self) -> dict:
+        return {
+            "dtype": self.quant.dtype,
+            "shape": list(self.shape),
+            "scale": self.quant.scale,
+            "zero_point": self.quant.zero_point,
+        }
+
+
+@dataclass(frozen=True)
+class SegmentInput:
+    """One input of a segment: the model input (`source` None) or a segment output."""
+
+    source: SegmentRef | None
+    tensor: TensorSpec
+
+    @property
+    def is_model_input(self) -> bool:
+        return self.source is None
+
+    def to_json(self) -> dict:
+        src: Any = MODEL_INPUT if self.source is None else self.source.to_json()
+        return {"source": src, **self.tensor.to_json()}
+
+
+@dataclass(frozen=True)
+class TflmInfo:
+    """TFLite Micro artefacts of a segment."""
+
+    arena_bytes: int
+    ops: tuple[str, ...]
+    cc: str
+    h: str
+    symbol: str
+
+    def to_json(self) -> dict:
+        return {"arena_bytes": self.arena_bytes, "ops": list(self.ops), "cc": self.cc, "h": self.h, "symbol": self.symbol}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The part of one device's work between two sync points."""
+
+    index: int
+    file: str
+    sha256: str
+    size: int
+    inputs: tuple[SegmentInput, ...]
+    output: TensorSpec
+    float_file: str | None = None
+    tflm: TflmInfo | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index,
+            "file": self.file,
+            "sha256": self.sha256,
+            "size": self.size,
+            "float_file": self.float_file,
+            "inputs": [i.to_json() for i in self.inputs],
+            "output": self.output.to_json(),
+            "tflm": None if self.tflm is None else self.tflm.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device role of a plan."""
+
+    role: int
+    width: float
+    macs: int
+    params: int
+    segments: tuple[Segment, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "role": self.role,
+            "width": self.width,
+            "macs": self.macs,
+            "params": self.params,
+            "segments": [s.to_json() for s in self.segments],
+        }
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How partial outputs become logits: ``sum(dequantized outputs) + bias``."""
+
+    op: str
+    bias: tuple[float, ...]
+    outputs: tuple[SegmentRef, ...]
+
+    def to_json(self) -> dict:
+        return {"op": self.op, "bias": list(self.bias), "outputs": [o.to_json() for o in self.outputs]}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The execution graph of one switch (or of a sequential baseline)."""
+
+    name: str
+    kind: str
+    widths: tuple[float, ...]
+    fusion: Fusion
+    devices: tuple[Device, ...]
+    accuracy: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accuracy", MappingProxyType(dict(self.accuracy)))
+
+    def segment(self, ref: SegmentRef) -> Segment:
+        return self.devices[ref.device].segments[ref.segment]
+
+    def refs(self) -> list[SegmentRef]:
+        """Every segment of the plan, device by device."""
+        return [SegmentRef(d.role, s.index) for d in self.devices for s in d.segments]
+
+    def consumers(self, ref: SegmentRef) -> list[tuple[SegmentRef, int]]:
+        """Segments that read `ref`'s output, with the input position they read it at."""
+        out = []
+        for r in self.refs():
+            for i, inp in enumerate(self.segment(r).inputs):
+                if inp.source == ref:
+                    out.append((r, i))
+        return out
+
+    def order(self) -> list[SegmentRef]:
+        """A topological order of the segments (producers before consumers)."""
+        done: set[SegmentRef] = set()
+        order: list[SegmentRef] = []
+        pending = self.refs()
+        while pending:
+            ready = [r for r in pending if all(i.source is None or i.source in done for i in self.segment(r).inputs)]
+            if not ready:
+                raise BundleError(f"plan '{self.name}': segment inputs form a cycle among {[str(r) for r in pending]}")
+            # rounds of ready segments: segment j of every device before segment j+1 of any
+            ready.sort(key=lambda r: (r.segment, r.device))
+            order.extend(ready)
+            done.update(ready)
+            pending = [r for r in pending if r not in done]
+        return order
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "widths": list(self.widths),
+            "fusion": self.fusion.to_json(),
+            "accuracy": dict(self.accuracy),
+            "devices": [d.to_json() for d in self.devices],
+        }
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """float input = raw * scale + offset (raw: uint8 image, NHWC)."""
+
+    scale: float
+    offset: float = 0.0
+    layout: str = "NHWC"
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        return (np.asarray(raw, dtype=np.float32) * np.float32(self.scale) + np.float32(self.offset)).astype(np.float32)
+
+    def to_json(self) -> dict:
+        return {"scale": self.scale, "offset": self.offset, "layout": self.layout}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model a bundle was converted from."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    preprocessing: Preprocessing
+    labels: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "labels": None if self.labels is None else list(self.labels),
+            "preprocessing": self.preprocessing.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict:
+        return {"sha256": self.sha256, "size": self.size}
+
+
+# --------------------------------------------------------------------------
+# Parsing with precise error locations
+
+
+class _Ctx:
+    """Where in manifest.json a value sits, for error messages."""
+
+    def __init__(self, file: str, where: str = "") -> None:
+        self.file = file
+        self.where = where
+
+    def at(self, key: Any) -> "_Ctx":
+        if isinstance(key, int):
+            part = f"[{key}]"
+        elif isinstance(key, str) and key.isidentifier():
+            part = f".{key}" if self.where else key
+        else:
+            part = f"[{key!r}]"
+        return _Ctx(self.file, self.where + part)
+
+    def error(self, msg: str) -> BundleError:
+        loc = f"{self.file}: {self.where}: " if self.where else f"{self.file}: "
+        return BundleError(loc + msg)
+
+    def get(self, obj: Mapping, key: str, types: type | tuple[type, ...], optional: bool = False) -> Any:
+        if not isinstance(obj, Mapping):
+            raise self.error(f"expected an object, found {type(obj).__name__}")
+        if key not in obj or (optional and obj[key] is None):
+            if optional:
+                return None
+            raise self.error(f"missing required field '{key}'")
+        value = obj[key]
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise self.at(key).error(f"expected {_type_names(types)}, found {value!r}")
+        if not isinstance(value, types):
+            raise self.at(key).error(f"expected {_type_names(types)}, found {type(value).__name__} {value!r}")
+        return value
+
+
+def _type_names(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+_NUM = (int, float)
+
+
+def _shape(ctx: _Ctx, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ctx.error(f"expected a list of positive integers, found {value!r}")
+    return tuple(value)
+
+
+def _tensor(ctx: _Ctx, obj: Mapping) -> TensorSpec:
+    dtype = ctx.get(obj, "dtype", str)
+    shape = _shape(ctx.at("shape"), ctx.get(obj, "shape", list))
+    scale = float(ctx.get(obj, "scale", _NUM))
+    zp = ctx.get(obj, "zero_point", int)
+    try:
+        quant = QuantParams(dtype, scale, zp)
+    except ParaDiSError as e:
+        raise ctx.error(str(e)) from None
+    return TensorSpec(shape, quant)
+
+
+def _ref(ctx: _Ctx, obj: Any) -> SegmentRef:
+    if not isinstance(obj, Mapping):
+        raise ctx.error(f"expected {{\"device\": d, \"segment\": s}} or \"input\", found {obj!r}")
+    return SegmentRef(ctx.get(obj, "device", int), ctx.get(obj, "segment", int))
+
+
+def _relpath(ctx: _Ctx, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ctx.error(f"expected a relative file path, found {value!r}")
+    p = PurePosixPath(value)
+    if p.is_absolute() or ".." in p.parts or "\\" in value or str(p) != value:
+        raise ctx.error(f"file path {value!r} must be relative, normalised, '/'-separated and stay inside the bundle")
+    return value
+
+
+def _segment(ctx: _Ctx, obj: Mapping, expected_index: int) -> Segment:
+    index = ctx.get(obj, "index", int)
+    if index != expected_index:
+        raise ctx.at("index").error(f"segments must be listed in order; expected index {expected_index}, found {index}")
+    inputs = []
+    raw_inputs = ctx.get(obj, "inputs", list)
+    if not raw_inputs:
+        raise ctx.at("inputs").error("a segment needs at least one input")
+    for i, inp in enumerate(raw_inputs):
+        ictx = ctx.at("inputs").at(i)
+        src = ictx.get(inp, "source", (str, dict))
+        if isinstance(src, str):
+            if src != MODEL_INPUT:
+                raise ictx.at("source").error(f"expected \"input\" or {{\"device\": d, \"segment\": s}}, found {src!r}")
+            source = None
+        else:
+            source = _ref(ictx.at("source"), src)
+        inputs.append(SegmentInput(source, _tensor(ictx, inp)))
+    tflm = None
+    raw_tflm = ctx.get(obj, "tflm", dict, optional=True)
+    if raw_tflm is not None:
+        tctx = ctx.at("tflm")
+        arena = tctx.get(raw_tflm, "arena_bytes", int)
+        if arena <= 0:
+            raise tctx.at("arena_bytes").error(f"expected a positive byte count, found {arena}")
+        ops = tctx.get(raw_tflm, "ops", list)
+        if not all(isinstance(o, str) for o in ops):
+            raise tctx.at("ops").error(f"expected a list of operator names, found {ops!r}")
+        tflm = TflmInfo(
+            arena,
+            tuple(ops),
+            _relpath(tctx.at("cc"), tctx.get(raw_tflm, "cc", str)),
+            _relpath(tctx.at("h"), tctx.get(raw_tflm, "h", str)),
+            tctx.get(raw_tflm, "symbol", str),
+        )
+    float_file = ctx.get(obj, "float_file", str, optional=True)
+    return Segment(
+        index=index,
+        file=_relpath(ctx.at("file"), ctx.get(obj, "file", str)),
+        sha256=ctx.get(obj, "sha256", str).lower(),
+        size=ctx.get(obj, "size", int),
+        inputs=tuple(inputs),
+        output=_tensor(ctx.at("output"), ctx.get(obj, "output", dict)),
+        float_file=None if float_file is None else _relpath(ctx.at("float_file"), float_file),
+        tflm=tflm,
+    )
+
+
+def _plan(ctx: _Ctx, name: str, obj: Mapping, num_classes: int) -> Plan:
+    kind = ctx.get(obj, "kind", str)
+    if kind not in PLAN_KINDS:
+        raise ctx.at("kind").error(f"unknown plan kind {kind!r}; expected one of {list(PLAN_KINDS)}")
+    widths = ctx.get(obj, "widths", list)
+    if not widths or not all(isinstance(w, _NUM) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ctx.at("widths").error(f"expected a list of positive widths, found {widths!r}")
+    devices = []
+    raw_devices = ctx.get(obj, "devices", list)
+    if not raw_devices:
+        raise ctx.at("devices").error("a plan needs at least one device")
+    for k, dev in enumerate(raw_devices):
+        dctx = ctx.at("devices").at(k)
+        role = dctx.get(dev, "role", int)
+        if role != k:
+            raise dctx.at("role").error(f"devices must be listed by role; expected role {k}, found {role}")
+        segs = dctx.get(dev, "segments", list)
+        if not segs:
+            raise dctx.at("segments").error("a device needs at least one segment")
+        devices.append(
+            Device(
+                role=role,
+                width=float(dctx.get(dev, "width", _NUM)),
+                macs=dctx.get(dev, "macs", int),
+                params=dctx.get(dev, "params", int),
+                segments=tuple(_segment(dctx.at("segments").at(j), s, j) for j, s in enumerate(segs)),
+            )
+        )
+    if kind == "paradis" and len(widths) != len(devices):
+        raise ctx.at("widths").error(f"{len(widths)} widths for {len(devices)} devices")
+    fctx = ctx.at("fusion")
+    fobj = ctx.get(obj, "fusion", dict)
+    op = fctx.get(fobj, "op", str)
+    if op != "sum":
+        raise fctx.at("op").error(f"unknown fusion op {op!r}; expected 'sum'")
+    bias = fctx.get(fobj, "bias", list)
+    if len(bias) != num_classes or not all(isinstance(b, _NUM) and not isinstance(b, bool) for b in bias):
+        raise fctx.at("bias").error(f"expected {num_classes} numbers (model.num_classes), found {len(bias)} values")
+    outs_raw = fctx.get(fobj, "outputs", list)
+    if not outs_raw:
+        raise fctx.at("outputs").error("fusion needs at least one output")
+    outputs = tuple(_ref(fctx.at("outputs").at(i), o) for i, o in enumerate(outs_raw))
+    accuracy = ctx.get(obj, "accuracy", dict, optional=True) or {}
+    plan = Plan(name, kind, tuple(float(w) for w in widths), Fusion(op, tuple(float(b) for b in bias), outputs),
+                tuple(devices), accuracy)
+    _check_graph(ctx, plan, num_classes)
+    return plan
+
+
+def _check_graph(ctx: _Ctx, plan: Plan, num_classes: int) -> None:
+    def exists(ref: SegmentRef) -> str | None:
+        if not 0 <= ref.device < len(plan.devices):
+            return f"names device {ref.device}, but plan '{plan.name}' has {len(plan.devices)} device(s)"
+        n = len(plan.devices[ref.device].segments)
+        if not 0 <= ref.segment < n:
+            return f"names segment {ref.segment} of device {ref.device}, which has {n} segment(s)"
+        return None
+
+    for d in plan.devices:
+        for s in d.segments:
+            for i, inp in enumerate(s.inputs):
+                if inp.source is None:
+                    continue
+                ictx = ctx.at("devices").at(d.role).at("segments").at(s.index).at("inputs").at(i).at("source")
+                problem = exists(inp.source)
+                if problem:
+                    raise ictx.error(problem)
+                if inp.source == SegmentRef(d.role, s.index):
+                    raise ictx.error("a segment cannot read its own output")
+                produced = plan.segment(inp.source).output
+                if produced.shape[1:] != inp.tensor.shape[1:] or produced.quant.is_float != inp.tensor.quant.is_float:
+                    raise ictx.error(
+                        f"expects {inp.tensor.dtype} {list(inp.tensor.shape)}, but {inp.source} outputs "
+                        f"{produced.dtype} {list(produced.shape)}"
+                    )
+    for i, ref in enumerate(plan.fusion.outputs):
+        problem = exists(ref)
+        if problem:
+            raise ctx.at("fusion").at("outputs").at(i).error(problem)
+        shape = plan.segment(ref).output.shape
+        if shape[1:] != (num_classes,):
+            raise ctx.at("fusion").at("outputs").at(i).error(
+                f"{ref} outputs shape {list(shape)}; fusion needs (N, {num_classes})"
+            )
+    try:
+        plan.order()
+    except BundleError as e:
+        raise ctx.error(str(e)) from None
+
+
+def _model(ctx: _Ctx, obj: Mapping) -> ModelInfo:
+    pctx = ctx.at("preprocessing")
+    pre = ctx.get(obj, "preprocessing", dict)
+    labels = ctx.get(obj, "labels", list, optional=True)
+    num_classes = ctx.get(obj, "num_classes", int)
+    if num_classes < 1:
+        raise ctx.at("num_classes").error(f"expected a positive integer, found {num_classes}")
+    if labels is not None and (len(labels) != num_classes or not all(isinstance(s, str) for s in labels)):
+        raise ctx.at("labels").error(f"expected {num_classes} label strings, found {labels!r}")
+    return ModelInfo(
+        name=ctx.get(obj, "name", str),
+        input_shape=_shape(ctx.at("input_shape"), ctx.get(obj, "input_shape", list)),
+        num_classes=num_classes,
+        preprocessing=Preprocessing(
+            float(pctx.get(pre, "scale", _NUM)),
+            float(pctx.get(pre, "offset", _NUM)),
+            pctx.get(pre, "layout", str, optional=True) or "NHWC",
+        ),
+        labels=None if labels is None else tuple(labels),
+    )
+
+
+# --------------------------------------------------------------------------
+# Bundle
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+class Bundle:
+    """A validated bundle directory.
+
+    Attributes:
+        root: the bundle directory.
+        manifest: the parsed manifest.json (plain JSON objects).
+        model: what was converted.
+        plans: plan name -> `Plan`, in manifest order.
+        files: relative path -> `FileEntry` for every file besides the manifest.
+    """
+
+    def __init__(self, root: Path, manifest: dict, model: ModelInfo, plans: dict[str, Plan], files: dict[str, FileEntry]):
+        self.root = root
+        self.manifest = manifest
+        self.model = model
+        self.plans = MappingProxyType(plans)
+        self.files = MappingProxyType(files)
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.root)!r}, plans={list(self.plans)})"
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def read_bytes(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def plan(self, name: "str | Switch | Plan") -> Plan:
+        """The plan called `name` (``"2x0.5"``, ``Switch``, ``"seq-3"``).
+
+        Raises:
+            BundleError: no such plan; the message lists the available ones.
+        """
+        if isinstance(name, Plan):
+            return name
+        key = str(name)
+        if key in self.plans:
+            return self.plans[key]
+        try:
+            key = str(Switch.parse(key))
+        except ParaDiSError:
+            pass
+        if key in self.plans:
+            return self.plans[key]
+        raise BundleError(f"{self.root}: no plan {str(name)!r} in the bundle; it has {list(self.plans)}")
+
+
+def load(root: str | os.PathLike, *, verify: bool = True) -> Bundle:
+    """Loads and validates a bundle.
+
+    Args:
+        root: the bundle directory.
+        verify: also check every file's size and sha256 and every .tflite
+            file's tensors against the manifest (off only for quick listings).
+
+    Raises:
+        BundleError: naming the file and what is wrong (missing file, sha256
+            or size mismatch, unknown schema version, a reference to a
+            segment that does not exist, a shape that disagrees with the
+            model file, ...).
+    """
+    root = Path(root)
+    mpath = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"{root}: not a bundle directory (it does not exist or is not a directory)")
+    try:
+        raw = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{mpath}: missing; {root} is not a bundle (make one with `paradis convert`)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError(f"{mpath}: cannot read ({e})") from None
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{mpath}: not valid JSON ({e})") from None
+    ctx = _Ctx(str(mpath))
+    if not isinstance(raw, dict):
+        raise ctx.error("expected a JSON object at the top level")
+    schema = raw.get("schema")
+    if schema != SCHEMA:
+        raise ctx.error(f"unknown schema {schema!r}; expected {SCHEMA!r}")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ctx.error(
+            f"unknown schema_version {version!r}; this paradis_tf reads version {SCHEMA_VERSION} "
+            "(convert the model again with this version, or upgrade paradis_tf)"
+        )
+    model = _model(ctx.at("model"), ctx.get(raw, "model", dict))
+    files: dict[str, FileEntry] = {}
+    for rel, entry in ctx.get(raw, "files", dict).items():
+        fctx = ctx.at("files").at(rel)
+        _relpath(fctx, rel)
+        sha = fctx.get(entry, "sha256", str).lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise fctx.at("sha256").error(f"expected 64 hex digits, found {sha!r}")
+        files[rel] = FileEntry(fctx.get(entry, "size", int), sha)
+    plans: dict[str, Plan] = {}
+    raw_plans = ctx.get(raw, "plans", dict)
+    if not raw_plans:
+        raise ctx.at("plans").error("a bundle needs at least one plan")
+    for name, pobj in raw_plans.items():
+        plans[name] = _plan(ctx.at("plans").at(name), name, pobj, model.num_classes)
+    _check_files_listed(ctx, plans, files)
+    bundle = Bundle(root, raw, model, plans, files)
+    if verify:
+        _verify_files(bundle)
+        _verify_models(bundle)
+    return bundle
+
+
+def _segment_files(plan: Plan) -> Iterable[tuple[str, Segment, str]]:
+    for d in plan.devices:
+        for s in d.segments:
+            yield s.file, s, "file"
+            if s.float_file:
+                yield s.float_file, s, "float_file"
+            if s.tflm:
+                yield s.tflm.cc, s, "tflm.cc"
+                yield s.tflm.h, s, "tflm.h"
+
+
+def _check_files_listed(ctx: _Ctx, plans: Mapping[str, Plan], files: Mapping[str, FileEntry]) -> None:
+    for name, plan in plans.items():
+        for rel, seg, what in _segment_files(plan):
+            if rel not in files:
+                raise ctx.at("plans").at(name).error(f"segment {seg.index} {what} {rel!r} is not listed in 'files'")
+            if what == "file" and (files[rel].sha256 != seg.sha256 or files[rel].size != seg.size):
+                raise ctx.at("plans").at(name).error(
+                    f"segment file {rel!r}: sha256/size in the segment disagree with 'files'"
+                )
+
+
+def _verify_files(bundle: Bundle) -> None:
+    for rel, entry in bundle.files.items():
+        path = bundle.root / rel
+        if not path.is_file():
+            raise BundleError(f"{path}: missing (listed in {MANIFEST})")
+        size = path.stat().st_size
+        if size != entry.size:
+            raise BundleError(f"{path}: size mismatch ({MANIFEST} says {entry.size} bytes, the file has {size})")
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            raise BundleError(
+                f"{path}: sha256 mismatch ({MANIFEST} says {entry.sha256[:16]}..., the file has {digest[:16]}...); "
+                "the file is corrupt or was changed after conversion"
+            )
+
+
+def _verify_models(bundle: Bundle) -> None:
+    from paradis_tf.runtime.tflite_file import TfliteFileError, read_tflite
+
+    for plan in bundle.plans.values():
+        for d in plan.devices:
+            for s in d.segments:
+                variants = [(s.file, [i.tensor for i in s.inputs], s.output)]
+                if s.float_file:
+                    f32 = QuantParams("float32")
+                    variants.append(
+                        (s.float_file, [TensorSpec(i.tensor.shape, f32) for i in s.inputs], TensorSpec(s.output.shape, f32))
+                    )
+                for rel, ins, out in variants:
+                    path = bundle.root / rel
+                    try:
+                        info = read_tflite(path.read_bytes(), str(path))
+                    except TfliteFileError as e:
+                        raise BundleError(str(e)) from None
+                    _compare_io(path, "input", ins, info.inputs)
+                    _compare_io(path, "output", [out], info.outputs)
+
+
+def _compare_io(path: Path, kind: str, expected: Sequence[TensorSpec], actual) -> None:
+    if len(expected) != len(actual):
+        raise BundleError(f"{path}: the model has {len(actual)} {kind}(s), {MANIFEST} lists {len(expected)}")
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        if tuple(a.shape) != tuple(e.shape) or a.quant.dtype != e.quant.dtype:
+            raise BundleError(
+                f"{path}: {kind} {i} ('{a.name}') is {a.quant.dtype} {list(a.shape)} in the model file, "
+                f"but {MANIFEST} says {e.dtype} {list(e.shape)}"
+            )
+        if not e.quant.is_float and not (
+            a.quant.zero_point == e.quant.zero_point and math.isclose(a.quant.scale, e.quant.scale, rel_tol=1e-6)
+        ):
+            raise BundleError(
+                f"{path}: {kind} {i} ('{a.name}') is quantized as {a.quant} in the model file, but {MANIFEST} says {e.quant}"
+            )
+
+
+# --------------------------------------------------------------------------
+# Writing
+
+
+class BundleWriter:
+    """Builds a bundle in a temporary directory and renames it into place.
+
+    Usage::
+
+        with BundleWriter("bundle/", overwrite=True) as w:
+            entry = w.add_file("switches/2x0.5/device-0/segment-0.tflite", data)
+            ...
+            w.commit(manifest)   # validates with load(), then renames
+
+    Leaving the block without `commit` (an exception) removes the temporary
+    directory; the target is untouched.
+
+    Raises:
+        BundleError: the target exists and is not a bundle, or exists and
+            `overwrite` is False; the manifest fails validation.
+    """
+
+    def __init__(self, target: str | os.PathLike, overwrite: bool = False) -> None:
+        self.target = Path(target)
+        self.overwrite = overwrite
+        self.tmp: Path | None = None
+        self.files: dict[str, FileEntry] = {}
+        self.committed: Bundle | None = None
+
+    def _check_target(self) -> None:
+        t = self.target
+        if t.exists() or t.is_symlink():
+            if not t.is_dir():
+                raise BundleError(f"{t}: exists and is not a directory; choose another --out")
+            entries = list(t.iterdir())
+            if entries and not (t / MANIFEST).is_file():
+                raise BundleError(f"{t}: exists, is not empty and holds no {MANIFEST}; refusing to replace it")
+            if entries and not self.overwrite:
+                raise BundleError(f"{t}: a bundle is already there (pass --force / overwrite=True to replace it)")
+
+    def __enter__(self) -> "BundleWriter":
+        self._check_target()
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.tmp is not None and self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp = None
+
+    def add_file(self, rel: str, data: bytes) -> FileEntry:
+        """Writes `data` at `rel` inside the bundle; returns its size and sha256."""
+        if self.tmp is None:
+            raise BundleError("BundleWriter.add_file() outside its `with` block")
+        _relpath(_Ctx("bundle"), rel)
+        path = self.tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        entry = FileEntry(len(data), hashlib.sha256(data).hexdigest())
+        self.files[rel] = entry
+        return entry
+
+    def manifest(self, model: ModelInfo, plans: Sequence[Plan], **extra: Any) -> dict:
+        """The manifest for `model` and `plans`, with every added file listed."""
+        import datetime
+
+        from paradis_tf import __version__
+
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "paradis_tf_version": __version__,
+            **extra,
+            "model": model.to_json(),
+            "files": {rel: e.to_json() for rel, e in sorted(self.files.items())},
+            "plans": {p.name: p.to_json() for p in plans},
+        }
+
+    def commit(self, manifest: Mapping) -> Bundle:
+        """Writes the manifest, validates the whole bundle, renames it into place."""
+        if self.tmp is None:
+            raise BundleError("BundleWriter.commit() outside its `with` block")
+        _write_json(self.tmp / MANIFEST, manifest)
+        load(self.tmp)  # validate everything before it becomes visible
+        self._check_target()
+        old = None
+        if self.target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
+            os.replace(self.target, old / "bundle")
+        os.replace(self.tmp, self.target)
+        self.tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self.committed = load(self.target, verify=False)
+        return self.committed
+
+
+def _write_json(path: Path, obj: Mapping) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def update_accuracy(root: str | os.PathLike, accuracy: Mapping[str, Mapping[str, Any]]) -> Bundle:
+    """Merges measured accuracies into plans' ``accuracy`` (atomic rewrite of the manifest).
+
+    Args:
+        root: the bundle directory.
+        accuracy: plan name -> {"float": 0.91, "int8": 0.90, ...}.
+    """
+    bundle = load(root, verify=False)
+    raw = json.loads(json.dumps(bundle.manifest))
+    for name, values in accuracy.items():
+        plan = bundle.plan(name)
+        raw["plans"][plan.name].setdefault("accuracy", {})
+        raw["plans"][plan.name]["accuracy"] = {**(raw["plans"][plan.name]["accuracy"] or {}), **values}
+    _write_json(Path(root) / MANIFEST, raw)
+    return load(root, verify=False)
