@@ -19,6 +19,7 @@ timeouts, and every failure is a `firmware_bridge.errors.BoardError`.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import random
 import threading
@@ -102,6 +103,7 @@ class Board:
         self.owns_port = owns_port
         self.info: P.Info | None = None
         self.activation: P.Activation | None = None
+        self._flashed: dict[bytes, tuple[str, int]] = {}  # sha256 -> (name, size) of verified images
         self._decoder = FrameDecoder(host_max_payload)
         self._inbox: collections.deque = collections.deque()
         self._seq = random.randrange(0x10000)
@@ -159,7 +161,7 @@ class Board:
         return time.perf_counter() - start
 
     def flash(self, name: str, data: bytes, progress: Callable[[int, int], None] | None = None, *,
-              arena_bytes: int | None = None, chunk_size: int | None = None) -> FlashResult:
+              arena_bytes: int | None = None, chunk_size: int | None = None, force: bool = False) -> FlashResult:
         """Writes `data` into the board's staging slot and has the board verify it.
 
         Checks the image against the board's flash (and `arena_bytes`, the
@@ -176,6 +178,8 @@ class Board:
             arena_bytes: the tensor arena the model needs (manifest
                 `tflm.arena_bytes`), checked against the board's.
             chunk_size: image bytes per FLASH_CHUNK (default: as many as fit).
+            force: send the image even if it is the board's active partition
+                already (otherwise nothing is sent and `resumed_from` is the size).
 
         Raises:
             FlashError: refused before sending, or interrupted (`.offset`
@@ -198,6 +202,10 @@ class Board:
                 raise ValueError(f"Expected a positive chunk_size. Received chunk_size={chunk_size!r}.")
             digest = hashlib.sha256(data).digest()
             start = time.perf_counter()
+            if info.active_sha256 == digest and not force:
+                if progress:
+                    progress(len(data), len(data))
+                return FlashResult(name, len(data), digest.hex(), len(data), time.perf_counter() - start)
             offset = 0
             try:
                 frame = self._transact(MsgType.FLASH_BEGIN, P.encode_flash_begin(P.FlashBegin(name, len(data), digest)))
@@ -229,6 +237,7 @@ class Board:
             except BoardTimeoutError as e:
                 raise FlashError(f"flashing {name!r} interrupted after {offset} of {len(data)} bytes: {e} "
                                  f"(flash again to resume from byte {offset})", offset) from e
+            self._flashed[digest] = (name, len(data))
             return FlashResult(name, len(data), digest.hex(), resumed, time.perf_counter() - start)
 
     def activate(self, sha256: bytes | str, *, work: float = 30.0) -> P.Activation:
@@ -250,7 +259,9 @@ class Board:
             frame = self._transact(MsgType.ACTIVATE, P.encode_activate(sha), work=work)
             self._expect(frame, MsgType.ACK, "ACTIVATE")
             self.activation = self._decode(P.decode_activation, frame.payload, "ACK(ACTIVATE)")
-            self.info = None  # the active partition changed
+            if self.info is not None and self.info.active_sha256 != sha:
+                name, size = self._flashed.get(sha, ("", 0))
+                self.info = dataclasses.replace(self.info, active_sha256=sha, active_size=size, active_name=name)
             return self.activation
 
     def run(self, inputs: Sequence[Tensor | np.ndarray] | Tensor | np.ndarray, *,
@@ -333,7 +344,9 @@ class Board:
     def _exchange(self, request: Frame, what: MsgType, work: float = 0.0) -> Frame:
         """Stop-and-wait for one frame: (re)send until the answer with its seq arrives."""
         wire = encode_frame(request)
-        rx_bound = max_encoded_size(min(self.host_max_payload, self.info.max_payload if self.info else MAX_PAYLOAD))
+        # Line time of the answer: at most the board's max payload; before
+        # HELLO the answer is INFO, NAK or ERROR, all under 1 KiB.
+        rx_bound = max_encoded_size(min(self.host_max_payload, self.info.max_payload if self.info else 1024))
         line = (len(wire) + 1 + rx_bound) * 10.0 / self.baudrate
         naks = damaged = 0
         started = time.monotonic()
@@ -365,12 +378,14 @@ class Board:
                     if item.kind == FrameErrorKind.VERSION:
                         raise BoardProtocolError(f"board on {self.port} speaks another protocol version: {item.reason}")
                     return "damaged"
+                if item.type == MsgType.NAK:
+                    # A NAK's seq is only known when the damaged frame's
+                    # header survived; any NAK means "send it again".
+                    self.stats["naks"] += 1
+                    return "nak"
                 if item.seq != seq:
                     self.stats["stale"] += 1  # an answer to an earlier attempt
                     continue
-                if item.type == MsgType.NAK:
-                    self.stats["naks"] += 1
-                    return "nak"
                 return item
             if time.monotonic() >= deadline:
                 return "timeout"

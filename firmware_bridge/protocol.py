@@ -318,6 +318,11 @@ class TensorSpec:
         if len(shape) > MAX_RANK or any(d < 0 or d > 0xFFFFFFFF for d in shape):
             raise ValueError(f"Expected a shape of at most {MAX_RANK} non-negative dims. Received shape={self.shape!r}.")
         object.__setattr__(self, "shape", shape)
+        # Scales travel as float32 (as TFLite stores them): hold what the wire holds.
+        object.__setattr__(self, "scale", float(np.float32(self.scale)))
+        object.__setattr__(self, "zero_point", int(self.zero_point))
+        if not -(1 << 31) <= self.zero_point < (1 << 31):
+            raise ValueError(f"Expected an int32 zero point. Received zero_point={self.zero_point}.")
 
     @property
     def nbytes(self) -> int:
