@@ -289,7 +289,13 @@ class Coordinator:
 
     @property
     def manifest(self) -> dict | None:
+        """The bundle's manifest (after `deploy`, `select` or with ``bundle=``)."""
         return self._manifest
+
+    @property
+    def bundle(self) -> Bundle | None:
+        """The bundle (a manifest-only view when it was fetched from a node)."""
+        return self._bundle
 
     # --- deploy -------------------------------------------------------------
     def deploy(self, bundle_dir: str | os.PathLike, name: str | None = None, nodes: Sequence[str] | None = None) -> dict[str, mesh_pb2.DeployReply]:

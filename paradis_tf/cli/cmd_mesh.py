@@ -1,0 +1,142 @@
+"""`paradis mesh status|infer|bench --nodes HOST:PORT,...`: a live mesh."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _nodes_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nodes", required=True, metavar="HOST:PORT,...", help="node daemon addresses, comma-separated")
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each Run call in seconds (default: %(default)s)")
+
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", default=None, metavar="DIR|NAME",
+                   help="local bundle directory or bundle name on the nodes (default: the nodes' active bundle)")
+    p.add_argument("--switch", default=None, metavar="PLAN",
+                   help="plan to run ('2x0.5', 'seq-2'; default: the most accurate that fits)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("mesh", help="inspect and use a live mesh of node daemons", description=__doc__)
+    sub = p.add_subparsers(dest="mesh_command", metavar="ACTION")
+    sub.required = True
+
+    s = sub.add_parser("status", help="node info: capacity, speed, bundles, active plan, counters")
+    _nodes_arg(s)
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=_status)
+
+    i = sub.add_parser("infer", help="run images through the mesh and print the top classes")
+    _nodes_arg(i)
+    _plan_args(i)
+    src = i.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", metavar="FILE.npy", help="images (N, H, W, C): uint8 raw or float32 preprocessed")
+    src.add_argument("--random", type=int, metavar="N", help="N random images (a smoke test)")
+    i.add_argument("--top", type=int, default=3, help="classes to show per image (default: %(default)s)")
+    i.set_defaults(func=_infer)
+
+    b = sub.add_parser("bench", help="latency (p50/p99) and throughput at several concurrency levels")
+    _nodes_arg(b)
+    _plan_args(b)
+    b.add_argument("--requests", type=int, default=200, help="requests per measurement (default: %(default)s)")
+    b.add_argument("--concurrency", default="1,4,16", help="in-flight request counts (default: %(default)s)")
+    b.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    b.set_defaults(func=_bench)
+
+
+def _coordinator(args):
+    from paradis_tf.mesh.coordinator import Coordinator
+
+    return Coordinator(args.nodes, bundle=getattr(args, "bundle", None), run_timeout_s=args.timeout)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+
+    with _coordinator(args) as c:
+        rows = c.status()
+    if args.json:
+        print(json.dumps([{"address": r.address, "up": r.up, "error": r.error,
+                           "info": MessageToDict(r.info) if r.info else None} for r in rows], indent=2))
+        return 0 if all(r.up for r in rows) else 1
+    print(f"{'node':<22} {'id':<12} {'up':<4} {'cap':>5} {'speed':>7} {'backend':<8} {'active':<28} {'runs':>7} {'exch in/out':>12}  bundles")
+    for r in rows:
+        if not r.up:
+            print(f"{r.address:<22} {'-':<12} {'no':<4} {'':>5} {'':>7} {'':<8} {r.error[:60]}")
+            continue
+        i = r.info
+        act = f"{i.activation.plan} role {i.activation.role} ({i.role_latency_ms:.1f} ms)" if i.active else "-"
+        bundles = ", ".join(f"{b.name}@{b.versions[0].version[:8]}+{len(b.versions) - 1}" for b in i.bundles if b.versions) or "-"
+        ex = f"{i.counters.exchanges_received}/{i.counters.exchanges_sent}"
+        print(f"{r.address:<22} {i.node_id[:12]:<12} {'yes':<4} {i.capacity:>5g} {i.speed_score:>7.2f} {i.backend:<8} {act:<28} {i.counters.runs:>7} {ex:>12}  {bundles}")
+    return 0 if all(r.up for r in rows) else 1
+
+
+def _load_images(args, bundle):
+    import numpy as np
+
+    from paradis_tf.errors import InputError
+
+    shape = bundle.model.input_shape
+    if args.random is not None:
+        return np.random.default_rng(0).random((args.random, *shape), dtype=np.float32)
+    x = np.load(args.input)
+    if x.ndim == len(shape):
+        x = x[None]
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise InputError(f"{args.input}: expected images of shape (N, {', '.join(map(str, shape))}); found {x.shape}")
+    if x.dtype == np.uint8:
+        return bundle.model.preprocessing.apply(x)
+    return x.astype(np.float32)
+
+
+def _infer(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    with _coordinator(args) as c:
+        placement = c.select(args.switch)
+        model = c.manifest["model"]
+        x = _load_images(args, c.bundle)
+        t0 = time.perf_counter()
+        logits = c.infer(x)
+        dt = time.perf_counter() - t0
+        labels = model.get("labels") or [str(k) for k in range(model["num_classes"])]
+        print(f"plan {placement}")
+        for n, row in enumerate(logits):
+            top = np.argsort(-row)[: args.top]
+            print(f"{n:>5}: " + "  ".join(f"{labels[k]} ({row[k]:.3f})" for k in top))
+        print(f"{len(x)} image(s) in {dt * 1e3:.1f} ms; final plan {c.placement}; retries {c.stats.retries}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from paradis_tf.mesh.bench import mesh_latency, mesh_throughput
+
+    levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
+    with _coordinator(args) as c:
+        placement = c.select(args.switch)
+        shape = c.manifest["model"]["input_shape"]
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        results = {"plan": placement.plan, "nodes": list(placement.addresses), "latency": mesh_latency(c, x, args.requests).as_dict(), "throughput": []}
+        print(f"plan {placement}")
+        lat = results["latency"]
+        print(f"latency (1 in flight, {lat['requests']} requests): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+        print(f"{'concurrency':>11} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}")
+        for k in levels:
+            r = mesh_throughput(c, x, args.requests, k)
+            results["throughput"].append(r.as_dict())
+            print(f"{k:>11} {r.throughput:>9.1f} {r.p50_ms:>9.2f} {r.p99_ms:>9.2f}")
+        results["stats"] = {"retries": c.stats.retries, "failed": c.stats.failed}
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
+    return 0

@@ -1,0 +1,245 @@
+"""Node daemons as local subprocesses on loopback (tests, demo, benchmarks).
+
+`NodeProcess` runs `paradis node serve` in a child process and learns its
+port from the line it prints once serving (``--listen 127.0.0.1:0`` lets the
+kernel pick a free port; a restart reuses it). `LocalMesh` starts several at
+once. With ``block_tensorflow=True`` the child refuses to import TensorFlow
+or Keras, which proves the node runs on a board without them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from paradis_tf.mesh.errors import MeshError
+
+__all__ = ["NodeProcess", "LocalMesh", "BLOCKED_MODULES"]
+
+BLOCKED_MODULES = ("tensorflow", "keras", "tf_keras", "tensorflow_cpu")
+
+# Runs `paradis node serve` through its own sub-command module (the same code
+# as the `paradis` entry point, without importing the other sub-commands).
+_BOOT = """
+import sys
+if {block!r}:
+    import importlib.abc
+    class _Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {blocked!r}:
+                raise ImportError(f"{{name}} is blocked: the node daemon must run without TensorFlow")
+            return None
+    sys.meta_path.insert(0, _Block())
+from paradis_tf.mesh.local import node_main
+sys.exit(node_main(sys.argv[1:]))
+"""
+
+
+def node_main(argv: Sequence[str]) -> int:
+    """`paradis node serve ARGS` without the rest of the command line."""
+    import argparse
+
+    from paradis_tf.cli import cmd_node
+
+    parser = argparse.ArgumentParser(prog="paradis")
+    cmd_node.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["node", "serve", *argv])
+    return int(args.func(args) or 0)
+
+
+class NodeProcess:
+    """One node daemon in a child process.
+
+    Args:
+        store: the node's store directory.
+        node_id: the node's id.
+        capacity: ``--capacity``.
+        backend: ``--backend``.
+        host: loopback address to listen on.
+        cpus: CPU cores to pin the daemon to (``taskset``-like affinity).
+        block_tensorflow: make TensorFlow/Keras imports fail in the child.
+        extra_args: more ``paradis node serve`` flags.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike,
+        *,
+        node_id: str = "",
+        capacity: float = 1.0,
+        backend: str = "litert",
+        host: str = "127.0.0.1",
+        cpus: Sequence[int] | None = None,
+        block_tensorflow: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.store = Path(store)
+        self.node_id = node_id
+        self.capacity = capacity
+        self.backend = backend
+        self.host = host
+        self.cpus = tuple(cpus) if cpus else None
+        self.block_tensorflow = block_tensorflow
+        self.extra_args = tuple(extra_args)
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.store.parent / f"{self.store.name}.log"
+
+    @property
+    def address(self) -> str:
+        if not self.port:
+            raise MeshError("the node has not been started")
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _command(self) -> list[str]:
+        args = ["--listen", f"{self.host}:{self.port}", "--store", str(self.store), "--capacity", str(self.capacity), "--backend", self.backend]
+        if self.node_id:
+            args += ["--node-id", self.node_id]
+        return [sys.executable, "-c", _BOOT.format(block=self.block_tensorflow, blocked=BLOCKED_MODULES), *args, *self.extra_args]
+
+    def spawn(self) -> None:
+        """Starts the child without waiting (see `wait_ready`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise MeshError(f"node {self.node_id or self.store} is already running")
+        self.store.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        log = open(self.log_path, "ab")
+        preexec = None
+        if self.cpus is not None:
+            cpus = set(self.cpus)
+            preexec = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731
+        self.proc = subprocess.Popen(
+            self._command(), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, preexec_fn=preexec
+        )
+        log.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Waits for the "listening on HOST:PORT" line; returns the address."""
+        assert self.proc is not None and self.proc.stdout is not None
+        result: list[str] = []
+
+        def read() -> None:
+            line = self.proc.stdout.readline().decode(errors="replace")
+            result.append(line)
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(timeout)
+        line = result[0] if result else ""
+        if "listening on" not in line:
+            self.kill()
+            tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+            raise MeshError(f"node {self.node_id or self.store} did not start within {timeout:g} s; its log ends:\n{tail}")
+        self.proc.stdout.close()
+        self.port = int(line.strip().rsplit(":", 1)[1])
+        return self.address
+
+    def start(self, timeout: float = 60.0) -> str:
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (graceful shutdown); returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise MeshError(f"node {self.node_id} did not stop within {timeout:g} s of SIGTERM") from None
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies without any shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class LocalMesh:
+    """Several node daemons on loopback, started concurrently.
+
+    Example:
+        >>> with LocalMesh(4, capacity=0.25) as mesh:
+        ...     with Coordinator(mesh.addresses) as c: ...
+    """
+
+    def __init__(
+        self,
+        n: int,
+        root: str | os.PathLike | None = None,
+        *,
+        capacity: float | Sequence[float] = 1.0,
+        backend: str = "litert",
+        cpus: Sequence[Sequence[int] | None] | None = None,
+        block_tensorflow: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self._tmp = None
+        if root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="paradis-mesh-")
+            root = self._tmp.name
+        self.root = Path(root)
+        caps = [capacity] * n if isinstance(capacity, (int, float)) else list(capacity)
+        self.nodes = [
+            NodeProcess(
+                self.root / f"node{i}", node_id=f"node{i}", capacity=caps[i], backend=backend,
+                cpus=cpus[i] if cpus else None, block_tensorflow=block_tensorflow, extra_args=extra_args,
+            )
+            for i in range(n)
+        ]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    def start(self, timeout: float = 60.0) -> "LocalMesh":
+        try:
+            for n in self.nodes:
+                n.spawn()
+            for n in self.nodes:
+                n.wait_ready(timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for n in self.nodes:
+            if n.alive():
+                n.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for n in self.nodes:
+            if n.proc is not None:
+                try:
+                    n.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    n.kill()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "LocalMesh":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
