@@ -1,0 +1,79 @@
+"""Acceptance: a node killed during a stream of requests; re-plan down, then up."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from paradis_tf.mesh import Coordinator
+from paradis_tf.mesh.errors import RequestFailedError
+from paradis_tf.mesh.local import LocalMesh
+from paradis_tf.runtime import LocalRunner
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_sigkill_during_500_requests_then_readmission(tmp_path, bundle4, images):
+    with LocalMesh(4, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
+        with Coordinator(mesh.addresses, probe_interval_s=0.2) as c:
+            c.deploy(bundle4)
+            assert c.select().plan == "4x0.25"
+            victim = mesh.nodes[2]
+            in_flight, total = 8, 500
+            futures, answered, failed, errors = [], 0, 0, []
+            killed_at = restarted_at = None
+            for i in range(total):
+                futures.append(c.submit(images[i % len(images)]))
+                if len(futures) > in_flight:
+                    try:
+                        futures[-in_flight - 1].result(30)
+                    except RequestFailedError:
+                        pass
+                if i == 100:
+                    victim.kill()  # SIGKILL: no goodbye
+                    killed_at = i
+                if i == 300:
+                    victim.spawn()  # boots while the stream goes on
+                    restarted_at = i
+            for f in futures:
+                try:
+                    f.result(30)
+                    answered += 1
+                except RequestFailedError as e:
+                    failed += 1
+                    errors.append(str(e))
+            print(f"failover: {answered} answered, {failed} failed, {c.stats.retries} retried, plans: {[p for _, p in c.stats.plans]}")
+            assert answered + failed == total and c.stats.requests == total
+            assert all("failed" in e and "127.0.0.1" in e for e in errors)  # clear errors, naming the node
+            assert failed == 0, errors[:3]
+            assert killed_at == 100 and restarted_at == 300
+            plans = [p.split()[0] for _, p in c.stats.plans]
+            assert plans[:2] == ["4x0.25", "3x0.25"], plans
+            victim.wait_ready(60)
+            _wait_for(lambda: c.placement.plan == "4x0.25" and victim.address in c.placement.addresses, 30, "re-plan up to 4x0.25")
+            assert [p.split()[0] for _, p in c.stats.plans][-1] == "4x0.25"
+            np.testing.assert_array_equal(c.infer(images[:20]), LocalRunner(bundle4, "4x0.25").predict(images[:20]))
+
+
+def test_service_continues_on_fewer_nodes_and_fails_clearly_on_none(tmp_path, bundle4, images):
+    with LocalMesh(2, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
+        with Coordinator(mesh.addresses, probe_interval_s=0.2) as c:
+            c.deploy(bundle4)
+            assert c.select().plan == "2x0.25"
+            mesh.nodes[0].kill()
+            # served on the survivor with the 1-device switch: same numbers as LocalRunner 1x0.25
+            np.testing.assert_array_equal(c.infer(images[:10]), LocalRunner(bundle4, "1x0.25").predict(images[:10]))
+            assert c.placement.plan == "1x0.25"
+            mesh.nodes[1].kill()
+            with pytest.raises(RequestFailedError, match="no plan fits the healthy nodes"):
+                c.infer(images[:1])
+            assert c.stats.failed == 1

@@ -1,0 +1,84 @@
+"""Acceptance: results through real node daemons equal LocalRunner's, bit for bit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from paradis_tf.mesh import Coordinator
+from paradis_tf.runtime import LocalRunner
+
+
+def _counters(c: Coordinator) -> dict[str, object]:
+    return {s.address: s.info.counters for s in c.status()}
+
+
+def test_4x025_on_four_nodes_equals_local_runner(mesh4, bundle4, images):
+    with Coordinator(mesh4.addresses) as c:
+        replies = c.deploy(bundle4)
+        assert len({r.version for r in replies.values()}) == 1
+        placement = c.select()
+        # capacity 0.25 everywhere: the widest plan that fits uses all four nodes
+        assert placement.plan == "4x0.25" and sorted(placement.addresses) == sorted(mesh4.addresses)
+        logits = c.infer(images)
+        assert logits.shape == (200, 10) and c.stats.answered == 200 and c.stats.failed == 0
+        np.testing.assert_array_equal(logits, LocalRunner(bundle4, "4x0.25").predict(images))
+        # one sample without a batch dimension, and the asyncio API, give the same numbers
+        np.testing.assert_array_equal(c.infer(images[3]), logits[3])
+
+        async def many():
+            return await asyncio.gather(*(c.infer_async(images[i]) for i in range(8)))
+
+        np.testing.assert_array_equal(np.stack(asyncio.run(many())), logits[:8])
+        np.testing.assert_array_equal(c.submit(images[9]).result(10), logits[9])
+        # a node that takes the model input and no feature map receives exactly one input per request
+        bytes_per_input = 28 * 28 * 1
+        assert c.stats.bytes_to_nodes == 4 * bytes_per_input * (200 + 1 + 8 + 1)
+
+
+def test_sync_layer_feature_maps_go_node_to_node(mesh2, bundle_sync, images):
+    x = images[:40]
+    with Coordinator(mesh2.addresses) as c:
+        c.deploy(bundle_sync)
+        placement = c.select("2x0.5")
+        before = _counters(c)
+        logits = c.infer(x)
+        after = _counters(c)
+        np.testing.assert_array_equal(logits, LocalRunner(bundle_sync, "2x0.5").predict(x))
+        plan = c.bundle.plan("2x0.5")
+        fm = plan.devices[0].segments[0].output.shape
+        fm_bytes = int(np.prod(fm))
+        for address in placement.addresses:
+            sent = after[address].exchanges_sent - before[address].exchanges_sent
+            received = after[address].exchanges_received - before[address].exchanges_received
+            # every request: each node pushes its segment-0 feature map to the other, once
+            assert sent == len(x) and received == len(x), (address, sent, received)
+            assert after[address].exchange_bytes_received - before[address].exchange_bytes_received == len(x) * fm_bytes
+        # the coordinator only sent images and got partial logits back: no feature map went through it
+        assert c.stats.bytes_to_nodes == 2 * len(x) * 28 * 28
+        assert c.stats.bytes_from_nodes == 2 * len(x) * 10
+
+
+def test_sequential_plan_runs_device_to_device(mesh2, bundle_sync, images):
+    x = images[:20]
+    with Coordinator(mesh2.addresses, bundle=bundle_sync) as c:
+        c.deploy(bundle_sync)
+        placement = c.select("seq-2")
+        before = _counters(c)
+        logits = c.infer(x)
+        after = _counters(c)
+        np.testing.assert_array_equal(logits, LocalRunner(bundle_sync, "seq-2").predict(x))
+        first, last = placement.addresses
+        assert after[first].exchanges_sent - before[first].exchanges_sent == len(x)
+        assert after[last].exchanges_received - before[last].exchanges_received == len(x)
+        # input to the first stage only, logits from the last stage only
+        assert c.stats.bytes_to_nodes == len(x) * 28 * 28 and c.stats.bytes_from_nodes == len(x) * 10
+
+
+def test_coordinator_without_the_bundle_directory_fetches_the_manifest(mesh2, bundle_sync, images):
+    with Coordinator(mesh2.addresses) as c:
+        c.deploy(bundle_sync)
+    with Coordinator(mesh2.addresses) as c:  # knows only the addresses
+        assert c.select("2x0.5").plan == "2x0.5"
+        np.testing.assert_array_equal(c.infer(images[:4]), LocalRunner(bundle_sync, "2x0.5").predict(images[:4]))
