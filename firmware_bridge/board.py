@@ -357,7 +357,7 @@ class Board:
             # request is not glued to it.
             self._write(DELIMITER + wire if attempt else wire)
             wait = min(self.timeout * self.backoff ** attempt, self.max_timeout) + line + work
-            outcome = self._await(request.seq, time.monotonic() + wait)
+            outcome = self._await(request.seq, time.monotonic() + wait, grace=0.01 + rx_bound * 10.0 / self.baudrate)
             if isinstance(outcome, Frame):
                 return outcome
             if outcome == "nak":
@@ -369,7 +369,15 @@ class Board:
             f"{time.monotonic() - started:.1f} s ({naks} NAK, {damaged} damaged answers); check the "
             f"port, the baud rate and that the board runs the firmware_bridge protocol")
 
-    def _await(self, seq: int, deadline: float) -> Frame | str:
+    def _await(self, seq: int, deadline: float, grace: float) -> Frame | str:
+        """Reads until the answer to `seq`, a NAK, or the deadline.
+
+        After a damaged frame the wait shrinks to `grace` (one answer's line
+        time): if the damage was noise before the answer, the answer follows
+        at once; if it was the answer, a retransmission brings it again
+        sooner than the full timeout would.
+        """
+        damaged = False
         while True:
             while self._inbox:
                 item = self._inbox.popleft()
@@ -377,7 +385,9 @@ class Board:
                     self.stats["bad_frames"] += 1
                     if item.kind == FrameErrorKind.VERSION:
                         raise BoardProtocolError(f"board on {self.port} speaks another protocol version: {item.reason}")
-                    return "damaged"
+                    damaged = True
+                    deadline = min(deadline, time.monotonic() + grace)
+                    continue
                 if item.type == MsgType.NAK:
                     # A NAK's seq is only known when the damaged frame's
                     # header survived; any NAK means "send it again".
@@ -388,7 +398,7 @@ class Board:
                     continue
                 return item
             if time.monotonic() >= deadline:
-                return "timeout"
+                return "damaged" if damaged else "timeout"
             try:
                 data = self._port.read(max(1, self._port.in_waiting))
             except (serial.SerialException, OSError) as e:
