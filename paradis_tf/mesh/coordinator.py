@@ -421,7 +421,7 @@ class Coordinator:
                     raise
                 cur = self._active
                 if upgrade_only and cur is not None:
-                    if placement.plan == cur.placement.plan or not _better(manifest, placement.plan, cur.placement.plan):
+                    if placement.plan == cur.placement.plan or not self._better(manifest, placement.plan, cur.placement.plan):
                         return cur
                 if not force and cur is not None and cur.placement == placement and from_generation is None:
                     return cur
@@ -464,6 +464,9 @@ class Coordinator:
         specs = tuple(model_input_spec(plan_obj, r) for r in range(len(placement.addresses)))
         self._generation += 1
         return _Active(placement, plan_obj, aid, self._generation, specs)
+
+    def _better(self, manifest: dict, a: str, b: str) -> bool:
+        return _better(manifest, a, b, self._pinned)
 
     def _mark_down(self, address: str, why: str) -> None:
         node = self._nodes[address]
@@ -532,6 +535,9 @@ class Coordinator:
         finally:
             for task in pending:
                 task.cancel()
+            for task in calls:  # retrieve every outcome, so none is reported as lost
+                if task.done() and not task.cancelled():
+                    task.exception()
         if soft:
             raise _AttemptError("; ".join(soft), suspects=suspects)
         outputs: dict[SegmentRef, QTensor] = {}
@@ -693,8 +699,10 @@ def _peer_role(exc: grpc.aio.AioRpcError) -> int | None:
     return None
 
 
-def _better(manifest: dict, a: str, b: str) -> bool:
-    """Whether plan ``a`` ranks above plan ``b``."""
+def _better(manifest: dict, a: str, b: str, pinned: str | None = None) -> bool:
+    """Whether plan ``a`` ranks above plan ``b`` (a pinned plan ranks first)."""
+    if pinned is not None and (a == pinned) != (b == pinned):
+        return a == pinned
     plans = manifest["plans"]
     kind = plans[b].get("kind", "paradis")
     order = rank_plans(plans, kinds=(kind,))

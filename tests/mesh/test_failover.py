@@ -77,3 +77,33 @@ def test_service_continues_on_fewer_nodes_and_fails_clearly_on_none(tmp_path, bu
             with pytest.raises(RequestFailedError, match="no plan fits the healthy nodes"):
                 c.infer(images[:1])
             assert c.stats.failed == 1
+
+
+def test_hung_node_in_a_sync_plan_times_out_and_comes_back(tmp_path, bundle_sync, images):
+    """SIGSTOP (a hung board, sockets still open): Run deadlines expire, the
+    node is marked down, the survivor serves 1x1.0; SIGCONT: back to 2x0.5."""
+    import signal
+
+    with LocalMesh(2, tmp_path, capacity=1.0, block_tensorflow=True) as mesh:
+        with Coordinator(mesh.addresses, run_timeout_s=1.5, probe_interval_s=0.2) as c:
+            c.deploy(bundle_sync)
+            placement = c.select("2x0.5")
+            hung = next(n for n in mesh.nodes if n.address == placement.addresses[1])
+            futures = []
+            for i in range(60):
+                futures.append(c.submit(images[i]))
+                if i == 20:
+                    hung.proc.send_signal(signal.SIGSTOP)
+                time.sleep(0.01)
+            try:
+                results = [f.result(60) for f in futures]
+            finally:
+                hung.proc.send_signal(signal.SIGCONT)
+            assert c.stats.failed == 0 and len(results) == 60
+            plans = [p.split()[0] for _, p in c.stats.plans]
+            assert plans[:2] == ["2x0.5", "1x1.0"], plans
+            survivor = placement.addresses[0]
+            assert c._nodes[survivor].up  # the peer that reported the missing feature map is not blamed
+            np.testing.assert_array_equal(np.stack(results[40:]), LocalRunner(bundle_sync, "1x1.0").predict(images[40:60]))
+            _wait_for(lambda: c.placement.plan == "2x0.5", 30, "re-plan up to the pinned 2x0.5")
+            np.testing.assert_array_equal(c.infer(images[:8]), LocalRunner(bundle_sync, "2x0.5").predict(images[:8]))
