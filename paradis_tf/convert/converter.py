@@ -1,0 +1,323 @@
+"""ParaDiS model -> bundle: every switch, every device role, every segment.
+
+For each plan (a switch of the model, or a sequential baseline cut), the
+segments are converted in dependency order. Segment 0 is calibrated on the
+calibration images; a later segment on what the int8 partitions before it
+really produce on those images (their dequantized int8 outputs), so that its
+input ranges match the tensors it will receive on the devices.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from paradis_tf.bundle import (
+    Bundle,
+    BundleWriter,
+    Device,
+    Fusion,
+    ModelInfo,
+    Plan,
+    Preprocessing,
+    Segment,
+    SegmentInput,
+    SegmentRef,
+    TensorSpec,
+    TflmInfo,
+)
+from paradis_tf.convert.tflite import ConversionError, keras_to_tflite
+from paradis_tf.convert.tflm import c_name, tflm_artefacts
+from paradis_tf.errors import ParaDiSError
+from paradis_tf.runtime.backends import load_interpreter
+from paradis_tf.runtime.quant import dequantize, quantize
+from paradis_tf.runtime.tflite_file import read_tflite
+from paradis_tf.switches import Switch
+
+__all__ = ["REQUIRED_MODEL_API", "convert_model", "prepare_calibration", "plan_dir"]
+
+# What the converter uses of a ParaDiS model (paradis_tf.models.ParaDiSModel).
+REQUIRED_MODEL_API = ("switches", "image_shape", "num_classes", "preprocessing", "device_segments", "fusion_bias")
+
+Progress = Callable[[str], None]
+
+
+def plan_dir(plan: str, device: int) -> str:
+    return f"switches/{plan}/device-{device}"
+
+
+def _check_model(model: Any, what: str) -> None:
+    missing = [a for a in REQUIRED_MODEL_API if not hasattr(model, a)]
+    if missing:
+        raise ConversionError(
+            f"{what} is a {type(model).__name__}, not a ParaDiS model (it lacks {', '.join(missing)}); "
+            "convert a model built with paradis_tf.models and trained with `paradis train`"
+        )
+
+
+def prepare_calibration(model: Any, x: np.ndarray, samples: int, seed: int = 0) -> np.ndarray:
+    """Calibration images, preprocessed exactly as the model expects.
+
+    Args:
+        model: the ParaDiS model (gives image_shape and preprocessing).
+        x: raw uint8 images (preprocessed here) or float images already
+            preprocessed, shape (N,) + image_shape.
+        samples: how many to keep (a fixed random subset when N is larger).
+
+    Raises:
+        ConversionError: wrong shape or dtype, or no samples.
+    """
+    shape = tuple(int(v) for v in model.image_shape)
+    x = np.asarray(x)
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise ConversionError(
+            f"calibration set has shape {x.shape}; the model takes images of shape (N, {', '.join(map(str, shape))})"
+        )
+    if len(x) == 0 or samples < 1:
+        raise ConversionError(f"calibration needs at least one sample; received {len(x)} (samples={samples})")
+    if len(x) > samples:
+        idx = np.sort(np.random.default_rng(seed).choice(len(x), samples, replace=False))
+        x = x[idx]
+    if x.dtype == np.uint8:
+        pre = model.preprocessing
+        return Preprocessing(float(pre["scale"]), float(pre.get("offset", 0.0))).apply(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ConversionError(f"calibration images must be uint8 (raw) or float (preprocessed); received {x.dtype}")
+    return x.astype(np.float32)
+
+
+@dataclass
+class _PlanSpec:
+    name: str
+    kind: str
+    widths: tuple[float, ...]
+    models: list[list[Any]]  # [device][segment] keras.Model
+    sources: dict[SegmentRef, list[SegmentRef | None]]
+    fusion_outputs: tuple[SegmentRef, ...]
+    bias: np.ndarray
+
+
+def _paradis_spec(model: Any, switch: Switch) -> _PlanSpec:
+    segs = model.device_segments(switch)
+    k_count = len(segs)
+    if k_count != len(switch):
+        raise ConversionError(f"device_segments({switch}) returned {k_count} devices; the switch has {len(switch)}")
+    j_count = len(segs[0])
+    if any(len(s) != j_count for s in segs):
+        raise ConversionError(f"device_segments({switch}): devices have different segment counts {[len(s) for s in segs]}")
+    sources: dict[SegmentRef, list[SegmentRef | None]] = {}
+    for k in range(k_count):
+        for j in range(j_count):
+            sources[SegmentRef(k, j)] = [None] if j == 0 else [SegmentRef(d, j - 1) for d in range(k_count)]
+    return _PlanSpec(
+        name=str(switch),
+        kind="paradis",
+        widths=tuple(switch.widths),
+        models=[list(s) for s in segs],
+        sources=sources,
+        fusion_outputs=tuple(SegmentRef(k, j_count - 1) for k in range(k_count)),
+        bias=np.asarray(model.fusion_bias, dtype=np.float32).reshape(-1),
+    )
+
+
+def _sequential_spec(model: Any, k_count: int) -> _PlanSpec:
+    pieces = model.sequential_models(k_count)
+    if len(pieces) != k_count:
+        raise ConversionError(f"sequential_models({k_count}) returned {len(pieces)} pieces")
+    sources = {SegmentRef(k, 0): [None] if k == 0 else [SegmentRef(k - 1, 0)] for k in range(k_count)}
+    return _PlanSpec(
+        name=f"seq-{k_count}",
+        kind="sequential",
+        widths=(1.0,) * k_count,
+        models=[[p] for p in pieces],
+        sources=sources,
+        fusion_outputs=(SegmentRef(k_count - 1, 0),),
+        bias=np.zeros(int(model.num_classes), np.float32),
+    )
+
+
+def _order(spec: _PlanSpec) -> list[SegmentRef]:
+    done: set[SegmentRef] = set()
+    order = []
+    pending = sorted(spec.sources, key=lambda r: (r.segment, r.device))
+    while pending:
+        ready = [r for r in pending if all(s is None or s in done for s in spec.sources[r])]
+        if not ready:
+            raise ConversionError(f"plan {spec.name}: segment inputs form a cycle")
+        order += ready
+        done.update(ready)
+        pending = [r for r in pending if r not in done]
+    return order
+
+
+def _convert_plan(
+    spec: _PlanSpec,
+    calib: np.ndarray,
+    writer: BundleWriter,
+    *,
+    float_variant: bool,
+    tflm: bool,
+    num_threads: int | None,
+    progress: Progress,
+) -> Plan:
+    produced: dict[SegmentRef, np.ndarray] = {}  # dequantized int8 outputs on the calibration set
+    segments: dict[SegmentRef, Segment] = {}
+    stats: dict[int, list[int]] = {k: [0, 0] for k in range(len(spec.models))}
+    for ref in _order(spec):
+        km = spec.models[ref.device][ref.segment]
+        what = f"plan {spec.name} device {ref.device} segment {ref.segment}"
+        progress(what)
+        calib_inputs = [calib if s is None else produced[s] for s in spec.sources[ref]]
+        if len(km.inputs) != len(calib_inputs):
+            raise ConversionError(f"{what}: the Keras segment takes {len(km.inputs)} inputs; the plan feeds it {len(calib_inputs)}")
+        for i, (t, c) in enumerate(zip(km.inputs, calib_inputs)):
+            if tuple(t.shape[1:]) != c.shape[1:]:
+                raise ConversionError(f"{what}: input {i} expects shape {tuple(t.shape)}, its source produces {c.shape}")
+
+        def representative(inputs=calib_inputs):
+            for n in range(len(inputs[0])):
+                yield [a[n : n + 1] for a in inputs]
+
+        data = keras_to_tflite(km, representative, int8=True, what=what)
+        info = read_tflite(data, what)
+        out_q = info.outputs[0].quant
+        it = load_interpreter(data, "litert", num_threads=num_threads)
+        q_out = it.run([quantize(c, t.quant) for c, t in zip(calib_inputs, info.inputs)])[0]
+        produced[ref] = dequantize(q_out, out_q)
+        macs, params = info.macs_and_params()
+        stats[ref.device][0] += macs
+        stats[ref.device][1] += params
+
+        base = f"{plan_dir(spec.name, ref.device)}/segment-{ref.segment}"
+        entry = writer.add_file(base + ".tflite", data)
+        float_file = None
+        if float_variant:
+            float_file = base + ".float.tflite"
+            writer.add_file(float_file, keras_to_tflite(km, int8=False, what=what + " (float)"))
+        tflm_info = None
+        if tflm:
+            art = tflm_artefacts(data, c_name(spec.name, "device", ref.device, "segment", ref.segment), f"segment-{ref.segment}.h")
+            writer.add_file(base + ".cc", art.cc.encode())
+            writer.add_file(base + ".h", art.h.encode())
+            tflm_info = TflmInfo(art.arena_bytes, art.ops, base + ".cc", base + ".h", art.symbol)
+        segments[ref] = Segment(
+            index=ref.segment,
+            file=base + ".tflite",
+            sha256=entry.sha256,
+            size=entry.size,
+            inputs=tuple(
+                SegmentInput(src, TensorSpec(t.shape, t.quant)) for src, t in zip(spec.sources[ref], info.inputs)
+            ),
+            output=TensorSpec(info.outputs[0].shape, out_q),
+            float_file=float_file,
+            tflm=tflm_info,
+        )
+    devices = []
+    for k, segs in enumerate(spec.models):
+        devices.append(
+            Device(
+                role=k,
+                width=float(spec.widths[k]),
+                macs=int(stats[k][0]),
+                params=int(stats[k][1]),
+                segments=tuple(segments[SegmentRef(k, j)] for j in range(len(segs))),
+            )
+        )
+    return Plan(
+        name=spec.name,
+        kind=spec.kind,
+        widths=spec.widths,
+        fusion=Fusion("sum", tuple(float(b) for b in spec.bias), spec.fusion_outputs),
+        devices=tuple(devices),
+    )
+
+
+def _resolve_switches(model: Any, switches: Iterable["str | Switch"] | None) -> list[Switch]:
+    known = {str(Switch.parse(s)): Switch.parse(s) for s in model.switches}
+    if switches is None:
+        return list(known.values())
+    out = []
+    for s in switches:
+        try:
+            key = str(Switch.parse(s))
+        except ParaDiSError as e:
+            raise ConversionError(str(e)) from None
+        if key not in known:
+            raise ConversionError(f"unknown switch {str(s)!r}: the model has {list(known)}")
+        out.append(known[key])
+    return out
+
+
+def convert_model(
+    model: Any,
+    out: str | os.PathLike,
+    calib_x: np.ndarray,
+    *,
+    switches: Iterable["str | Switch"] | None = None,
+    calib_samples: int = 500,
+    sequential: Sequence[int] = (2, 3, 4),
+    float_variant: bool = False,
+    tflm: bool = True,
+    overwrite: bool = False,
+    num_threads: int | None = None,
+    name: str | None = None,
+    extra: dict | None = None,
+    progress: Progress | None = None,
+) -> Bundle:
+    """Converts a ParaDiS model into a bundle directory.
+
+    Args:
+        model: a `ParaDiSModel` (anything with `REQUIRED_MODEL_API`, plus
+            `sequential_models` when `sequential` is not empty).
+        out: the bundle directory to create (atomically).
+        calib_x: calibration images: raw uint8 or preprocessed float, shape
+            (N,) + model.image_shape.
+        switches: switches to convert (default: all of the model's).
+        calib_samples: how many calibration images to use.
+        sequential: device counts K of the sequential baseline plans
+            ``seq-K`` (the 1x1.0 network cut into K pieces).
+        float_variant: also write float .tflite partitions (exactness checks).
+        tflm: write TFLM C arrays and measure arena sizes.
+        overwrite: replace an existing bundle at `out`.
+        num_threads: CPU threads for the interpreter runs during conversion.
+        name: model name for the manifest (default: the model's name).
+        extra: extra top-level manifest fields (e.g. conversion provenance).
+        progress: called with a short text before each segment.
+
+    Returns:
+        The written, validated bundle.
+
+    Raises:
+        ConversionError: not a ParaDiS model, an unknown switch, a
+            calibration set of the wrong shape, or a failed conversion.
+        BundleError: `out` holds something that must not be replaced.
+    """
+    _check_model(model, "the model")
+    if sequential and not hasattr(model, "sequential_models"):
+        raise ConversionError("the model has no sequential_models(); pass sequential=() to skip the baseline plans")
+    chosen = _resolve_switches(model, switches)
+    seq = sorted({int(k) for k in sequential})
+    if any(k < 2 for k in seq):
+        raise ConversionError(f"sequential plans need at least 2 devices; received {seq}")
+    calib = prepare_calibration(model, calib_x, calib_samples)
+    progress = progress or (lambda msg: None)
+    pre = model.preprocessing
+    labels = getattr(model, "labels", None)
+    info = ModelInfo(
+        name=name or str(getattr(model, "architecture", None) or getattr(model, "name", "model")),
+        input_shape=tuple(int(v) for v in model.image_shape),
+        num_classes=int(model.num_classes),
+        preprocessing=Preprocessing(float(pre["scale"]), float(pre.get("offset", 0.0))),
+        labels=None if labels is None else tuple(str(s) for s in labels),
+    )
+    specs = [_paradis_spec(model, s) for s in chosen] + [_sequential_spec(model, k) for k in seq]
+    with BundleWriter(out, overwrite=overwrite) as writer:
+        plans = [
+            _convert_plan(spec, calib, writer, float_variant=float_variant, tflm=tflm, num_threads=num_threads, progress=progress)
+            for spec in specs
+        ]
+        conversion = {"calibration_samples": int(len(calib)), "float_variant": bool(float_variant), **(extra or {})}
+        return writer.commit(writer.manifest(info, plans, conversion=conversion))

@@ -1,0 +1,134 @@
+"""Keras model -> .tflite bytes (full-integer int8, or float).
+
+Keras 3 models go through `keras.export.ExportArchive` (a SavedModel with one
+endpoint whose inputs are named ``in_00, in_01, ...`` in model-input order)
+and `tf.lite.TFLiteConverter.from_saved_model`, the path TensorFlow supports
+for Keras 3; `from_keras_model` and unfrozen concrete functions misbehave
+(READ_VARIABLE during calibration).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from paradis_tf.errors import ParaDiSError
+
+__all__ = ["ConversionError", "keras_to_tflite", "input_name"]
+
+
+class ConversionError(ParaDiSError, ValueError):
+    """A model, switch or calibration set the converter cannot use."""
+
+
+def input_name(i: int) -> str:
+    return f"in_{i:02d}"
+
+
+def _input_shapes(model) -> list[tuple]:
+    return [tuple(t.shape) for t in model.inputs]
+
+
+def keras_to_tflite(
+    model,
+    representative: Callable[[], Iterable[Sequence[np.ndarray]]] | None = None,
+    *,
+    int8: bool = True,
+    what: str = "model",
+) -> bytes:
+    """Converts a plain Keras model to TFLite.
+
+    Args:
+        model: a `keras.Model` with one or more inputs (batch dimension free)
+            and one output.
+        representative: for int8, a callable returning an iterable of
+            calibration samples, each a list with one float32 array of batch
+            1 per model input.
+        int8: full-integer int8 (per-channel weights, int8 input and output
+            tensors); False gives a float32 model.
+        what: how to name the model in errors.
+
+    Returns:
+        The .tflite flatbuffer; its inputs are in the Keras model's order.
+
+    Raises:
+        ConversionError: the converter failed or reordered the inputs.
+    """
+    import tensorflow as tf
+    import keras
+
+    shapes = _input_shapes(model)
+    specs = [tf.TensorSpec((None,) + tuple(s[1:]), tf.float32, name=input_name(i)) for i, s in enumerate(shapes)]
+    multi = len(specs) > 1
+
+    def serve(*xs):
+        return model(list(xs) if multi else xs[0], training=False)
+
+    with tempfile.TemporaryDirectory(prefix="paradis-export-") as tmp:
+        path = os.path.join(tmp, "saved_model")
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", serve, input_signature=specs)
+        archive.write_out(path, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serve"])
+        if int8:
+            if representative is None:
+                raise ConversionError(f"{what}: int8 conversion needs calibration samples")
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = converter.convert()
+        except Exception as e:
+            raise ConversionError(f"{what}: TFLite conversion failed ({type(e).__name__}: {e})") from e
+    data = _restore_input_order(bytes(data), len(shapes))
+    _check_input_order(data, shapes, what)
+    return data
+
+
+def _restore_input_order(data: bytes, count: int) -> bytes:
+    """Puts the subgraph inputs back in model-input order (``in_00, in_01, ...``).
+
+    The converter orders the inputs of a SavedModel signature by its own
+    rules (with 4 inputs, ``in_03`` came first); the plan semantics need the
+    Keras order, so the input list of the flatbuffer is permuted by name.
+    """
+    from paradis_tf.runtime.tflite_file import read_tflite
+
+    names = [t.name for t in read_tflite(data).inputs]
+    wanted = []
+    for i in range(count):
+        hits = [n for n, name in enumerate(names) if input_name(i) in name]
+        if len(hits) != 1:
+            return data  # leave it to _check_input_order to report
+        wanted.append(hits[0])
+    if wanted == list(range(count)):
+        return data
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    sub = model.subgraphs[0]
+    sub.inputs = [int(sub.inputs[n]) for n in wanted]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _check_input_order(data: bytes, shapes: list[tuple], what: str) -> None:
+    from paradis_tf.runtime.tflite_file import read_tflite
+
+    info = read_tflite(data, what)
+    if len(info.inputs) != len(shapes):
+        raise ConversionError(f"{what}: the .tflite has {len(info.inputs)} inputs, the Keras model {len(shapes)}")
+    for i, t in enumerate(info.inputs):
+        if input_name(i) not in t.name or tuple(t.shape[1:]) != tuple(shapes[i][1:]):
+            raise ConversionError(
+                f"{what}: .tflite input {i} is '{t.name}' {list(t.shape)}; expected {input_name(i)} with shape "
+                f"{list(shapes[i][1:])}"
+            )
