@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Mesh benchmarks: overhead, parallel speedup, bytes per inference, throughput.
+
+    python tools/bench_mesh.py --bundle /tmp/mnv1-224 --out docs/benchmarks/mesh.json
+
+Builds (once, if ``--bundle`` does not exist yet) a MobileNet v1 bundle at
+224x224x3 with random weights (switches 1x1.0, 2x0.5, 4x0.25 and the
+sequential plans seq-2, seq-4), starts node daemons as local subprocesses on
+loopback (TensorFlow blocked in them), and measures:
+
+* mesh overhead: median latency of 2x0.5 on 2 nodes / median latency of
+  `LocalRunner` running the same plan in one process (both devices one after
+  the other, one interpreter thread each); once with the nodes on different
+  cores and once with both nodes pinned to the LocalRunner's core (protocol
+  overhead without parallelism);
+* parallel speedup: 2x0.5 on 2 nodes pinned to different cores / 1x1.0 on
+  1 node;
+* bytes crossing devices per inference (coordinator->nodes, nodes->
+  coordinator, node->node) for each ParaDiS switch against the sequential plan
+  with the same device count;
+* throughput and p50/p99 latency at 1, 4 and 16 concurrent requests.
+
+Every number comes with the machine it ran on (cores, load) in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from paradis_tf.mesh import Coordinator, LocalMesh  # noqa: E402
+from paradis_tf.mesh.bench import mesh_latency, mesh_throughput, time_calls  # noqa: E402
+
+SWITCHES = ("1x1.0", "2x0.5", "4x0.25")
+SEQUENTIAL = (2, 4)
+
+
+def build_bundle(out: Path, input_shape=(224, 224, 3), num_classes=1000) -> None:
+    from paradis_tf.convert import convert_model
+    from paradis_tf.models import mobilenet_v1
+
+    model = mobilenet_v1(input_shape, num_classes, list(SWITCHES), width=1.0)
+    calib = np.random.default_rng(0).integers(0, 256, (8, *input_shape), dtype=np.uint8)
+    t0 = time.perf_counter()
+    convert_model(model, out, calib, calib_samples=4, sequential=SEQUENTIAL, tflm=False,
+                  progress=lambda m: print(f"  convert: {m}", flush=True))
+    print(f"bundle built in {time.perf_counter() - t0:.0f} s: {out}", flush=True)
+
+
+def pinned(cores):
+    """Context manager pinning this process to ``cores``."""
+
+    class _Pin:
+        def __enter__(self):
+            self.old = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, set(cores))
+
+        def __exit__(self, *exc):
+            os.sched_setaffinity(0, self.old)
+
+    return _Pin()
+
+
+def local_latency(bundle: Path, plan: str, x: np.ndarray, n: int, core: int) -> dict:
+    from paradis_tf.runtime import LocalRunner
+
+    with pinned([core]):
+        runner = LocalRunner(bundle, plan, num_threads=1)
+        return time_calls(lambda: runner.predict(x[None]), n).as_dict()
+
+
+def node_counters(c: Coordinator) -> dict[str, tuple[int, int]]:
+    return {s.address: (s.info.counters.exchange_bytes_sent, s.info.counters.exchanges_sent) for s in c.status()}
+
+
+def bytes_per_inference(c: Coordinator, x: np.ndarray, n: int) -> dict:
+    c.infer(x[None])  # warm
+    before = (c.stats.bytes_to_nodes, c.stats.bytes_from_nodes, node_counters(c))
+    for _ in range(n):
+        c.infer(x[None])
+    after = (c.stats.bytes_to_nodes, c.stats.bytes_from_nodes, node_counters(c))
+    exch = sum(after[2][a][0] - before[2][a][0] for a in after[2])
+    msgs = sum(after[2][a][1] - before[2][a][1] for a in after[2])
+    return {
+        "coordinator_to_nodes": (after[0] - before[0]) / n,
+        "nodes_to_coordinator": (after[1] - before[1]) / n,
+        "node_to_node": exch / n,
+        "node_to_node_messages": msgs / n,
+        "total": (after[0] - before[0] + after[1] - before[1] + exch) / n,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, default=Path(tempfile.gettempdir()) / "paradis-mnv1-224")
+    ap.add_argument("--requests", type=int, default=200, help="requests per latency median (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    if not (args.bundle / "manifest.json").exists():
+        build_bundle(args.bundle)
+    ncores = len(os.sched_getaffinity(0))
+    if ncores < 2:
+        raise SystemExit("bench_mesh: needs at least 2 CPU cores")
+    x = np.random.default_rng(1).random((224, 224, 3), dtype=np.float32)
+    n = args.requests
+    res: dict = {
+        "machine": {"cores": ncores, "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "loadavg_start": os.getloadavg()},
+        "model": "mobilenet_v1 224x224x3, 1000 classes, random weights, int8, litert, 1 interpreter thread per device",
+        "requests": n,
+    }
+    print("LocalRunner ...", flush=True)
+    res["local"] = {p: local_latency(args.bundle, p, x, n, core=0) for p in ("1x1.0", "2x0.5")}
+    print(json.dumps(res["local"], indent=1), flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="paradis-bench-") as tmp:
+        # 2 nodes on different cores: overhead, speedup, throughput, bytes for 2-device plans
+        with LocalMesh(2, Path(tmp) / "split", cpus=[[0], [1]], block_tensorflow=True) as mesh:
+            with Coordinator(mesh.addresses) as c:
+                c.deploy(args.bundle)
+                c.select("1x1.0")
+                # the 1-device plan uses one node: its core
+                res["mesh_1x1.0_1node"] = mesh_latency(c, x, n).as_dict()
+                c.select("2x0.5")
+                res["mesh_2x0.5_2cores"] = mesh_latency(c, x, n).as_dict()
+                res["throughput_2x0.5"] = [mesh_throughput(c, x, max(n, 4 * k), k).as_dict() for k in (1, 4, 16)]
+                res["bytes"] = {"2x0.5": bytes_per_inference(c, x, 10)}
+                c.select("seq-2")
+                res["bytes"]["seq-2"] = bytes_per_inference(c, x, 10)
+                res["mesh_seq-2_2cores"] = mesh_latency(c, x, max(20, n // 4)).as_dict()
+        print(json.dumps({k: res[k] for k in ("mesh_1x1.0_1node", "mesh_2x0.5_2cores")}, indent=1), flush=True)
+        # both nodes on core 0: the protocol's overhead without parallelism
+        with LocalMesh(2, Path(tmp) / "same", cpus=[[0], [0]], block_tensorflow=True) as mesh:
+            with Coordinator(mesh.addresses) as c:
+                c.deploy(args.bundle)
+                c.select("2x0.5")
+                res["mesh_2x0.5_samecore"] = mesh_latency(c, x, n).as_dict()
+        # 4 nodes: bytes of the 4-device plans (bytes do not depend on speed)
+        with LocalMesh(4, Path(tmp) / "four", cpus=[[0], [1], [0], [1]], block_tensorflow=True) as mesh:
+            with Coordinator(mesh.addresses) as c:
+                c.deploy(args.bundle)
+                for plan in ("4x0.25", "seq-4"):
+                    c.select(plan)
+                    res["bytes"][plan] = bytes_per_inference(c, x, 5)
+
+    p50 = lambda k: res[k]["p50_ms"]  # noqa: E731
+    res["summary"] = {
+        "overhead_ratio_2x0.5_2cores": round(p50("mesh_2x0.5_2cores") / res["local"]["2x0.5"]["p50_ms"], 3),
+        "overhead_ratio_2x0.5_samecore": round(p50("mesh_2x0.5_samecore") / res["local"]["2x0.5"]["p50_ms"], 3),
+        "speedup_ratio_2x0.5_vs_1x1.0": round(p50("mesh_2x0.5_2cores") / p50("mesh_1x1.0_1node"), 3),
+        "local_ratio_2x0.5_vs_1x1.0": round(res["local"]["2x0.5"]["p50_ms"] / res["local"]["1x1.0"]["p50_ms"], 3),
+    }
+    res["machine"]["loadavg_end"] = os.getloadavg()
+    print(json.dumps(res["summary"], indent=1))
+    print(json.dumps(res["bytes"], indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
