@@ -82,3 +82,14 @@ def test_coordinator_without_the_bundle_directory_fetches_the_manifest(mesh2, bu
     with Coordinator(mesh2.addresses) as c:  # knows only the addresses
         assert c.select("2x0.5").plan == "2x0.5"
         np.testing.assert_array_equal(c.infer(images[:4]), LocalRunner(bundle_sync, "2x0.5").predict(images[:4]))
+
+
+def test_mesh_qcheck_compares_the_live_mesh_with_local_int8(mesh2, bundle_sync, images):
+    from paradis_tf.mesh.qcheck import mesh_qcheck
+
+    y = np.arange(30) % 10
+    checks = mesh_qcheck(bundle_sync, mesh2.addresses, images[:30], y)
+    assert {c.plan for c in checks} == {"1x1.0", "2x0.5"}  # every ParaDiS plan that fits two full nodes
+    for c in checks:
+        assert c.identical == 1.0 and c.max_abs_diff == 0.0 and c.top1_agreement == 1.0
+        assert c.mesh_accuracy == c.local_int8_accuracy and c.logits.shape == (30, 10)
