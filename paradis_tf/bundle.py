@@ -820,7 +820,12 @@ class BundleWriter:
         if self.tmp is None:
             raise BundleError("BundleWriter.commit() outside its `with` block")
         _write_json(self.tmp / MANIFEST, manifest)
-        load(self.tmp)  # validate everything before it becomes visible
+        try:
+            load(self.tmp)  # validate everything before it becomes visible
+        except BundleError as e:
+            raise BundleError(
+                f"refusing to write {self.target}: " + str(e).replace(str(self.tmp), str(self.target))
+            ) from None
         self._check_target()
         old = None
         if self.target.exists():
