@@ -20,7 +20,7 @@ RUN_TIMEOUT_S = 10.0
 EXCHANGE_TIMEOUT_S = 10.0
 # How long an Exchange that arrived before its Run is kept.
 MAILBOX_TTL_S = 30.0
-MAILBOX_MAX_ENTRIES = 4096
+MAILBOX_MAX_ENTRIES = 1024
 
 # Reconnect quickly: a restarted node should be re-admitted within seconds,
 # not after gRPC's default exponential backoff (up to 120 s).

@@ -27,6 +27,7 @@ class Mailbox:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._entries: dict[Key, tuple[float, asyncio.Future]] = {}
+        self._last_sweep = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -44,6 +45,8 @@ class Mailbox:
 
     def put(self, key: Key, value: Any) -> bool:
         """Delivers a feature map; False if one was already delivered (a retry)."""
+        if time.monotonic() - self._last_sweep > 1.0:
+            self.sweep()
         fut = self._future(key)
         if fut.done():
             return False
@@ -62,7 +65,8 @@ class Mailbox:
                 fut.cancel()
 
     def sweep(self) -> int:
-        now = time.monotonic()
+        """Drops entries older than the TTL (feature maps whose Run never came)."""
+        now = self._last_sweep = time.monotonic()
         old = [k for k, (t, _) in self._entries.items() if now - t > self.ttl_s]
         for k in old:
             _, fut = self._entries.pop(k)
