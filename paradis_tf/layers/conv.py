@@ -1,0 +1,239 @@
+"""ParaDiS convolutions: one full-width kernel, sliced per switch and device."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from paradis_tf.layers._common import (
+    as_list,
+    check_device_count,
+    check_splits,
+    full_channels,
+    normalize_switches,
+)
+from paradis_tf.switches import Switch
+
+ROLES = ("stem", "split", "sync")
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2 or min(value) < 1:
+        raise ValueError(f"Expected a strictly positive int or pair of ints. Received {name}={value}.")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="paradis_tf")
+class ParaDiSConv2D(keras.layers.Layer):
+    """2D convolution shared by all switches of a ParaDiS network.
+
+    Under a switch with devices ``k = 0..K-1`` and the channel ranges
+    ``in_k`` / ``out_k`` of DESIGN §2, device ``k`` computes:
+
+    * ``role="stem"``:  ``conv(x, W[:, :, all, out_k])`` (input broadcast);
+    * ``role="split"``: ``conv(x_k, W[:, :, in_k, out_k])`` (block-diagonal);
+    * ``role="sync"``:  ``conv(concat_j x_j, W[:, :, in_all, out_k])``
+      (an all-gather of the device slices precedes it).
+
+    Args:
+        filters: full-width number of output channels.
+        kernel_size: int or pair.
+        strides: int or pair.
+        padding: ``"same"`` or ``"valid"``.
+        role: ``"stem"``, ``"split"`` or ``"sync"``.
+        switches: switch texts the layer must serve; every channel count is
+            checked to split exactly for each of them when the layer builds.
+        use_bias: whether to add a bias (ParaDiS nets use BN instead).
+        kernel_initializer: Keras initializer.
+        kernel_regularizer: Keras regularizer.
+
+    Call arguments:
+        inputs: the image tensor for ``role="stem"``; otherwise the list of
+            per-device tensors of the switch, in device order.
+        switch: switch text or `Switch`, a plain Python value.
+
+    Returns:
+        The list of per-device output tensors.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size=3,
+        strides=1,
+        padding: str = "same",
+        role: str = "split",
+        switches: Sequence = ("1x1.0",),
+        use_bias: bool = False,
+        kernel_initializer="he_normal",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(filters, int) or filters <= 0:
+            raise ValueError(f"Expected a strictly positive value. Received filters={filters!r}.")
+        if role not in ROLES:
+            raise ValueError(f"Expected role in {ROLES}. Received role={role!r}.")
+        if padding not in ("same", "valid"):
+            raise ValueError(f"Expected padding 'same' or 'valid'. Received padding={padding!r}.")
+        self.filters = filters
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        self.padding = padding
+        self.role = role
+        self.switches = normalize_switches(switches)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        in_ch = full_channels(input_shape, self.name)
+        check_splits(self.filters, self.switches, self.name)
+        if self.role != "stem":
+            check_splits(in_ch, self.switches, self.name)
+        self.in_channels = in_ch
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*self.kernel_size, in_ch, self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
+        )
+
+    def device_weights(self, switch, k: int) -> list:
+        """Kernel (and bias) slice that device ``k`` runs under ``switch``."""
+        s = Switch.parse(switch)
+        oa, ob = s.channel_ranges(self.filters, self.name)[k]
+        if self.role == "stem":
+            ia, ib = 0, self.in_channels
+        elif self.role == "sync":
+            ia, ib = 0, s.used_channels(self.in_channels, self.name)
+        else:
+            ia, ib = s.channel_ranges(self.in_channels, self.name)[k]
+        w = self.kernel[:, :, ia:ib, oa:ob]
+        return [w] if self.bias is None else [w, self.bias[oa:ob]]
+
+    def _conv(self, x, weights):
+        y = ops.conv(x, weights[0], strides=self.strides, padding=self.padding)
+        if self.bias is not None:
+            y = y + weights[1]
+        return y
+
+    def call(self, inputs, switch="1x1.0"):
+        s = Switch.parse(switch)
+        if self.role == "stem":
+            x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+            return [self._conv(x, self.device_weights(s, k)) for k in range(len(s))]
+        xs = as_list(inputs)
+        check_device_count(xs, s, self.name)
+        if self.role == "sync":
+            gathered = xs[0] if len(xs) == 1 else ops.concatenate(xs, axis=-1)
+            return [self._conv(gathered, self.device_weights(s, k)) for k in range(len(s))]
+        return [self._conv(x, self.device_weights(s, k)) for k, x in enumerate(xs)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            role=self.role,
+            switches=self.switches,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="paradis_tf")
+class ParaDiSDepthwiseConv2D(keras.layers.Layer):
+    """Depthwise convolution: device ``k`` filters its own channel slice.
+
+    Args:
+        kernel_size: int or pair.
+        strides: int or pair.
+        padding: ``"same"`` or ``"valid"``.
+        switches: switch texts the layer must serve.
+        use_bias: whether to add a bias.
+        depthwise_initializer: Keras initializer.
+        depthwise_regularizer: Keras regularizer.
+
+    Call arguments:
+        inputs: list of per-device tensors, in device order.
+        switch: switch text or `Switch`.
+
+    Returns:
+        The list of per-device output tensors.
+    """
+
+    def __init__(
+        self,
+        kernel_size=3,
+        strides=1,
+        padding: str = "same",
+        switches: Sequence = ("1x1.0",),
+        use_bias: bool = False,
+        depthwise_initializer="he_normal",
+        depthwise_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"Expected padding 'same' or 'valid'. Received padding={padding!r}.")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        self.padding = padding
+        self.switches = normalize_switches(switches)
+        self.use_bias = bool(use_bias)
+        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
+        self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)
+
+    def build(self, input_shape):
+        ch = full_channels(input_shape, self.name)
+        check_splits(ch, self.switches, self.name)
+        self.channels = ch
+        self.kernel = self.add_weight(
+            name="depthwise_kernel",
+            shape=(*self.kernel_size, ch, 1),
+            initializer=self.depthwise_initializer,
+            regularizer=self.depthwise_regularizer,
+        )
+        self.bias = self.add_weight(name="bias", shape=(ch,), initializer="zeros") if self.use_bias else None
+
+    def device_weights(self, switch, k: int) -> list:
+        a, b = Switch.parse(switch).channel_ranges(self.channels, self.name)[k]
+        w = self.kernel[:, :, a:b, :]
+        return [w] if self.bias is None else [w, self.bias[a:b]]
+
+    def call(self, inputs, switch="1x1.0"):
+        s = Switch.parse(switch)
+        xs = as_list(inputs)
+        check_device_count(xs, s, self.name)
+        out = []
+        for k, x in enumerate(xs):
+            w = self.device_weights(s, k)
+            y = ops.depthwise_conv(x, w[0], strides=self.strides, padding=self.padding)
+            out.append(y + w[1] if self.bias is not None else y)
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            switches=self.switches,
+            use_bias=self.use_bias,
+            depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer),
+            depthwise_regularizer=keras.regularizers.serialize(self.depthwise_regularizer),
+        )
+        return config

@@ -1,0 +1,94 @@
+"""Classifier dense layer with sum fusion across devices."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from paradis_tf.layers._common import as_list, check_device_count, check_splits, full_channels, normalize_switches
+from paradis_tf.switches import Switch
+
+
+@keras.saving.register_keras_serializable(package="paradis_tf")
+class ParaDiSDense(keras.layers.Layer):
+    """Final classifier: device ``k`` computes ``x_k @ W[in_k, :]``.
+
+    The partial logits of the devices are fused by a sum plus one shared
+    bias, so ``logits = sum_k x_k @ W[in_k, :] + b`` equals the dense layer
+    applied to the concatenated features.
+
+    Args:
+        units: number of outputs (classes).
+        switches: switch texts the layer must serve.
+        use_bias: whether to add the fusion bias.
+        kernel_initializer: Keras initializer.
+        kernel_regularizer: Keras regularizer.
+
+    Call arguments:
+        inputs: list of per-device 2D feature tensors, in device order.
+        switch: switch text or `Switch`.
+        partial: if True, return the per-device partial logits (no bias)
+            instead of the fused logits.
+
+    Returns:
+        Fused logits ``(batch, units)``, or the list of partial logits.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        switches: Sequence = ("1x1.0",),
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(units, int) or units <= 0:
+            raise ValueError(f"Expected a strictly positive value. Received units={units!r}.")
+        self.units = units
+        self.switches = normalize_switches(switches)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        ch = full_channels(input_shape, self.name)
+        check_splits(ch, self.switches, self.name)
+        self.in_channels = ch
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(ch, self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
+
+    def device_weights(self, switch, k: int) -> list:
+        a, b = Switch.parse(switch).channel_ranges(self.in_channels, self.name)[k]
+        return [self.kernel[a:b, :]]
+
+    def call(self, inputs, switch="1x1.0", partial=False):
+        s = Switch.parse(switch)
+        xs = as_list(inputs)
+        check_device_count(xs, s, self.name)
+        parts = [ops.matmul(x, self.device_weights(s, k)[0]) for k, x in enumerate(xs)]
+        if partial:
+            return parts
+        y = parts[0]
+        for p in parts[1:]:
+            y = y + p
+        return y + self.bias if self.bias is not None else y
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            switches=self.switches,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config

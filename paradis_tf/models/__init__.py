@@ -1,0 +1,7 @@
+"""ParaDiS model builders (DESIGN §3)."""
+
+from paradis_tf.models.base import ParaDiSModel
+from paradis_tf.models.mobilenet import MobileNetV1Body, mobilenet_v1
+from paradis_tf.models.resnet import ResNetBody, resnet
+
+__all__ = ["ParaDiSModel", "mobilenet_v1", "resnet", "MobileNetV1Body", "ResNetBody"]

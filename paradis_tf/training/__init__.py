@@ -1,0 +1,11 @@
+"""Joint training of all switches (in-place distillation) and baselines.
+
+The loss lives in `ParaDiSModel.compute_loss`, so Keras' own `train_step`
+runs it: `tf.distribute` strategies, loss scaling and metrics keep working.
+"""
+
+from paradis_tf.training.baselines import SLIMMABLE_SWITCHES, individual_model, slimmable_model
+from paradis_tf.training.recipe import TrainConfig, evaluate, make_optimizer, train
+
+__all__ = ["TrainConfig", "train", "evaluate", "make_optimizer", "individual_model", "slimmable_model",
+           "SLIMMABLE_SWITCHES"]

@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Accuracy benchmark: ParaDiS vs individually trained switches vs slimmable.
+
+Fashion-MNIST, full 60k train / 10k test, MobileNet v1, one recipe for
+every model. Writes docs/benchmarks/accuracy.json and prints a table (the
+table in docs/BENCHMARKS.md is made from the JSON by `--table`).
+
+    python tools/bench_accuracy.py --epochs 8 --width 0.5 --depth 7
+
+Models run one after another in one process, so the wall-time ratio of the
+joint training to the six individual trainings is measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+SWITCHES = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def table(data: dict) -> str:
+    rows = {(r["model"], r["switch"]): r for r in data["results"]}
+    lines = [
+        f"Fashion-MNIST test top-1, MobileNet v1 width {data['width']} depth {data['depth']}, "
+        f"{data['epochs']} epochs, batch {data['batch_size']}, "
+        f"{'augmented' if data['augment'] else 'no augmentation'}",
+        "",
+        "| switch | ParaDiS | individual | slimmable | ParaDiS - individual | MACs per device |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in data["switches"]:
+        p = rows.get(("paradis", s))
+        i = rows.get(("individual", s))
+        sl = rows.get(("slimmable", s))
+        fmt = lambda r: f"{100 * r['top1']:.2f}" if r else "-"
+        diff = f"{100 * (p['top1'] - i['top1']):+.2f}" if p and i else "-"
+        macs = ", ".join(f"{m / 1e6:.2f}M" for m in p["macs_per_device"]) if p else "-"
+        lines.append(f"| {s} | {fmt(p)} | {fmt(i)} | {fmt(sl)} | {diff} | {macs} |")
+    t = data["timing"]
+    lines += [
+        "",
+        f"Wall time: joint ParaDiS training {t['paradis_seconds']:.0f} s, the six individual trainings "
+        f"{t['individual_seconds']:.0f} s together: ratio {t['joint_over_individual']:.2f}. "
+        f"Slimmable: {t['slimmable_seconds']:.0f} s.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
+    ap.add_argument("--width", type=float, default=0.5, help="MobileNet v1 width (%(default)s)")
+    ap.add_argument("--depth", type=int, default=7, help="separable blocks (%(default)s)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
+    ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
+    ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/accuracy.json"))
+    ap.add_argument("--model-out", default=str(ROOT / "docs/benchmarks/fashion_mnist_paradis.keras"))
+    ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return 0
+
+    from paradis_tf.data import FASHION_MNIST_LABELS, load_fashion_mnist
+    from paradis_tf.models import mobilenet_v1
+    from paradis_tf.training import SLIMMABLE_SWITCHES, TrainConfig, evaluate, train
+
+    x, y = load_fashion_mnist("train", limit=args.limit)
+    xt, yt = load_fashion_mnist("test")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                      warmup_epochs=0.5, augment=not args.no_augment)
+
+    def build(switches):
+        return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth,
+                            labels=FASHION_MNIST_LABELS)
+
+    out = Path(args.out)
+    data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
+            "batch_size": args.batch_size, "learning_rate": args.lr, "augment": not args.no_augment,
+            "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
+            "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    if out.exists():
+        old = json.loads(out.read_text())
+        if (old.get("epochs"), old.get("width"), old.get("depth")) == (args.epochs, args.width, args.depth):
+            data["results"], data["timing"] = old["results"], old.get("timing", {})
+    kinds = args.only or ["paradis", "individual", "slimmable"]
+
+    def record(kind, model, accs, seconds, switches):
+        data["results"] = [r for r in data["results"] if not (r["model"] == kind and r["switch"] in switches)]
+        for s in switches:
+            stats = model.device_stats(s)
+            data["results"].append({
+                "model": kind, "switch": s, "top1": round(accs[s], 4),
+                "macs_per_device": [d["macs"] for d in stats], "params": int(model.count_params()),
+                "train_seconds": round(seconds, 1),
+            })
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2) + "\n")
+
+    if "paradis" in kinds:
+        m = build(SWITCHES)
+        r = train(m, x, y, cfg, verbose=2)
+        accs = evaluate(m, xt, yt)
+        print("paradis", accs, f"{r['train_seconds']:.0f}s", flush=True)
+        data["timing"]["paradis_seconds"] = r["train_seconds"]
+        record("paradis", m, accs, r["train_seconds"], SWITCHES)
+        m.save(args.model_out)
+    if "individual" in kinds:
+        total = 0.0
+        for s in SWITCHES:
+            m = build([s])
+            r = train(m, x, y, cfg, verbose=2)
+            accs = evaluate(m, xt, yt)
+            total += r["train_seconds"]
+            print("individual", s, accs, f"{r['train_seconds']:.0f}s", flush=True)
+            record("individual", m, accs, r["train_seconds"], [s])
+        data["timing"]["individual_seconds"] = total
+    if "slimmable" in kinds:
+        m = build(list(SLIMMABLE_SWITCHES))
+        r = train(m, x, y, cfg, verbose=2)
+        accs = evaluate(m, xt, yt)
+        print("slimmable", accs, f"{r['train_seconds']:.0f}s", flush=True)
+        data["timing"]["slimmable_seconds"] = r["train_seconds"]
+        record("slimmable", m, accs, r["train_seconds"], list(SLIMMABLE_SWITCHES))
+    t = data["timing"]
+    if "paradis_seconds" in t and "individual_seconds" in t:
+        t["joint_over_individual"] = t["paradis_seconds"] / t["individual_seconds"]
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    if {"paradis_seconds", "individual_seconds", "slimmable_seconds"} <= set(t):
+        print(table(data))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
