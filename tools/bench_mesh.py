@@ -81,6 +81,14 @@ def local_latency(bundle: Path, plan: str, x: np.ndarray, n: int, core: int) -> 
         return time_calls(lambda: runner.predict(x[None]), n).as_dict()
 
 
+def compute_share(c: Coordinator, x: np.ndarray, n: int) -> dict:
+    """Latency with the nodes' own interpreter time (slowest role) next to it."""
+    before = (c.stats.node_compute_ms, c.stats.answered)
+    lat = mesh_latency(c, x, n).as_dict()
+    lat["node_compute_ms_mean"] = round((c.stats.node_compute_ms - before[0]) / max(1, c.stats.answered - before[1]), 3)
+    return lat
+
+
 def node_counters(c: Coordinator) -> dict[str, tuple[int, int]]:
     return {s.address: (s.info.counters.exchange_bytes_sent, s.info.counters.exchanges_sent) for s in c.status()}
 
@@ -132,9 +140,9 @@ def main(argv=None) -> int:
                 c.deploy(args.bundle)
                 c.select("1x1.0")
                 # the 1-device plan uses one node: its core
-                res["mesh_1x1.0_1node"] = mesh_latency(c, x, n).as_dict()
+                res["mesh_1x1.0_1node"] = compute_share(c, x, n)
                 c.select("2x0.5")
-                res["mesh_2x0.5_2cores"] = mesh_latency(c, x, n).as_dict()
+                res["mesh_2x0.5_2cores"] = compute_share(c, x, n)
                 res["throughput_2x0.5"] = [mesh_throughput(c, x, max(n, 4 * k), k).as_dict() for k in (1, 4, 16)]
                 res["bytes"] = {"2x0.5": bytes_per_inference(c, x, 10)}
                 c.select("seq-2")
@@ -147,6 +155,17 @@ def main(argv=None) -> int:
                 c.deploy(args.bundle)
                 c.select("2x0.5")
                 res["mesh_2x0.5_samecore"] = mesh_latency(c, x, n).as_dict()
+        # TFLM kernels: compute that scales with MACs, as on boards without
+        # wide int8 SIMD (the litert/XNNPACK kernels above run narrow layers
+        # far below their MAC share on this CPU)
+        nt = max(10, n // 10)
+        with LocalMesh(2, Path(tmp) / "tflm", cpus=[[0], [1]], backend="tflm", block_tensorflow=True) as mesh:
+            with Coordinator(mesh.addresses, run_timeout_s=60) as c:
+                c.deploy(args.bundle)
+                c.select("1x1.0")
+                res["tflm_1x1.0_1node"] = compute_share(c, x, nt)
+                c.select("2x0.5")
+                res["tflm_2x0.5_2cores"] = compute_share(c, x, nt)
         # 4 nodes: bytes of the 4-device plans (bytes do not depend on speed)
         with LocalMesh(4, Path(tmp) / "four", cpus=[[0], [1], [0], [1]], block_tensorflow=True) as mesh:
             with Coordinator(mesh.addresses) as c:
@@ -156,11 +175,16 @@ def main(argv=None) -> int:
                     res["bytes"][plan] = bytes_per_inference(c, x, 5)
 
     p50 = lambda k: res[k]["p50_ms"]  # noqa: E731
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    macs = lambda p: max(d["macs"] for d in manifest["plans"][p]["devices"])  # noqa: E731
     res["summary"] = {
         "overhead_ratio_2x0.5_2cores": round(p50("mesh_2x0.5_2cores") / res["local"]["2x0.5"]["p50_ms"], 3),
         "overhead_ratio_2x0.5_samecore": round(p50("mesh_2x0.5_samecore") / res["local"]["2x0.5"]["p50_ms"], 3),
         "speedup_ratio_2x0.5_vs_1x1.0": round(p50("mesh_2x0.5_2cores") / p50("mesh_1x1.0_1node"), 3),
         "local_ratio_2x0.5_vs_1x1.0": round(res["local"]["2x0.5"]["p50_ms"] / res["local"]["1x1.0"]["p50_ms"], 3),
+        "compute_ratio_2x0.5_vs_1x1.0": round(res["mesh_2x0.5_2cores"]["node_compute_ms_mean"] / res["mesh_1x1.0_1node"]["node_compute_ms_mean"], 3),
+        "tflm_speedup_ratio_2x0.5_vs_1x1.0": round(p50("tflm_2x0.5_2cores") / p50("tflm_1x1.0_1node"), 3),
+        "mac_ratio_2x0.5_device_vs_1x1.0": round(macs("2x0.5") / macs("1x1.0"), 3),
     }
     res["machine"]["loadavg_end"] = os.getloadavg()
     print(json.dumps(res["summary"], indent=1))

@@ -115,6 +115,7 @@ class CoordinatorStats:
     replans: int = 0
     bytes_to_nodes: int = 0
     bytes_from_nodes: int = 0
+    node_compute_ms: float = 0.0  # sum over answered requests of the slowest role's interpreter time
     plans: list[tuple[float, str]] = field(default_factory=list)  # (unix time, placement text)
 
 
@@ -540,6 +541,7 @@ class Coordinator:
                     task.exception()
         if soft:
             raise _AttemptError("; ".join(soft), suspects=suspects)
+        self.stats.node_compute_ms += max(r.compute_ms for r in replies.values())
         outputs: dict[SegmentRef, QTensor] = {}
         for ref in active.plan.fusion.outputs:
             address = active.placement.addresses[ref.device]
