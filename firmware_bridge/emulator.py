@@ -180,6 +180,9 @@ class BoardEmulator:
     def _error(self, seq: int, code: ErrorCode, text: str, detail: int = 0) -> Frame:
         self.stats["errors"] += 1
         self._assembly = None
+        # ERROR is never fragmented: cut the text to fit one answer frame.
+        room = min(self._host_max_payload, self.config.max_payload) - 6
+        text = text.encode("utf-8")[:room].decode("utf-8", "ignore")
         return Frame(MsgType.ERROR, seq, P.encode_error(code, detail, text))
 
     # ------------------------------------------------------------ dispatch
@@ -280,7 +283,6 @@ class BoardEmulator:
                 raise _Reply(ErrorCode.TOO_LARGE, f"chunk ends at {have + len(data)}, image is {s.size} bytes",
                              s.size)
             s.buf += data
-            s.verified = False
         elif not (offset + len(data) <= have and s.buf[offset:offset + len(data)] == data):
             raise _Reply(ErrorCode.BAD_OFFSET, f"chunk at {offset}, expected {have}", have)
         return MsgType.ACK, P.encode_u32(len(s.buf))

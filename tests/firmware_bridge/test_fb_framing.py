@@ -97,9 +97,11 @@ def test_oversize_is_dropped_up_to_the_next_delimiter():
     assert dec.pending == 0  # memory stays bounded
     assert dec.feed(b"\x01" * 10_000) == []  # reported once
     assert dec.feed(b"\x00" + encode_frame(ok)) == [ok]
-    big = encode_frame(Frame(2, 1, b"y" * 33))  # fits the buffer, payload over the limit
+    dec = FrameDecoder(max_payload=290)
+    big = encode_frame(Frame(2, 1, bytes(291)))  # zeros: the encoding fits the buffer, the payload is over
+    assert len(big) - 1 <= max_encoded_size(290) - 1
     (bad,) = dec.feed(big)
-    assert bad.kind == FrameErrorKind.OVERSIZE
+    assert (bad.kind, bad.seq) == (FrameErrorKind.OVERSIZE, 1)
     assert dec.feed(encode_frame(ok)) == [ok]
 
 
