@@ -74,8 +74,9 @@ class ErrorCode(enum.IntEnum):
     INTERNAL = 12  # a bug on the board; it stays up [0]
 
 
-# TFLite TensorType numbering (tensorflow/lite/schema/schema.fbs), so a
-# firmware can pass the code straight to TFLM.
+# TFLite schema TensorType numbering (tensorflow/lite/schema/schema.fbs), as
+# stored in .tflite files. TFLM's runtime TfLiteType enum agrees for int8 (9),
+# uint8, int16, int32 but not float32 (TfLiteType 1): README.md has the map.
 DTYPES: dict[int, np.dtype] = {
     0: np.dtype("<f4"), 1: np.dtype("<f2"), 2: np.dtype("<i4"), 3: np.dtype("u1"),
     4: np.dtype("<i8"), 6: np.dtype("?"), 7: np.dtype("<i2"), 9: np.dtype("i1"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 import zlib
 
@@ -12,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.errors import FramingError
+from firmware_bridge.fuzz import fuzz_decoder
 from firmware_bridge.framing import (FLAG_MORE, FRAME_OVERHEAD, MAX_PAYLOAD, PROTOCOL_VERSION, BadFrame,
                                      Frame, FrameDecoder, FrameErrorKind, decode_frame, encode_frame,
                                      frame_bytes, max_encoded_size)
@@ -116,47 +116,6 @@ def test_frame_fields_are_checked():
             Frame(**kw)
     with pytest.raises(ValueError, match="65535"):
         Frame(0, 0, bytes(MAX_PAYLOAD + 1))
-
-
-def fuzz_decoder(n: int, seed: int) -> dict:
-    """Feeds `n` random or mutated byte sequences, each followed by a valid frame.
-
-    Returns counts; raises AssertionError if a frame after garbage is lost.
-    Shared with tools/fuzz_framing.py.
-    """
-    rnd = random.Random(seed)
-    dec = FrameDecoder(max_payload=512)
-    templates = [encode_frame(Frame(rnd.randrange(256), rnd.randrange(65536), rnd.randbytes(rnd.randrange(300))))
-                 for _ in range(64)]
-    counts = {"sequences": 0, "bad_frames": 0, "frames_in_garbage": 0, "bytes": 0}
-    for i in range(n):
-        mode = i % 4
-        if mode == 0:
-            garbage = rnd.randbytes(rnd.randrange(1, 200))
-        elif mode == 1:  # a valid frame with bytes flipped, dropped, inserted
-            g = bytearray(rnd.choice(templates))
-            for _ in range(rnd.randrange(1, 4)):
-                op, p = rnd.randrange(3), rnd.randrange(len(g))
-                if op == 0:
-                    g[p] ^= 1 << rnd.randrange(8)
-                elif op == 1:
-                    del g[p]
-                else:
-                    g.insert(p, rnd.randrange(256))
-            garbage = bytes(g)
-        elif mode == 2:  # truncated frame
-            t = rnd.choice(templates)
-            garbage = t[:rnd.randrange(len(t) - 1)]
-        else:  # long runs without a delimiter
-            garbage = bytes(rnd.randrange(1, 256) for _ in range(rnd.randrange(500, 1500)))
-        marker = Frame(0x42, i & 0xFFFF, i.to_bytes(4, "little"))
-        out = dec.feed(garbage + b"\x00" + encode_frame(marker))
-        counts["sequences"] += 1
-        counts["bytes"] += len(garbage)
-        counts["bad_frames"] += sum(isinstance(x, BadFrame) for x in out)
-        counts["frames_in_garbage"] += sum(isinstance(x, Frame) for x in out[:-1])
-        assert out and out[-1] == marker, f"sequence {i}: the valid frame after garbage was lost"
-    return counts
 
 
 def test_fuzz_decoder_20k():

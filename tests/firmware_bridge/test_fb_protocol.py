@@ -114,3 +114,32 @@ def test_arguments_are_checked():
         P.encode_flash_begin(P.FlashBegin("x" * 300, 1, bytes(32)))
     with pytest.raises(ValueError, match="data bytes"):
         Tensor(TensorSpec("int8", (2, 2)), b"abc")
+
+
+def test_firmware_config_header_from_a_manifest(tmp_path):
+    import json
+
+    from firmware_bridge.firmware_config import main, op_resolver_method
+
+    assert [op_resolver_method(o) for o in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RELU6", "MEAN",
+                                            "AVERAGE_POOL_2D", "L2_NORMALIZATION")] == \
+        ["AddConv2D", "AddDepthwiseConv2D", "AddFullyConnected", "AddRelu6", "AddMean", "AddAveragePool2D",
+         "AddL2Normalization"]
+    with pytest.raises(ValueError, match="CONV_2D"):
+        op_resolver_method("conv2d; system()")
+    seg = {"index": 0, "file": "switches/4x0.25/device-1/segment-0.tflite", "sha256": "ab" * 32, "size": 9000,
+           "tflm": {"arena_bytes": 12345, "ops": ["CONV_2D", "MEAN", "CONV_2D", "FULLY_CONNECTED"],
+                    "cc": "switches/4x0.25/device-1/segment-0.cc", "h": "switches/4x0.25/device-1/segment-0.h",
+                    "symbol": "g_4x0_25_device_1_segment_0_model_data"}}
+    manifest = {"schema": "paradis-bundle", "schema_version": 1,
+                "plans": {"4x0.25": {"devices": [{"role": 1, "segments": [seg]}]}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "paradis_model.h"
+    assert main([str(tmp_path), "--switch", "4x0.25", "--role", "1", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert '#include "segment-0.h"' in text
+    assert "#define PARADIS_MODEL_DATA g_4x0_25_device_1_segment_0_model_data" in text
+    assert "#define PARADIS_ARENA_SIZE 13376" in text  # (12345 + 1024) rounded up to 16
+    assert "#define PARADIS_OP_COUNT 3" in text
+    assert text.count("(resolver).AddConv2D();") == 1 and "(resolver).AddFullyConnected();" in text
+    assert main([str(tmp_path), "--switch", "2x0.5", "--role", "0"]) == 1
