@@ -1,0 +1,145 @@
+"""Serial link benchmark: flash throughput and RUN round trip vs the line.
+
+    python -m firmware_bridge.bench --baud 921600                      # flash throughput
+    python -m firmware_bridge.bench --baud 115200 --baud 921600 --model seg.tflite ...
+    python -m firmware_bridge.bench --baud 921600 --bundle bundle/ --switch 4x0.25
+
+Runs the board emulator on a pty, throttled to each baud rate (8N1: 10 bits
+a byte, each direction), and the real host client against it. Flash
+throughput is image bytes per second over the line rate (baud / 10). A RUN
+round trip is compared with its lower bound: the request and answer frames'
+wire bytes at the line rate plus the board's own inference time (measured
+in-process with TFLM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from firmware_bridge import protocol as P
+from firmware_bridge.board import Board
+from firmware_bridge.emulator import BoardConfig, BoardEmulator, EmulatorServer
+from firmware_bridge.framing import Frame, encode_frame
+
+
+def flash_throughput(baud: int, size: int, max_payload: int, repeats: int = 3) -> dict:
+    image = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    config = BoardConfig(flash_capacity=max(size, 1 << 20), max_payload=max_payload)
+    rates = []
+    with EmulatorServer(BoardEmulator(config), "pty", baud) as server, \
+            Board.open(server.url, baudrate=baud) as board:
+        board.hello()
+        for i in range(repeats):
+            result = board.flash(f"bench-{i}", image)  # a new name: a full transfer each time
+            rates.append(result.throughput)
+    line = baud / 10
+    best = max(rates)
+    return {"baud": baud, "max_payload": max_payload, "image_bytes": size, "bytes_per_s": round(best),
+            "line_bytes_per_s": round(line), "fraction_of_line": round(best / line, 3)}
+
+
+def run_round_trip(baud: int, name: str, model: bytes, max_payload: int, runs: int = 20) -> dict:
+    from firmware_bridge.tflm import probe
+    from tflite_micro import runtime
+
+    probed = probe(model, 16 << 20)
+    if not probed.fits:
+        raise SystemExit(f"bench: {name}: {probed.error}")
+    xs = [np.random.default_rng(i).integers(-128, 128, s.shape, dtype=np.int16).astype(s.dtype)
+          for i, s in enumerate(probed.inputs)]
+    interp = runtime.Interpreter.from_bytes(model, arena_size=probed.arena_used + 1024)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for i, x in enumerate(xs):
+            interp.set_input(x, i)
+        interp.invoke()
+        times.append(time.perf_counter() - start)
+    invoke_s = statistics.median(times)
+    config = BoardConfig(arena_capacity=probed.arena_used + 1024, max_payload=max_payload,
+                         flash_capacity=max(len(model), 1 << 20))
+    with EmulatorServer(BoardEmulator(config), "pty", baud) as server, \
+            Board.open(server.url, baudrate=baud) as board:
+        board.hello()
+        board.flash(name, model)
+        act = board.activate(hashlib.sha256(model).digest())
+        tensors = [P.Tensor.from_numpy(x, s.scale, s.zero_point) for x, s in zip(xs, act.inputs)]
+        out = board.run(tensors)
+        rtts = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            board.run(tensors)
+            rtts.append(time.perf_counter() - start)
+    limit = min(max_payload, 0xFFFF)
+    wire = _wire_bytes(P.encode_tensors(tensors), limit) + _wire_bytes(P.encode_tensors(out), limit)
+    bound = wire * 10 / baud + invoke_s
+    rtt = statistics.median(rtts)
+    return {"baud": baud, "model": name, "wire_bytes": wire, "invoke_ms": round(invoke_s * 1e3, 3),
+            "lower_bound_ms": round(bound * 1e3, 3), "round_trip_ms": round(rtt * 1e3, 3),
+            "ratio": round(rtt / bound, 2)}
+
+
+def _wire_bytes(payload: bytes, limit: int) -> int:
+    """Wire bytes of a message sent as fragments of `limit` (ACKs and CONTINUEs of ~17 bytes each)."""
+    parts = [payload[i:i + limit] for i in range(0, len(payload), limit)] or [b""]
+    extra = (len(parts) - 1) * len(encode_frame(Frame(P.MsgType.ACK, 0, bytes(4))))
+    return sum(len(encode_frame(Frame(P.MsgType.RUN, 0, p))) for p in parts) + extra
+
+
+def _bundle_models(bundle: str, switch: str) -> list[tuple[str, bytes]]:
+    with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    plan = manifest["plans"][switch]
+    out = []
+    for dev in plan["devices"]:
+        for seg in dev["segments"]:
+            with open(os.path.join(bundle, seg["file"]), "rb") as f:
+                out.append((f"{switch}/device-{dev['role']}/segment-{seg['index']}", f.read()))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m firmware_bridge.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--baud", type=int, action="append", help="baud rate(s) (default: 115200 and 921600)")
+    p.add_argument("--max-payload", type=int, default=1024, help="board max payload (default: %(default)s)")
+    p.add_argument("--image", type=int, default=64 << 10, help="flash image bytes (default: %(default)s)")
+    p.add_argument("--model", action="append", default=[], help=".tflite file(s) to time RUN with")
+    p.add_argument("--bundle", help="bundle directory: time every segment of --switch")
+    p.add_argument("--switch", default="4x0.25", help="plan of --bundle (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=20, help="RUN round trips per model (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    args = p.parse_args(argv)
+    bauds = args.baud or [115200, 921600]
+    models = [(os.path.basename(m), open(m, "rb").read()) for m in args.model]
+    if args.bundle:
+        models += _bundle_models(args.bundle, args.switch)
+    rows = [flash_throughput(b, args.image, args.max_payload) for b in bauds]
+    runs = [run_round_trip(b, n, m, args.max_payload, args.runs) for b in bauds for n, m in models]
+    if args.json:
+        for r in rows + runs:
+            print(json.dumps(r))
+        return 0
+    print(f"flash ({args.image} B image, max payload {args.max_payload})")
+    print(f"{'baud':>8} {'B/s':>8} {'line B/s':>9} {'of line':>8}")
+    for r in rows:
+        print(f"{r['baud']:>8} {r['bytes_per_s']:>8} {r['line_bytes_per_s']:>9} {r['fraction_of_line']:>8.1%}")
+    if runs:
+        print("\nRUN round trip (median)")
+        print(f"{'baud':>8} {'model':40} {'wire B':>7} {'invoke ms':>9} {'bound ms':>9} {'rtt ms':>8} {'ratio':>6}")
+        for r in runs:
+            print(f"{r['baud']:>8} {r['model'][:40]:40} {r['wire_bytes']:>7} {r['invoke_ms']:>9.3f} "
+                  f"{r['lower_bound_ms']:>9.3f} {r['round_trip_ms']:>8.3f} {r['ratio']:>6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
