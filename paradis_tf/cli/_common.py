@@ -1,0 +1,35 @@
+"""Argument groups and output helpers shared by sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_data_args(parser: argparse.ArgumentParser, default_dataset: str | None = "fashion_mnist") -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default=default_dataset, choices=["fashion_mnist"],
+                   help="built-in dataset (%(default)s); Debian package dataset-fashion-mnist")
+    g.add_argument("--data", metavar="DIR", default=None,
+                   help="your own images, DIR/<class>/<image files> (replaces --dataset)")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N images of each split")
+
+
+def data_source(args) -> tuple[str | None, str | None]:
+    return (None, args.data) if args.data else (args.dataset, None)
+
+
+def print_table(headers: list[str], rows: list[list], file=None) -> None:
+    """A plain aligned text table."""
+    file = file or sys.stdout
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, r in enumerate(cells):
+        print("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))), file=file)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=file)
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))

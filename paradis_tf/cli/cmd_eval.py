@@ -1,0 +1,52 @@
+"""`paradis eval`: per-switch accuracy of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+
+from paradis_tf.cli._common import add_data_args, data_source, print_json, print_table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="per-switch test accuracy of a trained model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="trained model (.keras)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    add_data_args(p)
+    p.set_defaults(func=run)
+
+
+def load_paradis_model(path: str):
+    """Loads a `.keras` file and checks that it holds a ParaDiS model."""
+    import os
+
+    import keras
+
+    from paradis_tf.errors import ParaDiSError
+    from paradis_tf.models import ParaDiSModel
+
+    if not os.path.exists(path):
+        raise ParaDiSError(f"model file {path} does not exist (train one with 'paradis train --out {path}')")
+    model = keras.saving.load_model(path)
+    if not isinstance(model, ParaDiSModel):
+        raise ParaDiSError(f"{path} holds a {type(model).__name__}, not a ParaDiS model (train one with 'paradis train')")
+    return model
+
+
+def run(args) -> int:
+    from paradis_tf.data import load_source
+    from paradis_tf.training import evaluate
+
+    model = load_paradis_model(args.model)
+    dataset, folder = data_source(args)
+    x, y, _ = load_source(dataset, folder, "test", model.image_shape, limit=args.limit)
+    accs = evaluate(model, x, y)
+    if args.json:
+        print_json({"model": args.model, "images": len(x), "top1": accs})
+    else:
+        print(f"{args.model}: test top-1 on {len(x)} images")
+        stats = {str(s): model.device_stats(s) for s in model.switches}
+        print_table(["switch", "devices", "top-1 %", "MACs/device (max)"],
+                    [[s, len(stats[s]), f"{100 * a:.2f}", f"{max(d['macs'] for d in stats[s]) / 1e6:.2f}M"]
+                     for s, a in accs.items()])
+    return 0

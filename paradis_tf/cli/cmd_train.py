@@ -1,0 +1,77 @@
+"""`paradis train`: train all switches of a ParaDiS network jointly."""
+
+from __future__ import annotations
+
+import argparse
+
+from paradis_tf.cli._common import add_data_args, data_source, print_json, print_table
+
+DEFAULT_SWITCHES = "1x1.0,2x0.5,0.5+0.25+0.25,4x0.25,1x0.5,1x0.25"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a ParaDiS model (all switches jointly)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="where to save the model (.keras)")
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", choices=["mobilenet_v1", "resnet"], default="mobilenet_v1")
+    m.add_argument("--switches", default=DEFAULT_SWITCHES, help="comma-separated switches")
+    m.add_argument("--width", type=float, default=0.5, help="width multiplier")
+    m.add_argument("--depth", type=int, default=7, help="MobileNet separable blocks (1..13)")
+    m.add_argument("--blocks", default="1,1", help="ResNet bottleneck blocks per stage (3,4,6,3 = ResNet-50)")
+    m.add_argument("--sync-layers", default="", help="comma-separated block indices with a sync conv")
+    m.add_argument("--image-size", type=int, default=None, help="input size for --data (square)")
+    m.add_argument("--channels", type=int, default=3, choices=[1, 3], help="input channels for --data")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine decay)")
+    t.add_argument("--augment", action="store_true", help="random flip and translation")
+    t.add_argument("--label-mix", type=float, default=0.0, help="label-loss weight for distilled switches")
+    t.add_argument("--sandwich", type=int, default=None, help="switches per step (default: all)")
+    t.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    add_data_args(p)
+    p.set_defaults(func=run)
+
+
+def build_model(args, image_shape, num_classes, labels):
+    from paradis_tf.models import mobilenet_v1, resnet
+
+    sync = [int(s) for s in args.sync_layers.split(",") if s.strip()]
+    common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich)
+    if args.arch == "resnet":
+        blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
+        return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,
+                      sync_layers=sync, **common)
+    return mobilenet_v1(image_shape, num_classes, args.switches.split(","), width=args.width, depth=args.depth,
+                        sync_layers=sync, **common)
+
+
+def run(args) -> int:
+    from paradis_tf.data import load_source
+    from paradis_tf.switches import parse_switches
+    from paradis_tf.training import TrainConfig, evaluate, train
+
+    parse_switches(args.switches)  # fail fast, before loading TensorFlow data
+    dataset, folder = data_source(args)
+    shape = None
+    if folder:
+        if not args.image_size:
+            raise ValueError("--data needs --image-size (square input size the images are resized to)")
+        shape = (args.image_size, args.image_size, args.channels)
+    x, y, labels = load_source(dataset, folder, "train", shape, limit=args.limit)
+    xt, yt, _ = load_source(dataset, folder, "test", shape, limit=args.limit)
+    model = build_model(args, x.shape[1:], len(labels), labels)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=min(args.batch_size, len(x)), learning_rate=args.lr,
+                      augment=args.augment, seed=args.seed)
+    result = train(model, x, y, cfg, verbose=0 if args.json else "auto")
+    model.save(args.out)
+    accs = evaluate(model, xt, yt)
+    if args.json:
+        print_json({"model": args.out, "train_seconds": result["train_seconds"], "top1": accs})
+    else:
+        print(f"saved {args.out} ({result['train_seconds']:.0f} s); test top-1 on {len(xt)} images:")
+        print_table(["switch", "devices", "top-1 %"],
+                    [[s, len(model.switches[i]), f"{100 * accs[s]:.2f}"] for i, s in enumerate(accs)])
+    return 0
