@@ -386,11 +386,25 @@ class Coordinator:
         self._pinned = plan
         return self._call(self._replan(force=True)).placement
 
+    def _has_bundle(self, info: mesh_pb2.NodeInfo) -> bool:
+        return any(b.name == self._bundle_name and any(v.version == self._version for v in b.versions) for b in info.bundles)
+
     async def _candidates(self) -> list[NodeCandidate]:
-        infos = await asyncio.gather(*(self._get_info(n, 2.0) for n in self._nodes.values()))
+        """Healthy nodes that hold the bundle (deploying it where it is missing
+        and the bundle directory is here; skipping those nodes otherwise)."""
+        nodes = [n for n in self._nodes.values() if n.address in self.addresses]
+        infos = await asyncio.gather(*(self._get_info(n, 2.0) for n in nodes))
+        missing = [n for n, info in zip(nodes, infos) if info is not None and not self._has_bundle(info)]
+        if missing:
+            await asyncio.gather(*(self._ensure_bundle(n) for n in missing))
         out = []
-        for n, info in zip(self._nodes.values(), infos):
-            if info is None:
+        for n, info in zip(nodes, infos):
+            if info is None or not n.up:
+                continue
+            if not self._has_bundle(info) and n not in missing:
+                continue
+            if n in missing and (self._bundle_dir is None or not n.up):
+                log.info("node %s lacks bundle %s/%s; not used", n.address, self._bundle_name, self._version)
                 continue
             out.append(NodeCandidate(n.address, info.capacity or 1.0, info.speed_score, info.latency_budget_ms, info.node_id))
         return out
@@ -677,16 +691,13 @@ class Coordinator:
                 log.warning("re-plan after re-admission failed: %s", e)
 
     async def _ensure_bundle(self, node: _Node) -> None:
-        """Deploys the bundle to a re-admitted node that lacks it (when we have it locally)."""
+        """Deploys the bundle to a node that lacks it (when the bundle directory is here)."""
         info = node.info
-        if info is None or self._bundle_dir is None:
+        if info is None or self._bundle_dir is None or self._has_bundle(info):
             return
-        for b in info.bundles:
-            if b.name == self._bundle_name and any(v.version == self._version for v in b.versions):
-                return
-        files = _manifest_files(self._bundle)
+        log.info("deploying %s/%s to %s, which lacks it", self._bundle_name, self._version, node.address)
         try:
-            await self._deploy(self._bundle_dir, files, [node.address])
+            await self._deploy(self._bundle_dir, _manifest_files(self._bundle), [node.address])
         except DeployError as e:
             self._mark_down(node.address, str(e))
 

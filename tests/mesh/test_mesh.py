@@ -93,3 +93,18 @@ def test_mesh_qcheck_compares_the_live_mesh_with_local_int8(mesh2, bundle_sync, 
     for c in checks:
         assert c.identical == 1.0 and c.max_abs_diff == 0.0 and c.top1_agreement == 1.0
         assert c.mesh_accuracy == c.local_int8_accuracy and c.logits.shape == (30, 10)
+
+
+def test_nodes_without_the_bundle_get_it_or_are_left_out(tmp_path, bundle4, images):
+    from paradis_tf.mesh import LocalMesh
+
+    with LocalMesh(2, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
+        a, b = mesh.addresses
+        with Coordinator([a, b]) as c:
+            c.deploy(bundle4, nodes=[a])
+        with Coordinator([a, b]) as c:  # no bundle directory: b cannot be used
+            assert c.select().plan == "1x0.25" and c.placement.addresses == (a,)
+            np.testing.assert_array_equal(c.infer(images[:3]), LocalRunner(bundle4, "1x0.25").predict(images[:3]))
+        with Coordinator([a, b], bundle=bundle4) as c:  # the bundle is here: b gets it
+            assert c.select().plan == "2x0.25"
+            assert all(s.info.bundles and s.info.bundles[0].versions for s in c.status())
