@@ -32,6 +32,10 @@ def register(subparsers) -> None:
         "--latency-budget-ms", type=float, default=0.0,
         help="refuse roles whose estimated latency exceeds this (0: no budget; default: %(default)s)",
     )
+    c.add_argument(
+        "--memory-budget-mb", type=float, default=0.0,
+        help="refuse roles whose model files and arenas exceed this (0: no budget; default: %(default)s)",
+    )
     c.add_argument("--keep-versions", type=int, default=3, help="bundle versions kept per bundle (default: %(default)s)")
     s.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default: %(default)s)")
     s.set_defaults(func=_serve)
@@ -48,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     config = NodeConfig(
         store=Path(args.store), node_id=args.node_id, backend=args.backend, capacity=args.capacity,
-        latency_budget_ms=args.latency_budget_ms, threads=args.threads, keep_versions=args.keep_versions,
+        latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,
     )
 
     def ready(address: str) -> None:

@@ -406,7 +406,7 @@ class Coordinator:
             if n in missing and (self._bundle_dir is None or not n.up):
                 log.info("node %s lacks bundle %s/%s; not used", n.address, self._bundle_name, self._version)
                 continue
-            out.append(NodeCandidate(n.address, info.capacity or 1.0, info.speed_score, info.latency_budget_ms, info.node_id))
+            out.append(NodeCandidate(n.address, info.capacity or 1.0, info.speed_score, info.latency_budget_ms, info.node_id, info.memory_budget_bytes))
         return out
 
     def _choose(self, manifest: dict, nodes: Sequence[NodeCandidate]) -> Placement:

@@ -97,6 +97,7 @@ class NodeConfig:
     backend: str = "litert"
     capacity: float = 1.0
     latency_budget_ms: float = 0.0
+    memory_budget_mb: float = 0.0
     threads: int = 1
     keep_versions: int = 3
 
@@ -105,6 +106,8 @@ class NodeConfig:
             raise ValueError(f"Expected a capacity in (0, 1]. Received capacity={self.capacity}.")
         if self.latency_budget_ms < 0:
             raise ValueError(f"Expected a non-negative latency budget. Received latency_budget_ms={self.latency_budget_ms}.")
+        if self.memory_budget_mb < 0:
+            raise ValueError(f"Expected a non-negative memory budget. Received memory_budget_mb={self.memory_budget_mb}.")
         if self.threads < 1:
             raise ValueError(f"Expected at least one interpreter thread. Received threads={self.threads}.")
 
@@ -237,6 +240,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             speed_score=self.speed_score,
             capacity=self.config.capacity,
             latency_budget_ms=self.config.latency_budget_ms,
+            memory_budget_bytes=int(self.config.memory_budget_mb * 1024 * 1024),
             memory_bytes=_available_memory(),
             active=self._current is not None,
             started_unix_ms=self.started_unix_ms,

@@ -29,13 +29,17 @@ class NodeCandidate:
     speed_score: float = 1.0
     latency_budget_ms: float = 0.0
     node_id: str = ""
+    memory_budget_bytes: int = 0
 
     def estimated_ms(self, macs: float) -> float:
         # speed_score is GFLOP/s of a float matmul: a crude, relative scale.
         return 2.0 * macs / max(self.speed_score, 1e-6) / 1e6
 
-    def fits(self, width: float, macs: float = 0.0) -> bool:
+    def fits(self, width: float, macs: float = 0.0, nbytes: int = 0) -> bool:
+        """Whether a role of this width, MACs and memory (model + arenas) fits."""
         if width > self.capacity + 1e-9:
+            return False
+        if self.memory_budget_bytes > 0 and nbytes > self.memory_budget_bytes:
             return False
         return not (self.latency_budget_ms > 0 and macs > 0 and self.estimated_ms(macs) > self.latency_budget_ms)
 
@@ -55,6 +59,16 @@ class Placement:
 
 def plan_widths(plan: Mapping[str, Any]) -> list[float]:
     return [float(d.get("width", 1.0)) for d in plan["devices"]]
+
+
+def role_bytes(device: Mapping[str, Any]) -> int:
+    """Memory a role needs: its .tflite files plus their TFLM arenas when known."""
+    total = 0
+    for seg in device.get("segments", []):
+        total += int(seg.get("size") or 0)
+        tflm = seg.get("tflm") or {}
+        total += int(tflm.get("arena_bytes") or 0)
+    return total
 
 
 def plan_accuracy(plan: Mapping[str, Any]) -> float | None:
@@ -90,7 +104,8 @@ def fit_plan(plan: Mapping[str, Any], nodes: Sequence[NodeCandidate]) -> tuple[s
     for r in order:
         width = float(devices[r].get("width", 1.0))
         macs = float(devices[r].get("macs") or 0.0)
-        pick = next((n for n in free if n.fits(width, macs)), None)
+        nbytes = role_bytes(devices[r])
+        pick = next((n for n in free if n.fits(width, macs, nbytes)), None)
         if pick is None:
             return None
         free.remove(pick)

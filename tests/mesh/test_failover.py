@@ -85,7 +85,7 @@ def test_hung_node_in_a_sync_plan_times_out_and_comes_back(tmp_path, bundle_sync
     import signal
 
     with LocalMesh(2, tmp_path, capacity=1.0, block_tensorflow=True) as mesh:
-        with Coordinator(mesh.addresses, run_timeout_s=1.5, probe_interval_s=0.2) as c:
+        with Coordinator(mesh.addresses, run_timeout_s=3.0, probe_interval_s=0.2) as c:
             c.deploy(bundle_sync)
             placement = c.select("2x0.5")
             hung = next(n for n in mesh.nodes if n.address == placement.addresses[1])

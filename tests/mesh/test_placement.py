@@ -60,3 +60,16 @@ def test_nothing_fits_says_why():
         choose_placement(FLEET, nodes(0.1))
     with pytest.raises(NoPlanFitsError, match="plan '8x0.125' is not in the bundle"):
         choose_placement(FLEET, nodes(1.0), plan="8x0.125")
+
+
+def test_memory_budget_excludes_big_roles():
+    def sized(widths, size):
+        p = plan(widths)
+        for d in p["devices"]:
+            d["segments"] = [{"size": size, "tflm": {"arena_bytes": size}}]
+        return p
+
+    plans = {"1x1.0": sized([1.0], 4_000_000), "2x0.5": sized([0.5, 0.5], 1_000_000)}
+    small = [NodeCandidate(f"m:{i}", 1.0, memory_budget_bytes=3_000_000) for i in range(2)]
+    assert choose_placement(plans, small).plan == "2x0.5"  # 8 MB does not fit, 2 MB does
+    assert choose_placement(plans, [NodeCandidate("big:1", 1.0)]).plan == "1x1.0"

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!paradis_tf/mesh/_proto/mesh.proto\x12\x0fparadis.mesh.v1\"o\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.paradis.mesh.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05scale\x18\x04 \x01(\x01\x12\x12\n\nzero_point\x18\x05 \x01(\x03\"\x10\n\x0eGetInfoRequest\"X\n\rBundleVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65ployed_unix_ms\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\r\n\x05plans\x18\x04 \x03(\t\"N\n\x0cStoredBundle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08versions\x18\x02 \x03(\x0b\x32\x1e.paradis.mesh.v1.BundleVersion\"\xc5\x01\n\nActivation\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\x05\x12\x35\n\x05peers\x18\x05 \x03(\x0b\x32&.paradis.mesh.v1.Activation.PeersEntry\x12\x15\n\ractivation_id\x18\x06 \x01(\t\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc4\x01\n\x08\x43ounters\x12\x0c\n\x04runs\x18\x01 \x01(\x04\x12\x12\n\nrun_errors\x18\x02 \x01(\x04\x12\x16\n\x0e\x65xchanges_sent\x18\x03 \x01(\x04\x12\x1a\n\x12\x65xchanges_received\x18\x04 \x01(\x04\x12\x1b\n\x13\x65xchange_bytes_sent\x18\x05 \x01(\x04\x12\x1f\n\x17\x65xchange_bytes_received\x18\x06 \x01(\x04\x12\x0f\n\x07\x64\x65ploys\x18\x07 \x01(\x04\x12\x13\n\x0b\x61\x63tivations\x18\x08 \x01(\x04\"\x8b\x03\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05\x63ores\x18\x04 \x01(\x05\x12\x13\n\x0bspeed_score\x18\x05 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\x01\x12\x19\n\x11latency_budget_ms\x18\x07 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x08 \x01(\x04\x12.\n\x07\x62undles\x18\t \x03(\x0b\x32\x1d.paradis.mesh.v1.StoredBundle\x12\x0e\n\x06\x61\x63tive\x18\n \x01(\x08\x12/\n\nactivation\x18\x0b \x01(\x0b\x32\x1b.paradis.mesh.v1.Activation\x12\x17\n\x0frole_latency_ms\x18\x0c \x01(\x01\x12+\n\x08\x63ounters\x18\r \x01(\x0b\x32\x19.paradis.mesh.v1.Counters\x12\x17\n\x0fstarted_unix_ms\x18\x0e \x01(\x03\x12\x0c\n\x04kind\x18\x0f \x01(\t\"7\n\tFileEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"a\n\x0b\x44\x65ployBegin\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_sha256\x18\x02 \x01(\t\x12)\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x1a.paradis.mesh.v1.FileEntry\"=\n\tFileChunk\x12\x12\n\nfile_index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x0e\n\x0c\x44\x65ployCommit\"\xa4\x01\n\rDeployRequest\x12-\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x1c.paradis.mesh.v1.DeployBeginH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.paradis.mesh.v1.FileChunkH\x00\x12/\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x1d.paradis.mesh.v1.DeployCommitH\x00\x42\x06\n\x04kind\"h\n\x0b\x44\x65ployReply\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61lready_present\x18\x04 \x01(\x08\x12\x10\n\x08versions\x18\x05 \x03(\t\"\xcf\x01\n\x0f\x41\x63tivateRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\x05\x12:\n\x05peers\x18\x05 \x03(\x0b\x32+.paradis.mesh.v1.ActivateRequest.PeersEntry\x12\x15\n\ractivation_id\x18\x06 \x01(\t\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\rActivateReply\x12/\n\nactivation\x18\x01 \x01(\x0b\x32\x1b.paradis.mesh.v1.Activation\x12\x17\n\x0frole_latency_ms\x18\x02 \x01(\x01\"m\n\nRunRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x15\n\ractivation_id\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.paradis.mesh.v1.Tensor\"I\n\rSegmentOutput\x12\x0f\n\x07segment\x18\x01 \x01(\x05\x12\'\n\x06tensor\x18\x02 \x01(\x0b\x32\x17.paradis.mesh.v1.Tensor\"\x82\x01\n\x08RunReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\x05\x12/\n\x07outputs\x18\x03 \x03(\x0b\x32\x1e.paradis.mesh.v1.SegmentOutput\x12\x12\n\ncompute_ms\x18\x04 \x01(\x01\x12\x0f\n\x07wait_ms\x18\x05 \x01(\x01\"\xa4\x01\n\x0f\x45xchangeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x15\n\ractivation_id\x18\x03 \x01(\t\x12\x15\n\rproducer_role\x18\x04 \x01(\x05\x12\x18\n\x10producer_segment\x18\x05 \x01(\x05\x12\'\n\x06tensor\x18\x06 \x01(\x0b\x32\x17.paradis.mesh.v1.Tensor\"\x0f\n\rExchangeReply\"5\n\x12GetManifestRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"J\n\x10GetManifestReply\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rmanifest_json\x18\x03 \x01(\x0c*t\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nDTYPE_INT8\x10\x01\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x02\x12\x0f\n\x0b\x44TYPE_INT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x11\n\rDTYPE_FLOAT32\x10\x05\x32\xc9\x03\n\x04Node\x12\x45\n\x07GetInfo\x12\x1f.paradis.mesh.v1.GetInfoRequest\x1a\x19.paradis.mesh.v1.NodeInfo\x12H\n\x06\x44\x65ploy\x12\x1e.paradis.mesh.v1.DeployRequest\x1a\x1c.paradis.mesh.v1.DeployReply(\x01\x12L\n\x08\x41\x63tivate\x12 .paradis.mesh.v1.ActivateRequest\x1a\x1e.paradis.mesh.v1.ActivateReply\x12=\n\x03Run\x12\x1b.paradis.mesh.v1.RunRequest\x1a\x19.paradis.mesh.v1.RunReply\x12L\n\x08\x45xchange\x12 .paradis.mesh.v1.ExchangeRequest\x1a\x1e.paradis.mesh.v1.ExchangeReply\x12U\n\x0bGetManifest\x12#.paradis.mesh.v1.GetManifestRequest\x1a!.paradis.mesh.v1.GetManifestReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!paradis_tf/mesh/_proto/mesh.proto\x12\x0fparadis.mesh.v1\"o\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.paradis.mesh.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05scale\x18\x04 \x01(\x01\x12\x12\n\nzero_point\x18\x05 \x01(\x03\"\x10\n\x0eGetInfoRequest\"X\n\rBundleVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65ployed_unix_ms\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\r\n\x05plans\x18\x04 \x03(\t\"N\n\x0cStoredBundle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08versions\x18\x02 \x03(\x0b\x32\x1e.paradis.mesh.v1.BundleVersion\"\xc5\x01\n\nActivation\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\x05\x12\x35\n\x05peers\x18\x05 \x03(\x0b\x32&.paradis.mesh.v1.Activation.PeersEntry\x12\x15\n\ractivation_id\x18\x06 \x01(\t\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc4\x01\n\x08\x43ounters\x12\x0c\n\x04runs\x18\x01 \x01(\x04\x12\x12\n\nrun_errors\x18\x02 \x01(\x04\x12\x16\n\x0e\x65xchanges_sent\x18\x03 \x01(\x04\x12\x1a\n\x12\x65xchanges_received\x18\x04 \x01(\x04\x12\x1b\n\x13\x65xchange_bytes_sent\x18\x05 \x01(\x04\x12\x1f\n\x17\x65xchange_bytes_received\x18\x06 \x01(\x04\x12\x0f\n\x07\x64\x65ploys\x18\x07 \x01(\x04\x12\x13\n\x0b\x61\x63tivations\x18\x08 \x01(\x04\"\xa8\x03\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05\x63ores\x18\x04 \x01(\x05\x12\x13\n\x0bspeed_score\x18\x05 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\x01\x12\x19\n\x11latency_budget_ms\x18\x07 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x08 \x01(\x04\x12.\n\x07\x62undles\x18\t \x03(\x0b\x32\x1d.paradis.mesh.v1.StoredBundle\x12\x0e\n\x06\x61\x63tive\x18\n \x01(\x08\x12/\n\nactivation\x18\x0b \x01(\x0b\x32\x1b.paradis.mesh.v1.Activation\x12\x17\n\x0frole_latency_ms\x18\x0c \x01(\x01\x12+\n\x08\x63ounters\x18\r \x01(\x0b\x32\x19.paradis.mesh.v1.Counters\x12\x17\n\x0fstarted_unix_ms\x18\x0e \x01(\x03\x12\x0c\n\x04kind\x18\x0f \x01(\t\x12\x1b\n\x13memory_budget_bytes\x18\x10 \x01(\x04\"7\n\tFileEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"a\n\x0b\x44\x65ployBegin\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x17\n\x0fmanifest_sha256\x18\x02 \x01(\t\x12)\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x1a.paradis.mesh.v1.FileEntry\"=\n\tFileChunk\x12\x12\n\nfile_index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x0e\n\x0c\x44\x65ployCommit\"\xa4\x01\n\rDeployRequest\x12-\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x1c.paradis.mesh.v1.DeployBeginH\x00\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.paradis.mesh.v1.FileChunkH\x00\x12/\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x1d.paradis.mesh.v1.DeployCommitH\x00\x42\x06\n\x04kind\"h\n\x0b\x44\x65ployReply\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61lready_present\x18\x04 \x01(\x08\x12\x10\n\x08versions\x18\x05 \x03(\t\"\xcf\x01\n\x0f\x41\x63tivateRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\x05\x12:\n\x05peers\x18\x05 \x03(\x0b\x32+.paradis.mesh.v1.ActivateRequest.PeersEntry\x12\x15\n\ractivation_id\x18\x06 \x01(\t\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\rActivateReply\x12/\n\nactivation\x18\x01 \x01(\x0b\x32\x1b.paradis.mesh.v1.Activation\x12\x17\n\x0frole_latency_ms\x18\x02 \x01(\x01\"m\n\nRunRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x15\n\ractivation_id\x18\x03 \x01(\t\x12&\n\x05input\x18\x04 \x01(\x0b\x32\x17.paradis.mesh.v1.Tensor\"I\n\rSegmentOutput\x12\x0f\n\x07segment\x18\x01 \x01(\x05\x12\'\n\x06tensor\x18\x02 \x01(\x0b\x32\x17.paradis.mesh.v1.Tensor\"\x82\x01\n\x08RunReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\x05\x12/\n\x07outputs\x18\x03 \x03(\x0b\x32\x1e.paradis.mesh.v1.SegmentOutput\x12\x12\n\ncompute_ms\x18\x04 \x01(\x01\x12\x0f\n\x07wait_ms\x18\x05 \x01(\x01\"\xa4\x01\n\x0f\x45xchangeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x15\n\ractivation_id\x18\x03 \x01(\t\x12\x15\n\rproducer_role\x18\x04 \x01(\x05\x12\x18\n\x10producer_segment\x18\x05 \x01(\x05\x12\'\n\x06tensor\x18\x06 \x01(\x0b\x32\x17.paradis.mesh.v1.Tensor\"\x0f\n\rExchangeReply\"5\n\x12GetManifestRequest\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"J\n\x10GetManifestReply\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rmanifest_json\x18\x03 \x01(\x0c*t\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nDTYPE_INT8\x10\x01\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x02\x12\x0f\n\x0b\x44TYPE_INT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x11\n\rDTYPE_FLOAT32\x10\x05\x32\xc9\x03\n\x04Node\x12\x45\n\x07GetInfo\x12\x1f.paradis.mesh.v1.GetInfoRequest\x1a\x19.paradis.mesh.v1.NodeInfo\x12H\n\x06\x44\x65ploy\x12\x1e.paradis.mesh.v1.DeployRequest\x1a\x1c.paradis.mesh.v1.DeployReply(\x01\x12L\n\x08\x41\x63tivate\x12 .paradis.mesh.v1.ActivateRequest\x1a\x1e.paradis.mesh.v1.ActivateReply\x12=\n\x03Run\x12\x1b.paradis.mesh.v1.RunRequest\x1a\x19.paradis.mesh.v1.RunReply\x12L\n\x08\x45xchange\x12 .paradis.mesh.v1.ExchangeRequest\x1a\x1e.paradis.mesh.v1.ExchangeReply\x12U\n\x0bGetManifest\x12#.paradis.mesh.v1.GetManifestRequest\x1a!.paradis.mesh.v1.GetManifestReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVATION_PEERSENTRY']._serialized_options = b'8\001'
   _globals['_ACTIVATEREQUEST_PEERSENTRY']._loaded_options = None
   _globals['_ACTIVATEREQUEST_PEERSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=2595
-  _globals['_DTYPE']._serialized_end=2711
+  _globals['_DTYPE']._serialized_start=2624
+  _globals['_DTYPE']._serialized_end=2740
   _globals['_TENSOR']._serialized_start=54
   _globals['_TENSOR']._serialized_end=165
   _globals['_GETINFOREQUEST']._serialized_start=167
@@ -52,39 +52,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNTERS']._serialized_start=556
   _globals['_COUNTERS']._serialized_end=752
   _globals['_NODEINFO']._serialized_start=755
-  _globals['_NODEINFO']._serialized_end=1150
-  _globals['_FILEENTRY']._serialized_start=1152
-  _globals['_FILEENTRY']._serialized_end=1207
-  _globals['_DEPLOYBEGIN']._serialized_start=1209
-  _globals['_DEPLOYBEGIN']._serialized_end=1306
-  _globals['_FILECHUNK']._serialized_start=1308
-  _globals['_FILECHUNK']._serialized_end=1369
-  _globals['_DEPLOYCOMMIT']._serialized_start=1371
-  _globals['_DEPLOYCOMMIT']._serialized_end=1385
-  _globals['_DEPLOYREQUEST']._serialized_start=1388
-  _globals['_DEPLOYREQUEST']._serialized_end=1552
-  _globals['_DEPLOYREPLY']._serialized_start=1554
-  _globals['_DEPLOYREPLY']._serialized_end=1658
-  _globals['_ACTIVATEREQUEST']._serialized_start=1661
-  _globals['_ACTIVATEREQUEST']._serialized_end=1868
+  _globals['_NODEINFO']._serialized_end=1179
+  _globals['_FILEENTRY']._serialized_start=1181
+  _globals['_FILEENTRY']._serialized_end=1236
+  _globals['_DEPLOYBEGIN']._serialized_start=1238
+  _globals['_DEPLOYBEGIN']._serialized_end=1335
+  _globals['_FILECHUNK']._serialized_start=1337
+  _globals['_FILECHUNK']._serialized_end=1398
+  _globals['_DEPLOYCOMMIT']._serialized_start=1400
+  _globals['_DEPLOYCOMMIT']._serialized_end=1414
+  _globals['_DEPLOYREQUEST']._serialized_start=1417
+  _globals['_DEPLOYREQUEST']._serialized_end=1581
+  _globals['_DEPLOYREPLY']._serialized_start=1583
+  _globals['_DEPLOYREPLY']._serialized_end=1687
+  _globals['_ACTIVATEREQUEST']._serialized_start=1690
+  _globals['_ACTIVATEREQUEST']._serialized_end=1897
   _globals['_ACTIVATEREQUEST_PEERSENTRY']._serialized_start=509
   _globals['_ACTIVATEREQUEST_PEERSENTRY']._serialized_end=553
-  _globals['_ACTIVATEREPLY']._serialized_start=1870
-  _globals['_ACTIVATEREPLY']._serialized_end=1959
-  _globals['_RUNREQUEST']._serialized_start=1961
-  _globals['_RUNREQUEST']._serialized_end=2070
-  _globals['_SEGMENTOUTPUT']._serialized_start=2072
-  _globals['_SEGMENTOUTPUT']._serialized_end=2145
-  _globals['_RUNREPLY']._serialized_start=2148
-  _globals['_RUNREPLY']._serialized_end=2278
-  _globals['_EXCHANGEREQUEST']._serialized_start=2281
-  _globals['_EXCHANGEREQUEST']._serialized_end=2445
-  _globals['_EXCHANGEREPLY']._serialized_start=2447
-  _globals['_EXCHANGEREPLY']._serialized_end=2462
-  _globals['_GETMANIFESTREQUEST']._serialized_start=2464
-  _globals['_GETMANIFESTREQUEST']._serialized_end=2517
-  _globals['_GETMANIFESTREPLY']._serialized_start=2519
-  _globals['_GETMANIFESTREPLY']._serialized_end=2593
-  _globals['_NODE']._serialized_start=2714
-  _globals['_NODE']._serialized_end=3171
+  _globals['_ACTIVATEREPLY']._serialized_start=1899
+  _globals['_ACTIVATEREPLY']._serialized_end=1988
+  _globals['_RUNREQUEST']._serialized_start=1990
+  _globals['_RUNREQUEST']._serialized_end=2099
+  _globals['_SEGMENTOUTPUT']._serialized_start=2101
+  _globals['_SEGMENTOUTPUT']._serialized_end=2174
+  _globals['_RUNREPLY']._serialized_start=2177
+  _globals['_RUNREPLY']._serialized_end=2307
+  _globals['_EXCHANGEREQUEST']._serialized_start=2310
+  _globals['_EXCHANGEREQUEST']._serialized_end=2474
+  _globals['_EXCHANGEREPLY']._serialized_start=2476
+  _globals['_EXCHANGEREPLY']._serialized_end=2491
+  _globals['_GETMANIFESTREQUEST']._serialized_start=2493
+  _globals['_GETMANIFESTREQUEST']._serialized_end=2546
+  _globals['_GETMANIFESTREPLY']._serialized_start=2548
+  _globals['_GETMANIFESTREPLY']._serialized_end=2622
+  _globals['_NODE']._serialized_start=2743
+  _globals['_NODE']._serialized_end=3200
 # @@protoc_insertion_point(module_scope)

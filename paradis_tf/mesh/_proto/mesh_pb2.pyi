@@ -104,7 +104,7 @@ class Counters(_message.Message):
     def __init__(self, runs: _Optional[int] = ..., run_errors: _Optional[int] = ..., exchanges_sent: _Optional[int] = ..., exchanges_received: _Optional[int] = ..., exchange_bytes_sent: _Optional[int] = ..., exchange_bytes_received: _Optional[int] = ..., deploys: _Optional[int] = ..., activations: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "software_version", "backend", "cores", "speed_score", "capacity", "latency_budget_ms", "memory_bytes", "bundles", "active", "activation", "role_latency_ms", "counters", "started_unix_ms", "kind")
+    __slots__ = ("node_id", "software_version", "backend", "cores", "speed_score", "capacity", "latency_budget_ms", "memory_bytes", "bundles", "active", "activation", "role_latency_ms", "counters", "started_unix_ms", "kind", "memory_budget_bytes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class NodeInfo(_message.Message):
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     software_version: str
     backend: str
@@ -135,7 +136,8 @@ class NodeInfo(_message.Message):
     counters: Counters
     started_unix_ms: int
     kind: str
-    def __init__(self, node_id: _Optional[str] = ..., software_version: _Optional[str] = ..., backend: _Optional[str] = ..., cores: _Optional[int] = ..., speed_score: _Optional[float] = ..., capacity: _Optional[float] = ..., latency_budget_ms: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., bundles: _Optional[_Iterable[_Union[StoredBundle, _Mapping]]] = ..., active: _Optional[bool] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., role_latency_ms: _Optional[float] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., started_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
+    memory_budget_bytes: int
+    def __init__(self, node_id: _Optional[str] = ..., software_version: _Optional[str] = ..., backend: _Optional[str] = ..., cores: _Optional[int] = ..., speed_score: _Optional[float] = ..., capacity: _Optional[float] = ..., latency_budget_ms: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., bundles: _Optional[_Iterable[_Union[StoredBundle, _Mapping]]] = ..., active: _Optional[bool] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., role_latency_ms: _Optional[float] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., started_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
 
 class FileEntry(_message.Message):
     __slots__ = ("path", "size", "sha256")
