@@ -1,8 +1,13 @@
 """`paradis flash BUNDLE --node HOST:PORT ...`: ship a bundle to devices.
 
 ``--node`` uploads to node daemons over gRPC (streamed, sha256-checked,
-stored as a new version next to the previous one). ``--serial`` (serial
-boards) is added by the firmware bridge.
+stored as a new version next to the previous one). ``--serial`` writes one
+role's partition to a microcontroller board over its serial line
+(firmware_bridge protocol): refused before anything is sent if it is larger
+than the board's flash or needs a bigger TFLM arena than the board has;
+chunked with progress; resumed from the last acknowledged byte after an
+interruption; verified (sha256) by the board before it replaces the running
+partition, so a failed flash leaves the old one running.
 """
 
 from __future__ import annotations
@@ -20,10 +25,23 @@ def register(subparsers) -> None:
     g.add_argument("--name", default=None, help="bundle name on the nodes (default: the manifest's model name)")
     g.add_argument("--activate", metavar="SWITCH", default=None,
                    help="after uploading, activate this plan ('auto': the most accurate that fits the nodes)")
+    s = p.add_argument_group("serial boards (firmware_bridge)")
+    s.add_argument("--serial", metavar="PORT", default=None,
+                   help="board port: /dev/ttyACM0, /dev/pts/N, socket://host:port, ...")
+    s.add_argument("--switch", metavar="PLAN", default=None, help="plan whose partition to flash, e.g. 4x0.25")
+    s.add_argument("--role", type=int, default=None, help="device role k of the plan")
+    s.add_argument("--baud", type=int, default=115200, help="line rate (default: %(default)s)")
+    s.add_argument("--no-activate", action="store_true", help="flash and verify only; keep the running partition")
+    s.add_argument("--timeout", type=float, default=0.5,
+                   help="seconds to wait for an answer before retransmitting (default: %(default)s)")
     p.set_defaults(func=_flash)
 
 
 def _flash(args: argparse.Namespace) -> int:
+    if args.serial:
+        if args.node:
+            raise ValueError("give either --node or --serial, not both (a board takes one partition)")
+        return flash_serial(args)
     if not args.node:
         from paradis_tf.mesh.errors import MeshError
 
@@ -49,4 +67,62 @@ def flash_nodes(args: argparse.Namespace) -> int:
         if args.activate:
             placement = c.select(None if args.activate == "auto" else args.activate)
             print(f"active: {placement}")
+    return 0
+
+
+def flash_serial(args: argparse.Namespace) -> int:
+    """`paradis flash BUNDLE --serial PORT --switch S --role K`."""
+    import hashlib
+    import sys
+    import time
+
+    from firmware_bridge.board import Board
+    from paradis_tf.bundle import BundleError, load
+
+    if args.switch is None or args.role is None:
+        raise ValueError("--serial needs --switch PLAN and --role K (which partition goes to this board)")
+    bundle = load(args.bundle)
+    plan = bundle.plan(args.switch)
+    if not 0 <= args.role < len(plan.devices):
+        raise BundleError(f"plan '{plan.name}' has roles 0..{len(plan.devices) - 1}; received --role {args.role}")
+    segments = plan.devices[args.role].segments
+    if len(segments) != 1:
+        raise BundleError(f"plan '{plan.name}' role {args.role} has {len(segments)} segments; a serial board holds "
+                          "one partition (choose a plan without sync layers)")
+    seg = segments[0]
+    image = bundle.path(seg.file).read_bytes()
+    arena = seg.tflm.arena_bytes if seg.tflm is not None else None
+    name = f"{bundle.model.name}/{plan.name}/{args.role}"
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < (0.1 if tty else 2.0):
+            return
+        last[0] = now
+        width = 30
+        bar = "#" * (width * done // max(total, 1))
+        end = "\r" if tty and done < total else "\n"
+        print(f"  [{bar:<{width}}] {done:>8}/{total} bytes", end=end, file=sys.stderr, flush=True)
+
+    with Board.open(args.serial, args.baud, timeout=args.timeout) as board:
+        info = board.hello()
+        print(f"board {info.board_id} ({info.firmware_version}, {info.runtime}) on {args.serial}: "
+              f"flash {info.flash_capacity} B, arena {info.arena_capacity} B, max payload {info.max_payload} B")
+        print(f"partition {seg.file}: {len(image)} B, arena {arena if arena is not None else 'unknown'} B")
+        result = board.flash(name, image, progress, arena_bytes=arena)
+        if result.resumed_from == len(image):
+            print("already on the board: nothing sent")
+        elif result.resumed_from:
+            print(f"resumed at byte {result.resumed_from}")
+        if result.resumed_from < len(image):
+            print(f"flashed {len(image) - result.resumed_from} B in {result.seconds:.2f} s "
+                  f"({result.throughput / 1024:.1f} KiB/s, {result.throughput * 10 / args.baud:.0%} of the line); "
+                  "the board verified sha256")
+        if args.no_activate:
+            print("not activated (--no-activate): the previous partition keeps running")
+            return 0
+        act = board.activate(hashlib.sha256(image).digest())
+        print(f"active: {name} (arena used {act.arena_used} B of {info.arena_capacity} B)")
     return 0

@@ -1,0 +1,61 @@
+"""`paradis bridge --serial PORT --listen HOST:PORT`: a serial board as a mesh node.
+
+Serves the mesh protocol (paradis.mesh.v1.Node, grpc.health.v1) for one
+microcontroller board on a serial line running the firmware_bridge protocol
+(firmware_bridge/PROTOCOL.md): on Activate the role's partition is flashed
+to the board (skipped if already there, resumed if interrupted) and
+activated; Run goes over the line. The coordinator sees one more node.
+Imports neither TensorFlow nor Keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bridge", help="serve a serial (TFLM) board as a mesh node", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = p.add_argument_group("serial board")
+    s.add_argument("--serial", required=True, metavar="PORT",
+                   help="the board's port: /dev/ttyACM0, /dev/pts/N, socket://host:port, ...")
+    s.add_argument("--baud", type=int, default=115200, help="line rate (default: %(default)s)")
+    s.add_argument("--timeout", type=float, default=0.5,
+                   help="seconds to wait for an answer before retransmitting (default: %(default)s)")
+    s.add_argument("--retries", type=int, default=8, help="retransmissions before giving up (default: %(default)s)")
+    g = p.add_argument_group("network and storage")
+    g.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on (port 0 picks a free one)")
+    g.add_argument("--store", required=True, metavar="DIR", help="bundle store and state directory")
+    g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
+    c = p.add_argument_group("identity and capacity")
+    c.add_argument("--node-id", default="", help="node id (default: bridge-<board id>)")
+    c.add_argument("--capacity", type=float, default=0.25,
+                   help="widest role width the board may run (default: %(default)s)")
+    c.add_argument("--speed-score", type=float, default=0.01,
+                   help="relative speed the coordinator ranks nodes by (default: %(default)s, a microcontroller)")
+    c.add_argument("--latency-budget-ms", type=float, default=0.0,
+                   help="refuse roles estimated slower than this (0: no budget; default: %(default)s)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default: %(default)s)")
+    p.set_defaults(func=_bridge)
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import sys
+
+    from firmware_bridge.bridge import run_bridge
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+    def ready(address: str) -> None:
+        if args.ready_file:
+            tmp = f"{args.ready_file}.tmp"
+            with open(tmp, "w", encoding="ascii") as fh:
+                fh.write(address + "\n")
+            os.replace(tmp, args.ready_file)
+        print(f"paradis-bridge: listening on {address}", flush=True)
+
+    return run_bridge(args.serial, args.listen, args.store, baudrate=args.baud, capacity=args.capacity,
+                      node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,
+                      latency_budget_ms=args.latency_budget_ms, ready=ready)

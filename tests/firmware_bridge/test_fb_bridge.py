@@ -1,0 +1,159 @@
+"""Serial boards in the mesh: `paradis bridge` and `paradis flash --serial`.
+
+A mixed mesh: switch 0.5+0.25+0.25 with the 0.5 role on a node daemon and
+the two 0.25 roles on two emulated serial boards behind bridges (TensorFlow
+blocked in the bridge processes, as on a board) gives exactly the logits of
+`LocalRunner` with the tflm backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from firmware_bridge.board import Board
+from firmware_bridge.emulator import BoardConfig
+from paradis_tf.mesh.local import BLOCKED_MODULES, NodeProcess
+
+SWITCH = "0.5+0.25+0.25"
+
+_BRIDGE_BOOT = """
+import sys
+import importlib.abc
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is blocked: the bridge must run without TensorFlow")
+        return None
+sys.meta_path.insert(0, _Block())
+import argparse
+from paradis_tf.cli import cmd_bridge
+parser = argparse.ArgumentParser(prog="paradis")
+cmd_bridge.register(parser.add_subparsers(dest="command"))
+args = parser.parse_args(["bridge", *sys.argv[1:]])
+sys.exit(args.func(args))
+"""
+
+
+class BridgeProcess(NodeProcess):
+    """`paradis bridge` for one serial port, in a child process without TensorFlow."""
+
+    def __init__(self, store: Path, serial_url: str, capacity: float = 0.25) -> None:
+        super().__init__(store, node_id=store.name, capacity=capacity)
+        self.serial_url = serial_url
+
+    def _command(self) -> list[str]:
+        args = ["--serial", self.serial_url, "--listen", f"{self.host}:{self.port}", "--store", str(self.store),
+                "--capacity", str(self.capacity), "--node-id", self.node_id, "--timeout", "0.3"]
+        return [sys.executable, "-c", _BRIDGE_BOOT.format(blocked=BLOCKED_MODULES), *args]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from paradis_tf.convert import convert_model
+    from paradis_tf.models import mobilenet_v1
+
+    model = mobilenet_v1((28, 28, 1), 10, [SWITCH], width=0.25, depth=2)
+    calib = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    out = tmp_path_factory.mktemp("fb-bundle") / "mixed"
+    convert_model(model, out, calib, calib_samples=8, sequential=(), tflm=True)
+    return out
+
+
+def _images(n: int) -> np.ndarray:
+    raw = np.random.default_rng(1).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+    return (raw.astype(np.float32) * np.float32(1 / 255)).astype(np.float32)
+
+
+def test_mixed_mesh_matches_local_runner(bundle, serve, tmp_path):
+    from paradis_tf.mesh.coordinator import Coordinator
+    from paradis_tf.runtime import LocalRunner
+
+    boards = [serve(BoardConfig(board_id=f"mcu-{i}", max_payload=256, arena_capacity=128 << 10), "pty")
+              for i in range(2)]
+    node = NodeProcess(tmp_path / "node0", node_id="node0", capacity=0.5, backend="tflm", block_tensorflow=True)
+    bridges = [BridgeProcess(tmp_path / f"bridge{i}", b.url) for i, b in enumerate(boards)]
+    procs = [node, *bridges]
+    try:
+        for p in procs:
+            p.spawn()
+        for p in procs:
+            p.wait_ready(60)
+        x = _images(12)
+        with Coordinator([p.address for p in procs]) as c:
+            c.deploy(bundle)
+            placement = c.select(SWITCH)
+            assert placement.addresses[0] == node.address
+            assert set(placement.addresses[1:]) == {b.address for b in bridges}
+            logits = c.infer(x)
+            status = {s.address: s for s in c.status()}
+        want = LocalRunner(bundle, SWITCH, backend="tflm").predict(x)
+        np.testing.assert_array_equal(logits, want)
+        # the roles really ran on the boards: the right partitions are active there
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        devices = manifest["plans"][SWITCH]["devices"]
+        for b, bridge in zip(boards, bridges):
+            role = placement.addresses.index(bridge.address)
+            seg = devices[role]["segments"][0]
+            assert b.board.active is not None and b.board.active.sha256.hex() == seg["sha256"]
+            assert b.board.stats["requests"] >= 12  # one RUN per image, plus flash and activation
+        # the coordinator sees the bridges as nodes of their own kind, with the board's arena as memory
+        for b in bridges:
+            info = status[b.address].info
+            assert status[b.address].up and info.kind == "serial-bridge" and info.backend == "serial:tflm-emulator"
+            assert info.memory_bytes == 128 << 10 and info.active and info.activation.plan == SWITCH
+        assert status[node.address].info.kind == "grpc-node"
+        # a restarted bridge restores its role from its store; the board still holds
+        # the partition, so nothing is flashed again
+        requests = boards[0].board.stats["requests"]
+        assert bridges[0].stop() == 0
+        bridges[0].start(60)
+        assert boards[0].board.staging is None and boards[0].board.stats["requests"] > requests
+        with Coordinator([p.address for p in procs]) as c:
+            c.select(SWITCH)
+            np.testing.assert_array_equal(c.infer(x[:4]), want[:4])
+    finally:
+        for p in procs:
+            if p.alive():
+                assert p.stop() == 0
+    # the bridges exited cleanly on SIGTERM, without TensorFlow
+    for b in bridges:
+        log = b.log_path.read_text(errors="replace")
+        assert "is blocked" not in log and "Traceback" not in log, log[-2000:]
+
+
+def _paradis(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    code = ("import argparse, sys\n"
+            "from paradis_tf.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_paradis_flash_serial(bundle, serve):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    seg = manifest["plans"][SWITCH]["devices"][1]["segments"][0]
+    image = (bundle / seg["file"]).read_bytes()
+    # refused before anything is sent: the board's arena is smaller than the manifest's
+    small = serve(BoardConfig(board_id="tiny", arena_capacity=seg["tflm"]["arena_bytes"] - 16))
+    r = _paradis("flash", str(bundle), "--serial", small.url, "--switch", SWITCH, "--role", "1")
+    assert r.returncode == 1
+    assert r.stderr.startswith("paradis: ") and "tensor arena" in r.stderr and "nothing sent" in r.stderr
+    assert small.board.staging is None and small.board.stats["requests"] == 1
+    # a board that fits: flashed, verified, activated; a second flash sends nothing
+    board = serve(BoardConfig(board_id="mcu-9", max_payload=512))
+    r = _paradis("flash", str(bundle), "--serial", board.url, "--switch", SWITCH, "--role", "1", "--baud", "921600")
+    assert r.returncode == 0, r.stderr
+    assert "the board verified sha256" in r.stdout and "active:" in r.stdout
+    assert board.board.active.sha256 == hashlib.sha256(image).digest()
+    r = _paradis("flash", str(bundle), "--serial", board.url, "--switch", SWITCH, "--role", "1")
+    assert r.returncode == 0 and "already on the board" in r.stdout
+    with Board.open(board.url) as b:
+        assert b.hello().active_size == len(image)
+    r = _paradis("flash", str(bundle), "--serial", board.url, "--switch", SWITCH)
+    assert r.returncode == 1 and "--role" in r.stderr
