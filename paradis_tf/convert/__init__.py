@@ -5,7 +5,8 @@ partitions per switch, device role and segment, TFLM C arrays with measured
 arena sizes, sequential baseline plans, and the manifest (docs/BUNDLE.md).
 """
 
-from paradis_tf.convert.converter import REQUIRED_MODEL_API, convert_model, prepare_calibration
+from paradis_tf.convert.converter import REQUIRED_MODEL_API, convert_model, load_images, load_model, prepare_calibration
+from paradis_tf.convert.qcheck import BackendCheck, PlanCheck, qcheck
 from paradis_tf.convert.tflite import ConversionError, keras_to_tflite
 from paradis_tf.convert.tflm import c_name, tflm_artefacts
 
@@ -14,6 +15,11 @@ __all__ = [
     "REQUIRED_MODEL_API",
     "c_name",
     "convert_model",
+    "load_images",
+    "load_model",
+    "qcheck",
+    "BackendCheck",
+    "PlanCheck",
     "keras_to_tflite",
     "prepare_calibration",
     "tflm_artefacts",

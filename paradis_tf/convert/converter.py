@@ -29,7 +29,7 @@ from paradis_tf.bundle import (
     TensorSpec,
     TflmInfo,
 )
-from paradis_tf.convert.tflite import ConversionError, keras_to_tflite
+from paradis_tf.convert.tflite import ConversionError, keras_to_tflite_variants
 from paradis_tf.convert.tflm import c_name, tflm_artefacts
 from paradis_tf.errors import ParaDiSError
 from paradis_tf.runtime.backends import load_interpreter
@@ -37,7 +37,7 @@ from paradis_tf.runtime.quant import dequantize, quantize
 from paradis_tf.runtime.tflite_file import read_tflite
 from paradis_tf.switches import Switch
 
-__all__ = ["REQUIRED_MODEL_API", "convert_model", "prepare_calibration", "plan_dir"]
+__all__ = ["REQUIRED_MODEL_API", "convert_model", "load_images", "load_model", "prepare_calibration", "plan_dir"]
 
 # What the converter uses of a ParaDiS model (paradis_tf.models.ParaDiSModel).
 REQUIRED_MODEL_API = ("switches", "image_shape", "num_classes", "preprocessing", "device_segments", "fusion_bias")
@@ -181,7 +181,10 @@ def _convert_plan(
             for n in range(len(inputs[0])):
                 yield [a[n : n + 1] for a in inputs]
 
-        data = keras_to_tflite(km, representative, int8=True, what=what)
+        variants = keras_to_tflite_variants(
+            km, representative, variants=("int8", "float") if float_variant else ("int8",), what=what
+        )
+        data = variants["int8"]
         info = read_tflite(data, what)
         out_q = info.outputs[0].quant
         it = load_interpreter(data, "litert", num_threads=num_threads)
@@ -196,7 +199,7 @@ def _convert_plan(
         float_file = None
         if float_variant:
             float_file = base + ".float.tflite"
-            writer.add_file(float_file, keras_to_tflite(km, int8=False, what=what + " (float)"))
+            writer.add_file(float_file, variants["float"])
         tflm_info = None
         if tflm:
             art = tflm_artefacts(data, c_name(spec.name, "device", ref.device, "segment", ref.segment), f"segment-{ref.segment}.h")
@@ -321,3 +324,56 @@ def convert_model(
         ]
         conversion = {"calibration_samples": int(len(calib)), "float_variant": bool(float_variant), **(extra or {})}
         return writer.commit(writer.manifest(info, plans, conversion=conversion))
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Loads a saved ParaDiS model (``model.keras``).
+
+    Raises:
+        ConversionError: missing file, a file Keras cannot load, or a model
+            that is not a ParaDiS model.
+    """
+    from pathlib import Path
+
+    import keras
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConversionError(f"{p}: no such model file")
+    try:
+        import paradis_tf.models  # noqa: F401  (registers the ParaDiS classes with Keras)
+    except ImportError:
+        pass
+    try:
+        model = keras.saving.load_model(p)
+    except Exception as e:
+        raise ConversionError(f"{p}: Keras cannot load it ({type(e).__name__}: {e})") from None
+    _check_model(model, str(p))
+    return model
+
+
+def load_images(model: Any, dataset: str | None, data_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw uint8 images (and labels) for calibration or checking.
+
+    Args:
+        dataset: ``"fashion_mnist"`` (uses `split`), or None with `data_dir`.
+        data_dir: a folder of class sub-folders (all images are used).
+
+    Raises:
+        ConversionError: neither or an unknown dataset.
+    """
+    shape = tuple(int(v) for v in model.image_shape)
+    if dataset and data_dir:
+        raise ConversionError("give either --dataset or --data, not both")
+    if dataset == "fashion_mnist":
+        from paradis_tf.data import load_fashion_mnist
+
+        return load_fashion_mnist(split)
+    if dataset:
+        raise ConversionError(f"unknown dataset {dataset!r}; use 'fashion_mnist' or --data DIR (one folder per class)")
+    if data_dir:
+        from paradis_tf.data import load_image_folder
+
+        x, y, _ = load_image_folder(data_dir, image_size=shape[:2], channels=shape[2])
+        return x, y
+    raise ConversionError("no images: give --dataset fashion_mnist or --data DIR (one sub-folder per class)")

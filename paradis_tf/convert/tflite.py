@@ -18,7 +18,7 @@ import numpy as np
 
 from paradis_tf.errors import ParaDiSError
 
-__all__ = ["ConversionError", "keras_to_tflite", "input_name"]
+__all__ = ["ConversionError", "keras_to_tflite", "keras_to_tflite_variants", "input_name"]
 
 
 class ConversionError(ParaDiSError, ValueError):
@@ -58,6 +58,18 @@ def keras_to_tflite(
     Raises:
         ConversionError: the converter failed or reordered the inputs.
     """
+    variants = ("int8",) if int8 else ("float",)
+    return keras_to_tflite_variants(model, representative, variants=variants, what=what)[variants[0]]
+
+
+def keras_to_tflite_variants(
+    model,
+    representative: Callable[[], Iterable[Sequence[np.ndarray]]] | None = None,
+    *,
+    variants: Sequence[str] = ("int8",),
+    what: str = "model",
+) -> dict[str, bytes]:
+    """`keras_to_tflite` for several variants (``"int8"``, ``"float"``) from one SavedModel export."""
     import tensorflow as tf
     import keras
 
@@ -68,30 +80,38 @@ def keras_to_tflite(
     def serve(*xs):
         return model(list(xs) if multi else xs[0], training=False)
 
+    out = {}
     with tempfile.TemporaryDirectory(prefix="paradis-export-") as tmp:
         path = os.path.join(tmp, "saved_model")
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serve", serve, input_signature=specs)
-        archive.write_out(path, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serve"])
-        if int8:
-            if representative is None:
-                raise ConversionError(f"{what}: int8 conversion needs calibration samples")
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                data = converter.convert()
+            archive.write_out(path, verbose=False)
         except Exception as e:
-            raise ConversionError(f"{what}: TFLite conversion failed ({type(e).__name__}: {e})") from e
-    data = _restore_input_order(bytes(data), len(shapes))
-    _check_input_order(data, shapes, what)
-    return data
+            raise ConversionError(f"{what}: cannot export the Keras model ({type(e).__name__}: {e})") from e
+        for variant in variants:
+            converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serve"])
+            if variant == "int8":
+                if representative is None:
+                    raise ConversionError(f"{what}: int8 conversion needs calibration samples")
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = representative
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+            elif variant != "float":
+                raise ValueError(f"Expected variants among ('int8', 'float'). Received {variant!r}.")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    data = converter.convert()
+            except Exception as e:
+                raise ConversionError(f"{what}: TFLite {variant} conversion failed ({type(e).__name__}: {e})") from e
+            data = _restore_input_order(bytes(data), len(shapes))
+            _check_input_order(data, shapes, what)
+            out[variant] = data
+    return out
 
 
 def _restore_input_order(data: bytes, count: int) -> bytes:

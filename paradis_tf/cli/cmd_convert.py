@@ -1,0 +1,99 @@
+"""`paradis convert MODEL --out BUNDLE`: int8 partitions for every switch and device.
+
+For each switch of the model and each device role: the device's plain Keras
+segments, converted to full-integer int8 TFLite (per-channel weights, int8
+input and output), calibrated on real, identically preprocessed images (a
+later segment on what the int8 segments before it produce); TFLM C arrays
+with the op list and the arena size measured with the tflite_micro
+interpreter; sequential baseline plans (the 1x1.0 network cut into K
+pieces); manifest.json. The bundle is built next to --out and renamed into
+place at the end: a failed conversion leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("convert", help="convert a trained model into a bundle of int8 partitions",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="trained ParaDiS model (model.keras)")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to create")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--switches", default=None, metavar="S1,S2",
+                   help="switches to convert, e.g. 2x0.5,4x0.25 (default: all of the model's)")
+    c = p.add_argument_group("calibration")
+    src = c.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=["fashion_mnist"], default=None,
+                     help="calibrate on this dataset's training split")
+    src.add_argument("--data", metavar="DIR", default=None, help="calibrate on images in DIR/<class>/*")
+    c.add_argument("--calib-samples", type=int, default=500, metavar="N",
+                   help="calibration images (a fixed random subset; default: %(default)s)")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--float", action="store_true", help="also write float .tflite partitions (exactness checks)")
+    o.add_argument("--sequential", default="2,3,4", metavar="K1,K2",
+                   help="sequential baseline plans on K devices ('none' to skip; default: %(default)s)")
+    o.add_argument("--no-tflm", action="store_true", help="skip TFLM C arrays and arena measurement")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads during calibration")
+    p.set_defaults(func=_convert)
+
+
+def _sequential(text: str) -> tuple[int, ...]:
+    from paradis_tf.convert import ConversionError
+
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConversionError(f"--sequential expects device counts like 2,3,4 or 'none'; received {text!r}") from None
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import sys
+    import time
+
+    from paradis_tf.convert import convert_model, load_images, load_model
+    from paradis_tf.runtime.plan_cost import plan_cost
+
+    seq = _sequential(args.sequential)
+    model = load_model(args.model)
+    x, _ = load_images(model, args.dataset, args.data, "train")
+    switches = None if args.switches is None else [s.strip() for s in args.switches.split(",") if s.strip()]
+    t0 = time.perf_counter()
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="converting", unit="segment", file=sys.stderr, disable=not sys.stderr.isatty())
+    except ImportError:  # tqdm is a dev extra
+        bar = None
+
+    def progress(msg: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(msg)
+            bar.update(1)
+        else:
+            print(f"converting {msg}", file=sys.stderr)
+
+    try:
+        bundle = convert_model(
+            model, args.out, x,
+            switches=switches, calib_samples=args.calib_samples, sequential=seq, float_variant=args.float,
+            tflm=not args.no_tflm, overwrite=args.force, num_threads=args.threads,
+            extra={"source_model": str(args.model), "calibration": args.dataset or args.data},
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    dt = time.perf_counter() - t0
+    print(f"wrote {bundle.root} in {dt:.1f} s: {len(bundle.plans)} plans, {len(bundle.files)} files")
+    print(f"{'plan':<16} {'kind':<10} {'devices':>7} {'segments':>8} {'tflite KiB':>10} {'max arena KiB':>13}")
+    for plan in bundle.plans.values():
+        cost = plan_cost(plan)
+        arenas = [d.arena_bytes for d in cost.devices if d.arena_bytes is not None]
+        print(f"{plan.name:<16} {plan.kind:<10} {len(plan.devices):>7} {sum(d.segments for d in cost.devices):>8} "
+              f"{sum(d.partition_bytes for d in cost.devices) / 1024:>10.1f} "
+              f"{(max(arenas) / 1024 if arenas else float('nan')):>13.1f}")
+    return 0

@@ -1,0 +1,117 @@
+"""`paradis qcheck BUNDLE --model MODEL`: int8 partitions against Keras float.
+
+Per plan: top-1 of the Keras float model, top-1 of the fused int8 partitions
+(litert) and through TFLM's kernels for the plans meant for microcontrollers,
+the agreement of int8 with float on the top-1 class, and the largest logit
+error. Exits non-zero when an int8 top-1 drops more than --max-drop points
+below float. Measured accuracies are recorded in the bundle's manifest.
+With --nodes, the same plans also run through the live mesh.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("qcheck", help="check int8 partitions against the float model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="bundle directory (from `paradis convert`)")
+    p.add_argument("--model", required=True, help="the model the bundle was converted from (model.keras)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=["fashion_mnist"], default=None, help="check on this dataset's test split")
+    src.add_argument("--data", metavar="DIR", default=None, help="check on images in DIR/<class>/*")
+    p.add_argument("--samples", type=int, default=None, metavar="N", help="first N test images (default: all)")
+    p.add_argument("--plans", default=None, metavar="P1,P2", help="plans to check (default: all)")
+    p.add_argument("--tflm", default="all", metavar="all|none|P1,P2",
+                   help="plans also run through TFLM, the microcontroller kernels (default: %(default)s)")
+    p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
+                   help="largest allowed int8 top-1 drop below float, in points (default: %(default)s)")
+    p.add_argument("--no-record", action="store_true", help="do not write the accuracies into manifest.json")
+    p.add_argument("--nodes", default=None, metavar="HOST:PORT,...",
+                   help="also run the plans through these node daemons and compare with local int8")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_qcheck)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def format_checks(checks, max_drop: float) -> str:
+    head = (f"{'plan':<16} {'backend':<8} {'float top1':>10} {'int8 top1':>9} {'drop pts':>8} "
+            f"{'agree %':>7} {'max |dlogit|':>12}  ok")
+    lines = [head]
+    for c in checks:
+        for b in c.int8:
+            ok = b.drop_points is None or b.drop_points <= max_drop
+            drop = "-" if b.drop_points is None else f"{b.drop_points:+.2f}"
+            lines.append(f"{c.plan:<16} {b.backend:<8} {_pct(c.float_top1):>10} {_pct(b.top1):>9} {drop:>8} "
+                         f"{100 * b.agreement:>7.2f} {b.max_abs_logit_error:>12.4f}  {'yes' if ok else 'NO'}")
+    return "\n".join(lines) + "\n"
+
+
+def _qcheck(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from paradis_tf.bundle import load, update_accuracy
+    from paradis_tf.convert import ConversionError, load_images, load_model, qcheck
+
+    bundle = load(args.bundle)
+    model = load_model(args.model)
+    if tuple(model.image_shape) != tuple(bundle.model.input_shape):
+        raise ConversionError(f"{args.model} takes {tuple(model.image_shape)} images, the bundle {bundle.model.input_shape}")
+    x_raw, y = load_images(model, args.dataset, args.data, "test")
+    if args.samples is not None:
+        x_raw, y = x_raw[: args.samples], y[: args.samples]
+    x = bundle.model.preprocessing.apply(x_raw)
+    plans = list(bundle.plans) if not args.plans else [bundle.plan(p.strip()).name for p in args.plans.split(",") if p.strip()]
+    tflm = {"all": plans, "none": []}.get(args.tflm)
+    if tflm is None:
+        tflm = [bundle.plan(p.strip()).name for p in args.tflm.split(",") if p.strip()]
+    total = len(x) * (2 * len(plans) + len([p for p in plans if p in tflm]))
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="qcheck", unit="img", file=sys.stderr, disable=not sys.stderr.isatty())
+    except ImportError:
+        bar = None
+    try:
+        checks = qcheck(bundle, model, x, y, plans=plans, tflm_plans=tflm, num_threads=args.threads,
+                        progress=(bar.update if bar is not None else None))
+    finally:
+        if bar is not None:
+            bar.close()
+    mesh = []
+    if args.nodes:
+        from paradis_tf.mesh.qcheck import mesh_qcheck
+
+        mesh = mesh_qcheck(bundle.root, args.nodes, x, y, plans=[p for p in plans if bundle.plan(p).kind == "paradis"])
+    dataset = args.dataset or args.data
+    if not args.no_record:
+        record = {}
+        for c in checks:
+            acc = {"samples": c.samples, "dataset": dataset, "float": c.float_top1}
+            for b in c.int8:
+                acc["int8" if b.backend == "litert" else f"int8_{b.backend}"] = b.top1
+                acc["agreement" if b.backend == "litert" else f"agreement_{b.backend}"] = b.agreement
+            record[c.plan] = acc
+        update_accuracy(bundle.root, record)
+    failed = [(c.plan, b) for c in checks for b in c.int8 if b.drop_points is not None and b.drop_points > args.max_drop]
+    if args.json:
+        print(json.dumps({
+            "bundle": str(bundle.root), "dataset": dataset, "samples": len(x), "max_drop": args.max_drop,
+            "plans": [c.as_dict() for c in checks], "mesh": [m.as_dict() for m in mesh], "pass": not failed,
+        }, indent=2))
+    else:
+        print(f"{len(x)} images of {dataset}; int8 must stay within {args.max_drop:g} points of float")
+        print(format_checks(checks, args.max_drop), end="")
+        for m in mesh:
+            print(f"mesh {m.plan} on {len(m.nodes)} nodes: {100 * m.identical:.2f}% of samples identical to local int8, "
+                  f"max |diff| {m.max_abs_diff:.4g}, top-1 agreement {100 * m.top1_agreement:.2f}%")
+    for plan, b in failed:
+        print(f"paradis: qcheck: {plan} int8 ({b.backend}) top-1 is {b.drop_points:.2f} points below float "
+              f"(--max-drop {args.max_drop:g})", file=sys.stderr)
+    return 1 if failed else 0
