@@ -153,9 +153,10 @@ class Coordinator:
     Args:
         addresses: node addresses, ``["host:port", ...]`` or ``"h:p,h:p"``.
         bundle: a local bundle directory (its manifest is read here), or the
-            name of a bundle already stored on the nodes, or None (the
-            bundle active on, or the only one stored on, the first node
-            that answers). `deploy` sets it.
+            name of a bundle already stored on the nodes (``"name"`` for
+            its newest version, ``"name@version"`` for a kept one, e.g. to
+            roll back), or None (the bundle active on, or the only one
+            stored on, the first node that answers). `deploy` sets it.
         run_timeout_s: deadline of every Run call.
         retries: how many times a failed request is retried after a re-plan.
         probe_interval_s: how often down nodes are probed for re-admission.
@@ -204,7 +205,8 @@ class Coordinator:
             if (p / "manifest.json").is_file():
                 self._set_local_bundle(p)
             else:
-                self._bundle_name = str(bundle)
+                # "name" or "name@version" (a stored version, e.g. to roll back)
+                self._bundle_name, _, self._version = str(bundle).partition("@")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="paradis-coordinator", daemon=True)
         self._thread.start()
@@ -361,7 +363,9 @@ class Coordinator:
         last = ""
         for node in self._nodes.values():
             try:
-                r = await node.stub.GetManifest(mesh_pb2.GetManifestRequest(bundle=self._bundle_name or ""), timeout=limits.INFO_TIMEOUT_S)
+                r = await node.stub.GetManifest(
+                    mesh_pb2.GetManifestRequest(bundle=self._bundle_name or "", version=self._version), timeout=limits.INFO_TIMEOUT_S
+                )
             except grpc.aio.AioRpcError as e:
                 last = f"{node.address}: {e.code().name}: {e.details()}"
                 continue

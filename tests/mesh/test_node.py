@@ -164,6 +164,18 @@ def test_malformed_deploy_never_replaces_a_version(node, bundle4, bundle_sync):
         assert again.already_present and again.version == r.version
 
 
+def test_previous_version_is_restorable(node, bundle4, bundle_sync, images):
+    ch, stub = _stub(node.address)
+    with ch:
+        old = stub.Deploy(_deploy_messages(bundle4), timeout=60).version
+        new = stub.Deploy(_deploy_messages(bundle_sync), timeout=60)
+        assert new.versions[0] == new.version != old and old in new.versions  # newest first, previous kept
+    with Coordinator([node.address], bundle=f"tiny@{old}") as c:  # roll back to the previous version
+        assert c.select("1x0.25").plan == "1x0.25"
+        assert c.status()[0].info.activation.version == old
+        np.testing.assert_array_equal(c.infer(images[:4]), LocalRunner(bundle4, "1x0.25").predict(images[:4]))
+
+
 def test_sigterm_and_restart_restore_the_activation(node, bundle4, images):
     ch, stub = _stub(node.address)
     with ch:
