@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import hashlib
 import itertools
-import json
 import logging
 import os
 import tempfile
@@ -32,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+from typing import AsyncIterator, Iterable, Sequence
 
 import grpc
 import numpy as np

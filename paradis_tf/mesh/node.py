@@ -14,7 +14,6 @@ the worker.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -129,7 +128,6 @@ class _Counters:
     exchange_bytes_received: int = 0
     deploys: int = 0
     activations: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # Trailing metadata key naming the peer role a node blames when it aborts a

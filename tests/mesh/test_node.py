@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -192,7 +190,7 @@ def test_sigterm_and_restart_restore_the_activation(node, bundle4, images):
 
 
 def test_node_and_runtime_import_without_tensorflow():
-    code = f"""
+    code = """
 import sys
 from paradis_tf.mesh.local import _BOOT, BLOCKED_MODULES
 exec(_BOOT.split("from paradis_tf.mesh.local import node_main")[0].format(block=True, blocked=BLOCKED_MODULES))
