@@ -240,12 +240,14 @@ class Board:
             self._flashed[digest] = (name, len(data))
             return FlashResult(name, len(data), digest.hex(), resumed, time.perf_counter() - start)
 
-    def activate(self, sha256: bytes | str, *, work: float = 30.0) -> P.Activation:
+    def activate(self, sha256: bytes | str, *, work: float = 2.0) -> P.Activation:
         """Makes the verified staged image (or the active one) with this sha256 run.
 
         Args:
             sha256: raw 32 bytes or 64 hex characters.
-            work: seconds the board may spend loading the model.
+            work: seconds the board may spend loading the model before the
+                first retransmission (a board still busy answers the repeat
+                from its cache, so a short value only costs traffic).
 
         Returns:
             The arena the model uses and its input/output specs.
@@ -265,7 +267,7 @@ class Board:
             return self.activation
 
     def run(self, inputs: Sequence[Tensor | np.ndarray] | Tensor | np.ndarray, *,
-            work: float = 5.0) -> list[Tensor]:
+            work: float = 0.0) -> list[Tensor]:
         """Runs the active partition on `inputs`; returns its output tensors.
 
         NumPy arrays get the quantization of the activated model's inputs
@@ -274,7 +276,8 @@ class Board:
 
         Args:
             inputs: one tensor/array or a sequence of them, in model order.
-            work: seconds the board may spend on the inference.
+            work: seconds the board may spend on the inference before the
+                first retransmission (e.g. its measured inference time).
         """
         if isinstance(inputs, (Tensor, np.ndarray)):
             inputs = [inputs]

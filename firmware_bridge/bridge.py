@@ -56,7 +56,7 @@ class BoardInterpreter(Interpreter):
     resizable = False
 
     def __init__(self, board: Board, what: str, inputs: Sequence[TensorDetail], outputs: Sequence[TensorDetail],
-                 work_s: float = 5.0) -> None:
+                 work_s: float = 0.0) -> None:
         super().__init__(what, inputs, outputs)
         self.board = board
         self.work_s = work_s
@@ -104,7 +104,7 @@ class BoardProgram(DeviceProgram):
     """
 
     def __init__(self, bundle: "Bundle | str | Path", plan: str, role: int, board: Board, *, progress=None,
-                 work_s: float = 5.0) -> None:
+                 work_s: float = 0.0) -> None:
         # DeviceProgram.__init__ would load local interpreters; a board runs
         # this role, so set up the same attributes with a BoardInterpreter.
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import select
 import signal
@@ -39,6 +40,8 @@ from firmware_bridge.framing import (FLAG_CONT, FLAG_MORE, KNOWN_FLAGS, BadFrame
 from firmware_bridge.protocol import ErrorCode, MsgType, Tensor, TensorSpec
 
 FIRMWARE_VERSION = "paradis-emu 0.1.0"
+
+log = logging.getLogger("paradis.emulator")
 
 
 @dataclass(frozen=True)
@@ -381,6 +384,8 @@ class FdLink:
             return b""
         try:
             data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return b""
         except OSError as e:
             if e.errno == errno.EIO:  # pty with no slave open right now: keep serving
                 time.sleep(min(timeout, 0.05))
@@ -388,10 +393,18 @@ class FdLink:
             return None
         return data if data else None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, timeout: float = 2.0) -> None:
+        """Writes `data`; what the line does not take within `timeout` is lost,
+        as on a UART nobody reads (the emulator never blocks for good)."""
         view = memoryview(data)
+        deadline = time.monotonic() + timeout
         while view:
-            select.select([], [self.fd], [], 1.0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            _, w, _ = select.select([], [self.fd], [], remaining)
+            if not w:
+                continue
             try:
                 n = os.write(self.fd, view)
             except BlockingIOError:
@@ -438,6 +451,7 @@ class PtyPair:
     def __init__(self) -> None:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
         self.path = os.ttyname(self.slave)
 
     def close(self) -> None:
@@ -480,7 +494,11 @@ def serve(board: BoardEmulator, link: Link, stop: threading.Event, baudrate: int
         if not data:
             continue
         rx.wait(len(data))
-        out = board.receive(data)
+        try:
+            out = board.receive(data)
+        except Exception:  # noqa: BLE001 - a bug must not take the board down
+            log.exception("board emulator failed on %d received bytes", len(data))
+            continue
         if out:
             tx.wait(len(out))
             try:

@@ -11,7 +11,6 @@ import pytest
 import serial
 from fb_reference import random_int8, tflm_reference
 
-from firmware_bridge import protocol as P
 from firmware_bridge.board import Board
 from firmware_bridge.emulator import BoardConfig, FdLink, PtyPair
 from firmware_bridge.errors import (BoardProtocolError, BoardRemoteError, BoardTimeoutError, FlashError, PortError,

@@ -8,7 +8,6 @@ model), must answer the same frames.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil

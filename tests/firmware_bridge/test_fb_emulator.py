@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from fb_reference import random_int8, tflm_reference
 from firmware_bridge import protocol as P
 from firmware_bridge.board import Board
 from firmware_bridge.emulator import BoardConfig, BoardEmulator
-from firmware_bridge.framing import (FLAG_CONT, FLAG_MORE, BadFrame, Frame, FrameDecoder, FrameErrorKind,
+from firmware_bridge.framing import (FLAG_CONT, FLAG_MORE, Frame, FrameDecoder, FrameErrorKind,
                                      encode_frame, frame_bytes)
 from firmware_bridge.protocol import ErrorCode, MsgType, Tensor
 

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 from cobs import cobs
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_bridge.errors import FramingError
