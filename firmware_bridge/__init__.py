@@ -15,19 +15,33 @@ Grouped by purpose:
 Imports without TensorFlow.
 """
 
-from firmware_bridge.board import Board, FlashResult
-from firmware_bridge.emulator import BoardConfig, BoardEmulator, EmulatorServer
-from firmware_bridge.errors import (BoardError, BoardProtocolError, BoardRemoteError, BoardTimeoutError,
-                                    FlashError, FramingError, MessageError, PortError, SerialBridgeError)
-from firmware_bridge.framing import (PROTOCOL_VERSION, BadFrame, Frame, FrameDecoder, FrameErrorKind,
-                                     decode_frame, encode_frame)
-from firmware_bridge.protocol import ErrorCode, Info, MsgType, Tensor, TensorSpec
+import importlib
 
-__all__ = [
-    "PROTOCOL_VERSION", "Frame", "FrameDecoder", "BadFrame", "FrameErrorKind", "encode_frame", "decode_frame",
-    "MsgType", "ErrorCode", "Info", "Tensor", "TensorSpec",
-    "Board", "FlashResult",
-    "BoardConfig", "BoardEmulator", "EmulatorServer",
-    "SerialBridgeError", "FramingError", "MessageError", "BoardError", "PortError", "BoardTimeoutError",
-    "BoardProtocolError", "BoardRemoteError", "FlashError",
-]
+# Public names and the module that holds each; imported on first use, so
+# `python -m firmware_bridge.emulator` (and friends) run their module once.
+_EXPORTS = {
+    "PROTOCOL_VERSION": "framing", "Frame": "framing", "FrameDecoder": "framing", "BadFrame": "framing",
+    "FrameErrorKind": "framing", "encode_frame": "framing", "decode_frame": "framing",
+    "MsgType": "protocol", "ErrorCode": "protocol", "Info": "protocol", "Tensor": "protocol", "TensorSpec": "protocol",
+    "Board": "board", "FlashResult": "board",
+    "BoardConfig": "emulator", "BoardEmulator": "emulator", "EmulatorServer": "emulator",
+    "FaultProxy": "fault_proxy", "FaultRates": "fault_proxy",
+    "SerialBridgeError": "errors", "FramingError": "errors", "MessageError": "errors", "BoardError": "errors",
+    "PortError": "errors", "BoardTimeoutError": "errors", "BoardProtocolError": "errors",
+    "BoardRemoteError": "errors", "FlashError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'firmware_bridge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"firmware_bridge.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -4,7 +4,7 @@
     python -m firmware_bridge.bench --baud 115200 --baud 921600 --model seg.tflite ...
     python -m firmware_bridge.bench --baud 921600 --bundle bundle/ --switch 4x0.25
 
-Runs the board emulator on a pty, throttled to each baud rate (8N1: 10 bits
+Runs the board emulator in its own process on a pty, throttled to each baud rate (8N1: 10 bits
 a byte, each direction), and the real host client against it. Flash
 throughput is image bytes per second over the line rate (baud / 10). A RUN
 round trip is compared with its lower bound: the request and answer frames'
@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from typing import Sequence
@@ -27,15 +28,39 @@ import numpy as np
 
 from firmware_bridge import protocol as P
 from firmware_bridge.board import Board
-from firmware_bridge.emulator import BoardConfig, BoardEmulator, EmulatorServer
 from firmware_bridge.framing import Frame, encode_frame
+
+
+class _EmulatorProcess:
+    """`python -m firmware_bridge.emulator --pty` in its own process, as a
+    board is its own device (no GIL shared with the host client)."""
+
+    def __init__(self, baud: int, max_payload: int, flash: int, arena: int = 256 << 10) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        self.proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.emulator", "--pty", "--baud", str(baud),
+                                      "--max-payload", str(max_payload), "--flash", str(flash), "--arena", str(arena)],
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            self.close()
+            raise SystemExit("bench: the emulator did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def __enter__(self) -> "_EmulatorProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def flash_throughput(baud: int, size: int, max_payload: int, repeats: int = 3) -> dict:
     image = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
-    config = BoardConfig(flash_capacity=max(size, 1 << 20), max_payload=max_payload)
     rates = []
-    with EmulatorServer(BoardEmulator(config), "pty", baud) as server, \
+    with _EmulatorProcess(baud, max_payload, max(size, 1 << 20)) as server, \
             Board.open(server.url, baudrate=baud) as board:
         board.hello()
         for i in range(repeats):
@@ -65,9 +90,7 @@ def run_round_trip(baud: int, name: str, model: bytes, max_payload: int, runs: i
         interp.invoke()
         times.append(time.perf_counter() - start)
     invoke_s = statistics.median(times)
-    config = BoardConfig(arena_capacity=probed.arena_used + 1024, max_payload=max_payload,
-                         flash_capacity=max(len(model), 1 << 20))
-    with EmulatorServer(BoardEmulator(config), "pty", baud) as server, \
+    with _EmulatorProcess(baud, max_payload, max(len(model), 1 << 20), probed.arena_used + 1024) as server, \
             Board.open(server.url, baudrate=baud) as board:
         board.hello()
         board.flash(name, model)
