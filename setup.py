@@ -16,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["paradis_tf", "paradis_tf.*", "firmware_bridge", "firmware_bridge.*"]),
-    package_data={"firmware_bridge": ["c/*", "*.md"], "paradis_tf.mesh._proto": ["*.pyi"]},
+    package_data={"firmware_bridge": ["c/*.[ch]", "c/Makefile", "c/tests/*.[ch]", "*.md"], "paradis_tf.mesh._proto": ["*.pyi"]},
     install_requires=["numpy>=1.26"],
     extras_require={
         "train": TRAIN + RUNTIME + ["tflite-micro"],
