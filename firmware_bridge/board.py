@@ -211,6 +211,7 @@ class Board:
                 frame = self._transact(MsgType.FLASH_BEGIN, P.encode_flash_begin(P.FlashBegin(name, len(data), digest)))
                 self._expect(frame, MsgType.ACK, "FLASH_BEGIN")
                 offset = resumed = self._ack_offset(frame, len(data), "FLASH_BEGIN")
+                resyncs = 0
                 if progress:
                     progress(offset, len(data))
                 while offset < len(data):
@@ -218,11 +219,15 @@ class Board:
                     try:
                         frame = self._transact(MsgType.FLASH_CHUNK, P.encode_flash_chunk(offset, piece))
                     except BoardRemoteError as e:
-                        if e.code == ErrorCode.BAD_OFFSET and e.detail <= len(data):
-                            offset = e.detail  # the board holds another prefix: go on from there
+                        # The board holds another prefix: go on from there (a
+                        # board that keeps moving the offset is refused).
+                        if e.code == ErrorCode.BAD_OFFSET and e.detail <= len(data) and resyncs < 3:
+                            offset = e.detail
+                            resyncs += 1
                             self.stats["flash_resyncs"] += 1
                             continue
                         raise
+                    resyncs = 0
                     self._expect(frame, MsgType.ACK, "FLASH_CHUNK")
                     acked = self._ack_offset(frame, len(data), "FLASH_CHUNK")
                     if acked < offset + len(piece):

@@ -230,3 +230,28 @@ def test_wrong_answers_are_protocol_errors():
                 board.ping(b"abc")
     finally:
         sb.close()
+
+
+def test_flash_follows_the_board_when_its_staging_was_reset(serve, models):
+    """The board lost its staged bytes mid-flash (another host, a reset):
+    it answers BAD_OFFSET with what it holds and the client continues there."""
+    from firmware_bridge import protocol as P
+    from firmware_bridge.framing import Frame
+
+    server = serve(BoardConfig(max_payload=256))
+    m = models["classifier"]
+    emu = server.board
+    done = []
+
+    def meddle(offset, total):
+        done.append(offset)
+        if len(done) == 3:  # after two chunks: staging restarted from zero behind the client's back
+            emu.handle(Frame(MsgType.FLASH_BEGIN, 1, P.encode_flash_begin(P.FlashBegin("other", 10, bytes(32)))))
+            emu.handle(Frame(MsgType.FLASH_BEGIN, 2, P.encode_flash_begin(P.FlashBegin("cls", len(m), P.sha256(m)))))
+
+    with Board.open(server.url) as board:
+        result = board.flash("cls", m, progress=meddle)
+        assert board.stats["flash_resyncs"] == 1
+        assert done[3] < done[2]  # progress went back to what the board really holds
+    assert result.sha256 == hashlib.sha256(m).hexdigest()
+    assert emu.staging.verified and bytes(emu.staging.buf) == m
