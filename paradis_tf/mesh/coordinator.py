@@ -233,12 +233,11 @@ class Coordinator:
             return
 
         async def shutdown():
-            if self._watcher is not None:
-                self._watcher.cancel()
-                try:
-                    await self._watcher
-                except (asyncio.CancelledError, Exception):
-                    pass
+            # requests still in flight (their callers gave up) and the watcher
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in others:
+                t.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             for n in self._nodes.values():
                 await n.channel.close()
 
@@ -396,7 +395,7 @@ class Coordinator:
         """Healthy nodes that hold the bundle (deploying it where it is missing
         and the bundle directory is here; skipping those nodes otherwise)."""
         nodes = [n for n in self._nodes.values() if n.address in self.addresses]
-        infos = await asyncio.gather(*(self._get_info(n, 2.0) for n in nodes))
+        infos = await asyncio.gather(*(self._get_info(n, 3.0) for n in nodes))
         missing = [n for n, info in zip(nodes, infos) if info is not None and not self._has_bundle(info)]
         if missing:
             await asyncio.gather(*(self._ensure_bundle(n) for n in missing))
@@ -671,27 +670,36 @@ class Coordinator:
 
         while True:
             await asyncio.sleep(self.probe_interval_s)
-            back = []
-            for node in list(self._nodes.values()):
-                if node.up:
-                    continue
-                try:
-                    r = await health_pb2_grpc.HealthStub(node.channel).Check(
-                        health_pb2.HealthCheckRequest(service=limits.HEALTH_SERVICE), timeout=0.5
-                    )
-                except grpc.aio.AioRpcError:
-                    continue
-                if r.status == health_pb2.HealthCheckResponse.SERVING and await self._get_info(node, 1.0) is not None:
-                    back.append(node)
-            if not back or self._manifest is None or not self.auto_replan:
-                continue
-            for node in back:
-                log.info("node %s is back", node.address)
-                await self._ensure_bundle(node)
             try:
-                await self._replan(upgrade_only=True)
-            except (MeshError, grpc.aio.AioRpcError) as e:
-                log.warning("re-plan after re-admission failed: %s", e)
+                await self._probe_down_nodes(health_pb2, health_pb2_grpc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watcher must outlive any one bad probe
+                log.exception("node watcher: probe failed")
+
+    async def _probe_down_nodes(self, health_pb2, health_pb2_grpc) -> None:
+        """Re-admits down nodes that answer their health check again; re-plans up."""
+        back = []
+        for node in list(self._nodes.values()):
+            if node.up:
+                continue
+            try:
+                r = await health_pb2_grpc.HealthStub(node.channel).Check(
+                    health_pb2.HealthCheckRequest(service=limits.HEALTH_SERVICE), timeout=0.5
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            if r.status == health_pb2.HealthCheckResponse.SERVING and await self._get_info(node, 1.0) is not None:
+                back.append(node)
+        if not back or self._manifest is None or not self.auto_replan:
+            return
+        for node in back:
+            log.info("node %s is back", node.address)
+            await self._ensure_bundle(node)
+        try:
+            await self._replan(upgrade_only=True)
+        except (MeshError, grpc.aio.AioRpcError) as e:
+            log.warning("re-plan after re-admission failed: %s", e)
 
     async def _ensure_bundle(self, node: _Node) -> None:
         """Deploys the bundle to a node that lacks it (when the bundle directory is here)."""

@@ -397,7 +397,11 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         entry = self._lookup(request.activation_id, request.plan)
         act, program = entry.activation, entry.program
         remaining = context.time_remaining()
-        deadline = time.monotonic() + (limits.RUN_TIMEOUT_S if remaining is None else remaining)
+        budget = limits.RUN_TIMEOUT_S if remaining is None else remaining
+        # Give up on a peer's feature map a little before the caller's deadline,
+        # so the caller hears "role k did not deliver" (ABORTED, naming k) from
+        # this node instead of a bare DEADLINE_EXCEEDED that would blame it.
+        deadline = time.monotonic() + budget - min(1.0, 0.2 * budget)
         x: QTensor | None = None
         spec = model_input_spec(program.plan, act.role)
         if spec is not None:
