@@ -69,7 +69,8 @@ class Board:
 
     Args:
         port: an open pyserial port (`serial.serial_for_url(...)`); its
-            `write_timeout` is set if it has none.
+            `write_timeout` is set if it has none, and its read `timeout`
+            becomes a short slice (the client keeps its own deadlines).
         baudrate: the line rate used to budget transmission time in
             timeouts (default: the port's).
         timeout: base seconds to wait for an answer, on top of the time the
