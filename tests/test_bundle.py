@@ -131,7 +131,7 @@ def test_shape_that_disagrees_with_the_model_file(copy):
     _edit(copy, bad_input)
     with pytest.raises(
         BundleError,
-        match=r"device-0/segment-0.tflite: input 0 \('serve_in_00:0'\) is int8 \[1, 8, 8, 1\] in the model file, "
+        match=r"device-0/segment-0.tflite: input 0 \('\w*in_00:0'\) is int8 \[1, 8, 8, 1\] in the model file, "
         r"but manifest.json says int8 \[1, 8, 7, 1\]",
     ):
         load(copy)

@@ -1,16 +1,17 @@
 """Keras model -> .tflite bytes (full-integer int8, or float).
 
-Keras 3 models go through `keras.export.ExportArchive` (a SavedModel with one
-endpoint whose inputs are named ``in_00, in_01, ...`` in model-input order)
-and `tf.lite.TFLiteConverter.from_saved_model`, the path TensorFlow supports
-for Keras 3; `from_keras_model` and unfrozen concrete functions misbehave
-(READ_VARIABLE during calibration).
+Keras 3 models are converted from a concrete function of the model (inputs
+named ``in_00, in_01, ...`` in model-input order) with
+`TFLiteConverter.from_concrete_functions(funcs, trackable_obj)`, where the
+trackable is a `tf.Module` holding the model's TensorFlow variables.
+`from_keras_model` misbehaves under Keras 3, and without the trackable the
+converter cannot resolve the variables (READ_VARIABLE fails during
+calibration). A `keras.export.ExportArchive` SavedModel gives bit-identical
+models but took 2.5x longer per segment.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from typing import Callable, Iterable, Sequence
 
@@ -69,48 +70,45 @@ def keras_to_tflite_variants(
     variants: Sequence[str] = ("int8",),
     what: str = "model",
 ) -> dict[str, bytes]:
-    """`keras_to_tflite` for several variants (``"int8"``, ``"float"``) from one SavedModel export."""
+    """`keras_to_tflite` for several variants (``"int8"``, ``"float"``) from one traced function."""
     import tensorflow as tf
-    import keras
 
     shapes = _input_shapes(model)
     specs = [tf.TensorSpec((None,) + tuple(s[1:]), tf.float32, name=input_name(i)) for i, s in enumerate(shapes)]
     multi = len(specs) > 1
 
+    @tf.function(input_signature=specs)
     def serve(*xs):
         return model(list(xs) if multi else xs[0], training=False)
 
+    try:
+        func = serve.get_concrete_function()
+    except Exception as e:
+        raise ConversionError(f"{what}: cannot trace the Keras model ({type(e).__name__}: {e})") from e
+    holder = tf.Module()
+    holder.variables_ = [getattr(v, "value", v) for v in model.variables]
     out = {}
-    with tempfile.TemporaryDirectory(prefix="paradis-export-") as tmp:
-        path = os.path.join(tmp, "saved_model")
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serve", serve, input_signature=specs)
+    for variant in variants:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([func], holder)
+        if variant == "int8":
+            if representative is None:
+                raise ConversionError(f"{what}: int8 conversion needs calibration samples")
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        elif variant != "float":
+            raise ValueError(f"Expected variants among ('int8', 'float'). Received {variant!r}.")
         try:
-            archive.write_out(path, verbose=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = converter.convert()
         except Exception as e:
-            raise ConversionError(f"{what}: cannot export the Keras model ({type(e).__name__}: {e})") from e
-        for variant in variants:
-            converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serve"])
-            if variant == "int8":
-                if representative is None:
-                    raise ConversionError(f"{what}: int8 conversion needs calibration samples")
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-                converter.representative_dataset = representative
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
-            elif variant != "float":
-                raise ValueError(f"Expected variants among ('int8', 'float'). Received {variant!r}.")
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    data = converter.convert()
-            except Exception as e:
-                raise ConversionError(f"{what}: TFLite {variant} conversion failed ({type(e).__name__}: {e})") from e
-            data = _restore_input_order(bytes(data), len(shapes))
-            _check_input_order(data, shapes, what)
-            out[variant] = data
+            raise ConversionError(f"{what}: TFLite {variant} conversion failed ({type(e).__name__}: {e})") from e
+        data = _restore_input_order(bytes(data), len(shapes))
+        _check_input_order(data, shapes, what)
+        out[variant] = data
     return out
 
 
