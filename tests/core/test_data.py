@@ -1,0 +1,111 @@
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from paradis_tf.data import load_fashion_mnist, load_image_folder, load_source, make_dataset, preprocess, read_idx
+from paradis_tf.errors import DatasetError, InputError
+
+
+def write_idx(path, array, gz=False):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def test_idx_reader_round_trip(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a-idx3-ubyte", a)
+    write_idx(tmp_path / "b-idx3-ubyte.gz", a, gz=True)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a-idx3-ubyte"), a)
+    np.testing.assert_array_equal(read_idx(tmp_path / "b-idx3-ubyte"), a)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(DatasetError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "short", a)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-3])
+    with pytest.raises(DatasetError, match="expected 24 values"):
+        read_idx(tmp_path / "short")
+
+
+def test_fashion_mnist_from_debian_package():
+    x, y = load_fashion_mnist("test")
+    assert x.shape == (10000, 28, 28, 1) and x.dtype == np.uint8
+    assert y.shape == (10000,) and set(np.unique(y)) == set(range(10))
+    assert np.bincount(y).tolist() == [1000] * 10
+    xs, _ = load_fashion_mnist("train", limit=5)
+    assert xs.shape == (5, 28, 28, 1)
+
+
+def test_missing_dataset_names_the_apt_package(tmp_path):
+    with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist("train", data_dir=tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="dataset-fashion-mnist"):
+        load_fashion_mnist("train", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="split='val'"):
+        load_fashion_mnist("val")
+
+
+def test_image_folder_loader(tmp_path):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            img = rng.integers(0, 255, (10, 14, 3), dtype=np.uint8)
+            tf.io.write_file(str(tmp_path / cls / f"{i}.png"), tf.io.encode_png(img))
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    x, y, classes = load_image_folder(tmp_path, (8, 8), channels=1)
+    assert classes == ["cat", "dog"] and x.shape == (6, 8, 8, 1) and x.dtype == np.uint8
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]
+    xtr, _, _ = load_source(None, str(tmp_path), "train", (8, 8, 3), holdout=0.34)
+    xte, _, _ = load_source(None, str(tmp_path), "test", (8, 8, 3), holdout=0.34)
+    assert len(xtr) + len(xte) == 6 and len(xte) == 2
+    with pytest.raises(DatasetError, match="no class sub-directories"):
+        load_image_folder(tmp_path / "cat", (8, 8))
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_image_folder(tmp_path / "missing", (8, 8))
+
+
+def test_pipeline_preprocesses_and_checks_input():
+    x = np.full((10, 4, 4, 1), 255, np.uint8)
+    y = np.arange(10)
+    batches = list(make_dataset(x, y, batch_size=4))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    assert float(batches[0][0].numpy().max()) == pytest.approx(1.0)
+    aug = list(make_dataset(x, y, batch_size=4, training=True, augment=True))
+    assert [b[0].shape[0] for b in aug] == [4, 4] and aug[0][0].shape[1:] == (4, 4, 1)
+    np.testing.assert_allclose(preprocess(x[:1]), 1.0)
+    with pytest.raises(InputError, match="uint8"):
+        make_dataset(x.astype("float32"), y)
+    with pytest.raises(InputError, match="3 labels for 10 images"):
+        make_dataset(x, y[:3])
+    with pytest.raises(InputError, match="uint8"):
+        preprocess(np.zeros((1, 2, 2, 1), "float64"))
+
+
+def test_cli_train_then_eval(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = tmp_path / "m.keras"
+    train = subprocess.run(
+        [sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0,2x0.5",
+         "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert train.returncode == 0, train.stderr[-2000:]
+    result = json.loads(train.stdout[train.stdout.index("{"):])
+    assert set(result["top1"]) == {"1x1.0", "2x0.5"} and out.exists()
+    ev = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(out), "--limit", "256", "--json"],
+                        capture_output=True, text=True, env=env, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads(ev.stdout[ev.stdout.index("{"):])["top1"] == pytest.approx(result["top1"], abs=1e-6)
+    bad = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "3x0.5"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert bad.returncode == 1 and bad.stderr.startswith("paradis: ") and "3x0.5" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(tmp_path / "none.keras")],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr

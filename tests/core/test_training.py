@@ -1,0 +1,146 @@
+"""Joint training with in-place distillation, BN calibration, tf.distribute."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from paradis_tf.data import load_fashion_mnist, preprocess
+from paradis_tf.models import mobilenet_v1
+from paradis_tf.training import TrainConfig, evaluate, individual_model, slimmable_model, train
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    x, y = load_fashion_mnist("train", limit=1536)
+    xt, yt = load_fashion_mnist("test", limit=400)
+    return x, y, xt, yt
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("label_mix", [0.0, 0.3])
+def test_compute_loss_is_label_ce_plus_distillation(label_mix):
+    m = mobilenet_v1((12, 12, 1), 4, ["1x0.5", "1x1.0", "2x0.5"], width=0.25, depth=1, label_mix=label_mix)
+    assert m.widest_index == 1
+    rng = np.random.default_rng(0)
+    logits = [rng.normal(size=(5, 4)).astype("float32") for _ in range(3)]
+    y = rng.integers(0, 4, 5)
+    loss = float(m.compute_loss(y=y, y_pred=logits))
+    ce = lambda z: -np.log(_softmax(z)[np.arange(5), y]).mean()  # noqa: E731
+    teacher = _softmax(logits[1])
+    kd = lambda z: -(teacher * np.log(_softmax(z))).sum(-1).mean()  # noqa: E731
+    ref = ce(logits[1]) + sum((1 - label_mix) * kd(logits[i]) + label_mix * ce(logits[i]) for i in (0, 2))
+    assert loss == pytest.approx(ref, rel=1e-5)
+
+
+def test_teacher_gets_no_gradient_from_students():
+    import tensorflow as tf
+
+    m = mobilenet_v1((12, 12, 1), 4, ["1x1.0", "1x0.5"], width=0.25, depth=1)
+    x = np.random.default_rng(0).random((4, 12, 12, 1)).astype("float32")
+    y = np.array([0, 1, 2, 3])
+    head = m.body.head
+    with tf.GradientTape() as tape:
+        out = m(x, training=True)
+        # Student loss only: the teacher's logits are a detached target.
+        loss = m.compute_loss(y=y, y_pred=out) - tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(y, out[0], from_logits=True))
+    g = tape.gradient(loss, head.kernel).numpy()
+    c = head.kernel.shape[0]
+    assert np.abs(g[: c // 2]).max() > 0, "the student's channels learn"
+    assert np.all(g[c // 2 :] == 0), "channels only the teacher uses get nothing from the distillation loss"
+
+
+def test_fit_trains_every_switch_and_calibrates_automatically(fmnist):
+    x, y, xt, yt = fmnist
+    m = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5", "4x0.25", "1x0.25"], width=0.5, depth=2)
+    init_means = [v.numpy().copy() for v in m.body.bn_layers()[-1].moving_means]
+    xf = preprocess(x)
+    m.compile(optimizer=keras.optimizers.Adam(5e-3))
+    hist = m.fit(xf, y, batch_size=64, epochs=4, verbose=0, calibration_steps=5)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    means = [v.numpy() for v in m.body.bn_layers()[-1].moving_means]
+    for before, after in zip(init_means, means):
+        assert np.abs(after - before).max() > 1e-3, "fit() re-estimated every switch's BN statistics"
+    accs = evaluate(m, xt, yt)
+    assert set(accs) == {"1x1.0", "2x0.5", "4x0.25", "1x0.25"}
+    for s, a in accs.items():
+        assert a > 0.3, (s, accs)  # chance is 0.1
+
+
+def test_calibration_rescues_narrow_switches(fmnist):
+    x, y, xt, yt = fmnist
+    m = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "1x0.25"], width=0.5, depth=2)
+    cfg = TrainConfig(epochs=4, batch_size=64, learning_rate=5e-3, calibration_steps=8)
+    train(m, x, y, cfg, verbose=0)
+    calibrated = evaluate(m, xt, yt)
+    for bn in m.body.bn_layers():  # undo: statistics as plain momentum left them
+        for v in bn.moving_means:
+            v.assign(np.zeros(v.shape, "float32"))
+        for v in bn.moving_vars:
+            v.assign(np.ones(v.shape, "float32"))
+    raw = evaluate(m, xt, yt)
+    m.calibrate(preprocess(x), steps=8, batch_size=64)
+    again = evaluate(m, xt, yt)
+    assert calibrated["1x0.25"] > raw["1x0.25"] + 0.05
+    assert again["1x0.25"] == pytest.approx(calibrated["1x0.25"], abs=0.03)
+
+
+def test_sandwich_training_runs_a_sample_of_switches(fmnist):
+    x, y, _, _ = fmnist
+    m = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5", "4x0.25", "1x0.5", "1x0.25"], width=0.25, depth=1,
+                     sandwich=3)
+    r = train(m, x[:256], y[:256], TrainConfig(epochs=1, batch_size=64, calibration_steps=2), verbose=0)
+    assert np.isfinite(r["history"]["loss"]).all()
+    with pytest.raises(ValueError, match="sandwich=9"):
+        mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5"], sandwich=9)
+
+
+def test_baseline_builders():
+    ind = individual_model(mobilenet_v1, "2x0.5", input_shape=(12, 12, 1), num_classes=3, width=0.25, depth=1)
+    assert [str(s) for s in ind.switches] == ["2x0.5"]
+    sl = slimmable_model(mobilenet_v1, input_shape=(12, 12, 1), num_classes=3, width=0.25, depth=1)
+    assert [str(s) for s in sl.switches] == ["1x1.0", "1x0.5", "1x0.25"]
+    assert all(len(s) == 1 for s in sl.switches)
+
+
+def test_training_input_shape_mismatch_is_named(fmnist):
+    x, y, _, _ = fmnist
+    m = mobilenet_v1((12, 12, 1), 10, ["1x1.0"], width=0.25, depth=1)
+    with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(12, 12, 1\)"):
+        train(m, x, y, TrainConfig(epochs=1))
+
+
+def test_mirrored_strategy_on_two_cpu_devices():
+    code = textwrap.dedent("""
+        import os
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import numpy as np
+        from paradis_tf.data import load_fashion_mnist
+        from paradis_tf.models import mobilenet_v1
+        from paradis_tf.training import TrainConfig, train, evaluate
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        x, y = load_fashion_mnist("train", limit=512)
+        with strategy.scope():
+            m = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5", "1x0.5"], width=0.25, depth=2)
+        r = train(m, x, y, TrainConfig(epochs=4, batch_size=64, learning_rate=5e-3, calibration_steps=4),
+                  verbose=0, strategy=strategy)
+        loss = r["history"]["loss"]
+        assert all(np.isfinite(loss)) and loss[-1] < loss[0] - 0.1, loss
+        accs = evaluate(m, x[:256], y[:256])
+        assert accs["1x1.0"] > 0.2, accs  # chance is 0.1
+        print("OK", loss, accs)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
