@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from paradis_tf.bundle import MANIFEST, SegmentRef, load
+from paradis_tf.bundle import SegmentRef, load
 from paradis_tf.runtime import LocalRunner
 
 

@@ -109,8 +109,6 @@ class TinyParaDiS:
     def sequential_models(self, num_devices):
         if num_devices not in (2, 3, 4):
             raise ValueError("tiny model cuts into 2, 3 or 4 pieces")
-        x = keras.Input(self.image_shape)
-        layers = []
         shapes = [self.image_shape] + [self.image_shape[:2] + (self.C,)] * 3
         stages = [
             lambda h: self._conv(h, self.w1, self.b1, "stem"),
