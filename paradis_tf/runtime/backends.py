@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +78,11 @@ class Interpreter(abc.ABC):
         self.what = what
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
+        # TFLite and TFLM interpreters are not thread-safe; one run at a time.
+        self._lock = threading.Lock()
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Runs the model on a batch.
+        """Runs the model on a batch (thread-safe: calls are serialized).
 
         Args:
             inputs: one array per model input, shape ``(N,) + shape[1:]``,
@@ -108,7 +111,8 @@ class Interpreter(abc.ABC):
             batch = x.shape[0]
             arrays.append(np.ascontiguousarray(x))
         try:
-            return self._run(arrays, batch)
+            with self._lock:
+                return self._run(arrays, batch)
         except BackendError:
             raise
         except Exception as e:
