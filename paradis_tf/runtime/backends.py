@@ -140,12 +140,20 @@ class _TfliteApiInterpreter(Interpreter):
         kwargs = {"model_content": content, "num_threads": num_threads}
         if reference:
             kwargs["experimental_op_resolver_type"] = _op_resolver_ref(backend)
+        self.delegate_fallback = False
         try:
-            with warnings.catch_warnings():
-                # tf.lite.Interpreter warns that it is deprecated in favour of LiteRT: we know.
-                warnings.simplefilter("ignore", UserWarning)
-                self._it = cls(**kwargs)
-            self._it.allocate_tensors()
+            try:
+                self._it = self._load(cls, kwargs)
+            except RuntimeError as e:
+                # XNNPACK refuses some valid int8 graphs (e.g. a layer whose
+                # activations were all zero on the calibration set has a
+                # requantization scale outside its range); TFLite's builtin
+                # kernels run them, as TFLM does.
+                if reference or "XNNPACK" not in str(e):
+                    raise
+                kwargs["experimental_op_resolver_type"] = _op_resolver_no_delegate(backend)
+                self._it = self._load(cls, kwargs)
+                self.delegate_fallback = True
         except Exception as e:
             raise BackendError(f"{what}: {backend} cannot load the model ({type(e).__name__}: {e})") from e
         ins = [TensorDetail(d["name"], tuple(int(v) for v in d["shape"]), _quant_of(d)) for d in self._it.get_input_details()]
@@ -154,6 +162,15 @@ class _TfliteApiInterpreter(Interpreter):
         self._out_idx = [d["index"] for d in self._it.get_output_details()]
         self._batch = ins[0].shape[0] if ins and ins[0].shape else 1
         super().__init__(what, ins, outs)
+
+    @staticmethod
+    def _load(cls, kwargs):
+        with warnings.catch_warnings():
+            # tf.lite.Interpreter warns that it is deprecated in favour of LiteRT: we know.
+            warnings.simplefilter("ignore", UserWarning)
+            it = cls(**kwargs)
+        it.allocate_tensors()
+        return it
 
     def _run(self, inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
         if batch != self._batch:
@@ -167,14 +184,22 @@ class _TfliteApiInterpreter(Interpreter):
         return [self._it.get_tensor(idx) for idx in self._out_idx]
 
 
-def _op_resolver_ref(backend: str):
+def _op_resolver_types(backend: str):
     if backend == "litert":
         from ai_edge_litert.interpreter import OpResolverType
     elif backend == "tflite_runtime":
         from tflite_runtime.interpreter import OpResolverType
     else:
         from tensorflow.lite.experimental import OpResolverType
-    return OpResolverType.BUILTIN_REF
+    return OpResolverType
+
+
+def _op_resolver_ref(backend: str):
+    return _op_resolver_types(backend).BUILTIN_REF
+
+
+def _op_resolver_no_delegate(backend: str):
+    return _op_resolver_types(backend).BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
 @contextlib.contextmanager
