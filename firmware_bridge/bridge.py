@@ -105,25 +105,21 @@ class BoardProgram(DeviceProgram):
 
     def __init__(self, bundle: "Bundle | str | Path", plan: str, role: int, board: Board, *, progress=None,
                  work_s: float = 0.0) -> None:
-        # DeviceProgram.__init__ would load local interpreters; a board runs
-        # this role, so set up the same attributes with a BoardInterpreter.
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
-        self.plan = self.bundle.plan(plan)
-        if not 0 <= role < len(self.plan.devices):
-            raise BundleError(f"plan '{self.plan.name}' has roles 0..{len(self.plan.devices) - 1}; received role {role}")
-        self.role = role
-        self.backend = "serial"
-        self.precision = "int8"
-        self.device = self.plan.devices[role]
-        if len(self.device.segments) != 1:
-            raise BundleError(f"plan '{self.plan.name}' role {role} has {len(self.device.segments)} segments; a serial "
+        bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
+        plan_ = bundle.plan(plan)
+        if not 0 <= role < len(plan_.devices):
+            raise BundleError(f"plan '{plan_.name}' has roles 0..{len(plan_.devices) - 1}; received role {role}")
+        device = plan_.devices[role]
+        if len(device.segments) != 1:
+            raise BundleError(f"plan '{plan_.name}' role {role} has {len(device.segments)} segments; a serial "
                               "board holds one partition (serve it from a node daemon, or pick a plan without sync layers)")
-        seg = self.device.segments[0]
+        self.bundle = bundle
+        seg = device.segments[0]
         image = self.bundle.path(seg.file).read_bytes()
         if hashlib.sha256(image).hexdigest() != seg.sha256:
             raise BundleError(f"{self.bundle.path(seg.file)}: sha256 differs from the manifest")
         arena = seg.tflm.arena_bytes if seg.tflm is not None else None
-        name = f"{self.bundle.model.name}/{self.plan.name}/{role}"[:P.MAX_STRING]
+        name = f"{self.bundle.model.name}/{plan_.name}/{role}"[:P.MAX_STRING]
         self.flash_result = board.flash(name, image, progress, arena_bytes=arena)
         act = board.activate(self.flash_result.sha256)
         ins = [TensorDetail(f"input_{i}", inp.tensor.shape, inp.tensor.quant) for i, inp in enumerate(seg.inputs)]
@@ -133,8 +129,9 @@ class BoardProgram(DeviceProgram):
                 raise BoardError(f"the board runs {seg.file} with {kind}s {list(got)}, the manifest says "
                                  f"{[_spec(w) for w in want]}")
         self.arena_used = act.arena_used
-        self._interpreters = [BoardInterpreter(board, f"board {board.info.board_id if board.info else '?'} "
-                                               f"({seg.file})", ins, outs, work_s)]
+        interp = BoardInterpreter(board, f"board {board.info.board_id if board.info else '?'} ({seg.file})", ins, outs,
+                                  work_s)
+        super().__init__(bundle, plan_, role, backend="serial", interpreters=[interp])
 
 
 class BridgeServicer(NodeServicer):

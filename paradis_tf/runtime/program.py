@@ -49,6 +49,9 @@ class DeviceProgram:
         precision: ``"int8"`` (the partitions that go to devices) or
             ``"float"`` (the float partitions written by ``convert --float``).
         num_threads: CPU threads per interpreter (TFLite backends).
+        interpreters: ready interpreters, one per segment of the role, used
+            instead of loading the partitions (e.g. a serial board's proxy);
+            ``backend`` then only names where they run.
 
     Raises:
         BundleError: unknown plan or role, or no float partitions.
@@ -64,6 +67,7 @@ class DeviceProgram:
         *,
         precision: str = "int8",
         num_threads: int | None = None,
+        interpreters: "Sequence[Interpreter] | None" = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load(bundle)
         self.plan = self.bundle.plan(plan)
@@ -77,7 +81,16 @@ class DeviceProgram:
         self.backend = backend
         self.precision = precision
         self.device = self.plan.devices[role]
-        self._interpreters: list[Interpreter] = []
+        if interpreters is not None:
+            # Segments that run elsewhere (a serial board behind a bridge).
+            if len(interpreters) != len(self.device.segments):
+                raise BundleError(
+                    f"plan '{self.plan.name}' role {role} has {len(self.device.segments)} segments; "
+                    f"received {len(interpreters)} interpreters"
+                )
+            self._interpreters: list[Interpreter] = list(interpreters)
+            return
+        self._interpreters = []
         for seg in self.device.segments:
             rel = seg.file if precision == "int8" else seg.float_file
             if rel is None:
