@@ -79,8 +79,7 @@ def run(args) -> int:
     _say("3. quantization check: int8 partitions vs Keras float (recorded in the manifest)")
     xf = preprocess(xt, model.preprocessing)
     checks = qcheck(bundle_dir, model, xf, yt)
-    update_accuracy(bundle_dir, {c.plan: {"float": c.float_top1, "int8": c.int8[0].top1,
-                                          "agreement": c.int8[0].agreement} for c in checks})
+    update_accuracy(bundle_dir, {c.plan: c.accuracy_record("fashion_mnist") for c in checks})
     print_table(["switch", "float %", "int8 %", "agreement %"],
                 [[c.plan, f"{100 * c.float_top1:.2f}", f"{100 * c.int8[0].top1:.2f}",
                   f"{100 * c.int8[0].agreement:.2f}"] for c in checks])

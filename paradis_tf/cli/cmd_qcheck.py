@@ -91,14 +91,7 @@ def _qcheck(args: argparse.Namespace) -> int:
         mesh = mesh_qcheck(bundle.root, args.nodes, x, y, plans=[p for p in plans if bundle.plan(p).kind == "paradis"])
     dataset = args.dataset or args.data
     if not args.no_record:
-        record = {}
-        for c in checks:
-            acc = {"samples": c.samples, "dataset": dataset, "float": c.float_top1}
-            for b in c.int8:
-                acc["int8" if b.backend == "litert" else f"int8_{b.backend}"] = b.top1
-                acc["agreement" if b.backend == "litert" else f"agreement_{b.backend}"] = b.agreement
-            record[c.plan] = acc
-        update_accuracy(bundle.root, record)
+        update_accuracy(bundle.root, {c.plan: c.accuracy_record(dataset) for c in checks})
     failed = [(c.plan, b) for c in checks for b in c.int8 if b.drop_points is not None and b.drop_points > args.max_drop]
     if args.json:
         print(json.dumps({

@@ -41,6 +41,14 @@ class PlanCheck:
         drops = [b.drop_points for b in self.int8 if b.drop_points is not None]
         return max(drops) if drops else None
 
+    def accuracy_record(self, dataset: str | None = None) -> dict:
+        """The manifest's ``accuracy`` entry of this plan (see docs/BUNDLE.md)."""
+        acc = {"samples": self.samples, "dataset": dataset, "float": self.float_top1}
+        for b in self.int8:
+            acc["int8" if b.backend == "litert" else f"int8_{b.backend}"] = b.top1
+            acc["agreement" if b.backend == "litert" else f"agreement_{b.backend}"] = b.agreement
+        return acc
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["int8"] = [asdict(b) for b in self.int8]
