@@ -105,6 +105,7 @@ def run(args) -> int:
 
         _say("5. automatic selection, then one node stops in the middle of a request stream")
         first = coord.select()
+        history_start = len(coord.stats.plans)
         print(f"selected: {first}")
         futures = []
         for i in range(400):
@@ -123,8 +124,10 @@ def run(args) -> int:
             except Exception:  # noqa: BLE001 - counted and reported
                 failed += 1
         print(f"requests: {len(futures)}, answered {answered}, failed {failed}")
-        print(f"plan now: {coord.placement}")
-        for when, text in coord.stats.plans:
-            print(f"  plan history: {text}")
-    print("\ndone: one trained network, served on 4, then 3 devices, without retraining.")
+        for when, text in coord.stats.plans[history_start:]:
+            print(f"  re-planned to: {text}")
+        last = coord.placement
+        print(f"plan now: {last}")
+    print(f"\ndone: one trained network served as {first.plan} on {len(first.addresses)} nodes, then as {last.plan} on "
+          f"{len(last.addresses)} nodes after losing one, without retraining; {failed} of {len(futures)} requests failed.")
     return 0
