@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Training wall time: one joint ParaDiS model vs the six individual models.
+
+Steady-state seconds per training step (batch 128, Fashion-MNIST shapes,
+MobileNet v1 width 0.5 depth 7 as in tools/bench_accuracy.py) of the joint
+six-switch model and of each switch trained alone. The models are timed in
+interleaved rounds in one process, so machine noise hits all of them alike;
+the ratio joint / sum(individual) is the medians' ratio.
+
+    python tools/bench_train_time.py --rounds 3 --steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+SWITCHES = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=40, help="timed steps per model per round (%(default)s)")
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--depth", type=int, default=7)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/train_time.json"))
+    args = ap.parse_args(argv)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from paradis_tf.data import load_fashion_mnist, make_dataset
+    from paradis_tf.models import mobilenet_v1
+
+    x, y = load_fashion_mnist("train", limit=args.batch_size * 50)
+    ds = make_dataset(x, y, args.batch_size, training=True).repeat()
+    models = {"paradis": SWITCHES, **{f"individual {s}": [s] for s in SWITCHES}}
+    built = {}
+    for name, sw in models.items():
+        m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth)
+        m.compile(optimizer=keras.optimizers.Adam(1e-3))
+        m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace and warm up
+        built[name] = m
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(args.rounds):
+        for name, m in built.items():
+            t0 = time.perf_counter()
+            m.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0, calibrate=False)
+            times[name].append((time.perf_counter() - t0) / args.steps)
+        print(f"round {r + 1}: " + ", ".join(f"{n} {1000 * t[-1]:.0f} ms" for n, t in times.items()), flush=True)
+    med = {n: statistics.median(t) for n, t in times.items()}
+    individual = sum(v for n, v in med.items() if n.startswith("individual"))
+    result = {
+        "width": args.width, "depth": args.depth, "batch_size": args.batch_size, "rounds": args.rounds,
+        "steps": args.steps, "seconds_per_step": med, "individual_sum": individual,
+        "joint_over_individual": med["paradis"] / individual, "tensorflow": tf.__version__,
+        "command": "python tools/bench_train_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n| model | ms per step |\n|---|---|")
+    for n, v in med.items():
+        print(f"| {n} | {1000 * v:.0f} |")
+    print(f"| six individual models together | {1000 * individual:.0f} |")
+    print(f"\njoint / individual = {result['joint_over_individual']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
