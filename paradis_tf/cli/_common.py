@@ -20,6 +20,23 @@ def data_source(args) -> tuple[str | None, str | None]:
     return (None, args.data) if args.data else (args.dataset, None)
 
 
+def ready_callback(ready_file: str | None, label: str):
+    """What a daemon calls once it serves: print ``<label>: listening on ADDR``
+    (the line `LocalMesh` waits for) and, if asked, write the address to
+    ``ready_file`` atomically (for service managers and scripts)."""
+    import os
+
+    def ready(address: str) -> None:
+        if ready_file:
+            tmp = f"{ready_file}.tmp"
+            with open(tmp, "w", encoding="ascii") as fh:
+                fh.write(address + "\n")
+            os.replace(tmp, ready_file)
+        print(f"{label}: listening on {address}", flush=True)
+
+    return ready
+
+
 def print_table(headers: list[str], rows: list[list], file=None) -> None:
     """A plain aligned text table."""
     file = file or sys.stdout

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from paradis_tf.cli._common import ready_callback
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bridge", help="serve a serial (TFLM) board as a mesh node", description=__doc__,
@@ -41,20 +43,13 @@ def register(subparsers) -> None:
 
 def _bridge(args: argparse.Namespace) -> int:
     import logging
-    import os
     import sys
 
     from firmware_bridge.bridge import run_bridge
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
-    def ready(address: str) -> None:
-        if args.ready_file:
-            tmp = f"{args.ready_file}.tmp"
-            with open(tmp, "w", encoding="ascii") as fh:
-                fh.write(address + "\n")
-            os.replace(tmp, args.ready_file)
-        print(f"paradis-bridge: listening on {address}", flush=True)
+    ready = ready_callback(args.ready_file, "paradis-bridge")
 
     return run_bridge(args.serial, args.listen, args.store, baudrate=args.baud, capacity=args.capacity,
                       node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from paradis_tf.cli._common import ready_callback
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("node", help="run the node daemon of a Pi-class board", description=__doc__)
@@ -43,7 +45,6 @@ def register(subparsers) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     import logging
-    import os
     import sys
     from pathlib import Path
 
@@ -55,12 +56,6 @@ def _serve(args: argparse.Namespace) -> int:
         latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,
     )
 
-    def ready(address: str) -> None:
-        if args.ready_file:
-            tmp = f"{args.ready_file}.tmp"
-            with open(tmp, "w", encoding="ascii") as fh:
-                fh.write(address + "\n")
-            os.replace(tmp, args.ready_file)
-        print(f"paradis-node: listening on {address}", flush=True)
+    ready = ready_callback(args.ready_file, "paradis-node")
 
     return run_node(config, args.listen, ready=ready)
