@@ -223,7 +223,11 @@ class ParaDiSModel(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         for acc, logits in zip(self._acc, y_pred):
-            acc.update_state(y, logits)
+            # A switch the sandwich sample skipped this step has NaN logits:
+            # it does not count.
+            skipped = ops.any(ops.isnan(logits), axis=-1)
+            acc.update_state(y, ops.where(ops.isnan(logits), 0.0, logits),
+                             sample_weight=ops.cast(ops.logical_not(skipped), "float32"))
         return self.get_metrics_result()
 
     def fit(self, x=None, y=None, *args, calibrate: bool = True, calibration_steps: int = 20, **kwargs):

@@ -99,6 +99,8 @@ def test_sandwich_training_runs_a_sample_of_switches(fmnist):
                      sandwich=3)
     r = train(m, x[:256], y[:256], TrainConfig(epochs=1, batch_size=64, calibration_steps=2), verbose=0)
     assert np.isfinite(r["history"]["loss"]).all()
+    for name, values in r["history"].items():
+        assert all(0.0 <= v <= 1.0 for v in values) or name == "loss", (name, values)
     with pytest.raises(ValueError, match="sandwich=9"):
         mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5"], sandwich=9)
 
