@@ -62,7 +62,8 @@ def run(args) -> int:
     else:
         _say(f"1. training one ParaDiS MobileNet v1 (switches {', '.join(DEMO_SWITCHES)}) on {len(x)} images, "
              f"{args.epochs} epochs")
-        model = mobilenet_v1((28, 28, 1), 10, DEMO_SWITCHES, width=0.5, depth=5, labels=FASHION_MNIST_LABELS)
+        model = mobilenet_v1((28, 28, 1), 10, DEMO_SWITCHES, width=0.5, depth=5, labels=FASHION_MNIST_LABELS,
+                             label_mix=0.5)
         r = train(model, x, y, TrainConfig(epochs=args.epochs, batch_size=128, learning_rate=3e-3))
         model.save(model_path)
         print(f"trained in {r['train_seconds']:.0f} s -> {model_path}")

@@ -27,7 +27,9 @@ def register(sub) -> None:
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine decay)")
     t.add_argument("--augment", action="store_true", help="random flip and translation")
-    t.add_argument("--label-mix", type=float, default=0.0, help="label-loss weight for distilled switches")
+    t.add_argument("--label-mix", type=float, default=0.5,
+                   help="label-loss weight for distilled switches (0.5 beat pure distillation by 0.4-1.5 points "
+                        "on Fashion-MNIST, docs/BENCHMARKS.md)")
     t.add_argument("--sandwich", type=int, default=None, help="switches per step (default: all)")
     t.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print results as JSON")
