@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from paradis_tf.errors import ParaDiSError
 from paradis_tf.switches import Switch
 
 
@@ -72,8 +73,8 @@ class _Value:
         self.segment = segment
 
 
-class SegmentCutError(ValueError):
-    pass
+class SegmentCutError(ParaDiSError, ValueError):
+    """A sync layer placed where a skip connection crosses it."""
 
 
 class DeviceOps:
