@@ -190,3 +190,31 @@ def test_layer_that_cannot_split_is_named():
 
     with pytest.raises(ChannelSplitError, match="odd_layer.*4x0.25"):
         Odd(["1x1.0", "4x0.25"], (8, 8, 3), 10)
+
+
+def test_skip_connection_across_a_sync_layer_is_refused_with_a_clear_error():
+    from paradis_tf.models.base import ParaDiSModel, register_architecture
+    from paradis_tf.models.body import Body
+    from paradis_tf.models.interpret import SegmentCutError
+
+    @register_architecture("test_crossing_skip")
+    class Crossing(Body):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.stem = self._conv("stem", self.image_shape[-1], 8, 3, role="stem")
+            self.sync = self._conv("sync", 8, 8, 1, role="sync")
+            self.head = self._dense("head", 8)
+            self.built = True
+
+        def stages(self):
+            def body(ops, x):
+                x = ops.stem(self.stem, x)
+                early = ops.relu(x)  # computed before the sync point...
+                return ops.head(self.head, ops.global_pool(ops.add(early, ops.conv(self.sync, x))))  # ...used after
+            return [body]
+
+    m = ParaDiSModel("test_crossing_skip", ["1x1.0", "2x0.5"], (8, 8, 1), 3)
+    x = np.zeros((1, 8, 8, 1), "float32")
+    assert np.asarray(m.switch_model("2x0.5")(x)).shape == (1, 3)  # fine when run whole
+    with pytest.raises(SegmentCutError, match="skip connection crosses a sync layer"):
+        m.device_segments("2x0.5")
