@@ -60,6 +60,7 @@ def test_teacher_gets_no_gradient_from_students():
 
 def test_fit_trains_every_switch_and_calibrates_automatically(fmnist):
     x, y, xt, yt = fmnist
+    keras.utils.set_random_seed(0)  # a fixed start: the thresholds below must not depend on luck
     m = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5", "4x0.25", "1x0.25"], width=0.5, depth=2)
     init_means = [v.numpy().copy() for v in m.body.bn_layers()[-1].moving_means]
     xf = preprocess(x)
