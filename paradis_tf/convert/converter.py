@@ -360,20 +360,9 @@ def load_images(model: Any, dataset: str | None, data_dir: str | None, split: st
         data_dir: a folder of class sub-folders (all images are used).
 
     Raises:
-        ConversionError: neither or an unknown dataset.
+        DatasetError: both, neither, or an unknown dataset; unreadable data.
     """
-    shape = tuple(int(v) for v in model.image_shape)
-    if dataset and data_dir:
-        raise ConversionError("give either --dataset or --data, not both")
-    if dataset == "fashion_mnist":
-        from paradis_tf.data import load_fashion_mnist
+    from paradis_tf.data import load_source
 
-        return load_fashion_mnist(split)
-    if dataset:
-        raise ConversionError(f"unknown dataset {dataset!r}; use 'fashion_mnist' or --data DIR (one folder per class)")
-    if data_dir:
-        from paradis_tf.data import load_image_folder
-
-        x, y, _ = load_image_folder(data_dir, image_size=shape[:2], channels=shape[2])
-        return x, y
-    raise ConversionError("no images: give --dataset fashion_mnist or --data DIR (one sub-folder per class)")
+    x, y, _ = load_source(dataset, data_dir, split, tuple(int(v) for v in model.image_shape), holdout=0.0)
+    return x, y

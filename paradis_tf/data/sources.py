@@ -16,7 +16,8 @@ def load_source(dataset: str | None, data_dir: str | None, split: str, image_sha
     Args:
         dataset: ``"fashion_mnist"``, or None when ``data_dir`` is given.
         data_dir: folder of class sub-folders; ``split`` ``"train"`` / ``"test"``
-            are a seeded ``1 - holdout`` / ``holdout`` partition of it.
+            are a seeded ``1 - holdout`` / ``holdout`` partition of it
+            (``holdout=0``: every image in both).
         split: ``"train"`` or ``"test"``.
         image_shape: (H, W, C) images are loaded at (folders only).
         limit: keep the first ``limit`` samples.
@@ -39,6 +40,8 @@ def load_source(dataset: str | None, data_dir: str | None, split: str, image_sha
         from paradis_tf.data.folders import load_image_folder
 
         x, y, classes = load_image_folder(data_dir, tuple(image_shape[:2]), channels=int(image_shape[2]))
+        if holdout <= 0:
+            return (x[:limit], y[:limit], classes) if limit is not None else (x, y, classes)
         order = np.random.default_rng(seed).permutation(len(x))
         n_test = max(1, int(round(holdout * len(x))))
         idx = order[:n_test] if split == "test" else order[n_test:]
@@ -46,4 +49,4 @@ def load_source(dataset: str | None, data_dir: str | None, split: str, image_sha
         if limit is not None:
             x, y = x[:limit], y[:limit]
         return x, y, classes
-    raise DatasetError("No data given: use --dataset fashion_mnist or --data DIR (one sub-folder per class).")
+    raise DatasetError("no images: give --dataset fashion_mnist or --data DIR (one sub-folder per class)")
