@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
 from paradis_tf.models.interpret import DeviceOps, ParaDiSOps, count_macs
 from paradis_tf.switches import Switch, parse_switches
@@ -15,7 +16,6 @@ from paradis_tf.switches import Switch, parse_switches
 # Architecture bodies register here by name (see `register_architecture`).
 ARCHITECTURES: dict[str, type] = {}
 
-DEFAULT_PREPROCESSING = {"scale": 1.0 / 255.0, "offset": 0.0}
 
 
 def register_architecture(name: str):
