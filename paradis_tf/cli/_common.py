@@ -50,3 +50,26 @@ def print_table(headers: list[str], rows: list[list], file=None) -> None:
 
 def print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
+
+
+def add_discovery_args(p) -> None:
+    """``--discover`` / ``--fleet`` / ``--discover-wait`` / ``--interface``: zeroconf node discovery."""
+    p.add_argument("--discover", action="store_true",
+                   help="also find node daemons announced on zeroconf (`paradis node serve --advertise`)")
+    p.add_argument("--fleet", default="default", help="with --discover: the fleet to adopt (default: %(default)s)")
+    p.add_argument("--discover-wait", type=float, default=2.0, metavar="SECONDS",
+                   help="with --discover: how long to collect announcements (default: %(default)s)")
+    p.add_argument("--expect", type=int, default=None, metavar="N",
+                   help="with --discover: stop waiting once N nodes answered")
+    p.add_argument("--interface", action="append", default=[], metavar="IPV4",
+                   help="with --discover: interface address to browse on (repeatable; default: all)")
+
+
+def discovery_kwargs(args, nodes: str | list | None) -> dict:
+    """Coordinator keyword arguments for the node list and the discovery flags."""
+    from paradis_tf.mesh.errors import MeshError
+
+    if not nodes and not args.discover:
+        raise MeshError("no nodes: give --nodes HOST:PORT,... or --discover (zeroconf)")
+    return dict(addresses=nodes or [], discovery=args.discover, fleet=args.fleet,
+                discovery_interfaces=args.interface or None, discovery_wait_s=args.discover_wait, expect_nodes=args.expect)

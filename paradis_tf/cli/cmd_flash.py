@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from paradis_tf.cli._common import add_discovery_args, discovery_kwargs
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("flash", help="deploy a bundle to node daemons (--node) or boards", description=__doc__,
@@ -22,6 +24,7 @@ def register(subparsers) -> None:
     g = p.add_argument_group("node daemons (gRPC)")
     g.add_argument("--node", action="append", default=[], metavar="HOST:PORT",
                    help="node daemon address; repeat or comma-separate for several (uploaded concurrently)")
+    add_discovery_args(g)
     g.add_argument("--name", default=None, help="bundle name on the nodes (default: the manifest's model name)")
     g.add_argument("--activate", metavar="SWITCH", default=None,
                    help="after uploading, activate this plan ('auto': the most accurate that fits the nodes)")
@@ -39,13 +42,13 @@ def register(subparsers) -> None:
 
 def _flash(args: argparse.Namespace) -> int:
     if args.serial:
-        if args.node:
-            raise ValueError("give either --node or --serial, not both (a board takes one partition)")
+        if args.node or args.discover:
+            raise ValueError("give either --node/--discover or --serial, not both (a board takes one partition)")
         return flash_serial(args)
-    if not args.node:
+    if not args.node and not args.discover:
         from paradis_tf.mesh.errors import MeshError
 
-        raise MeshError("nothing to flash to (give --node HOST:PORT, or --serial PORT for a board)")
+        raise MeshError("nothing to flash to (give --node HOST:PORT, --discover, or --serial PORT for a board)")
     return flash_nodes(args)
 
 
@@ -54,9 +57,9 @@ def flash_nodes(args: argparse.Namespace) -> int:
 
     from paradis_tf.mesh.coordinator import Coordinator, parse_addresses
 
-    nodes = parse_addresses(",".join(args.node))
+    nodes = parse_addresses(",".join(args.node), allow_empty=args.discover)
     t0 = time.perf_counter()
-    with Coordinator(nodes, auto_replan=False) as c:
+    with Coordinator(**discovery_kwargs(args, nodes), auto_replan=False) as c:
         replies = c.deploy(args.bundle, name=args.name)
         dt = time.perf_counter() - t0
         print(f"{'node':<24} {'bundle':<16} {'version':<17} {'bytes':>10}  status")

@@ -1,12 +1,15 @@
-"""`paradis mesh status|infer|bench --nodes HOST:PORT,...`: a live mesh."""
+"""`paradis mesh status|infer|bench --nodes HOST:PORT,... | --discover`: a live mesh."""
 
 from __future__ import annotations
 
 import argparse
 
+from paradis_tf.cli._common import add_discovery_args, discovery_kwargs
+
 
 def _nodes_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nodes", required=True, metavar="HOST:PORT,...", help="node daemon addresses, comma-separated")
+    p.add_argument("--nodes", default="", metavar="HOST:PORT,...", help="node daemon addresses, comma-separated")
+    add_discovery_args(p)
     p.add_argument("--timeout", type=float, default=10.0, help="deadline of each Run call in seconds (default: %(default)s)")
 
 
@@ -48,7 +51,8 @@ def register(subparsers) -> None:
 def _coordinator(args):
     from paradis_tf.mesh.coordinator import Coordinator
 
-    return Coordinator(args.nodes, bundle=getattr(args, "bundle", None), run_timeout_s=args.timeout)
+    return Coordinator(**discovery_kwargs(args, args.nodes), bundle=getattr(args, "bundle", None),
+                       run_timeout_s=args.timeout)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -23,6 +23,12 @@ def register(subparsers) -> None:
     g = s.add_argument_group("network and storage")
     g.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on (port 0 picks a free one)")
     g.add_argument("--store", required=True, metavar="DIR", help="bundle store and state directory")
+    g.add_argument("--advertise", action="store_true",
+                   help="announce this node on zeroconf as _paradis._tcp (coordinators find it with --discover)")
+    g.add_argument("--fleet", default="default",
+                   help="fleet name announced with --advertise; coordinators only adopt their own fleet (default: %(default)s)")
+    g.add_argument("--advertise-interface", action="append", default=[], metavar="IPV4",
+                   help="interface address to announce on (repeatable; default: all IPv4 interfaces)")
     g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
     r = s.add_argument_group("execution")
     r.add_argument("--backend", default="litert", choices=("litert", "tflite_runtime", "tf", "tflm"), help="interpreter backend (default: %(default)s)")
@@ -54,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = NodeConfig(
         store=Path(args.store), node_id=args.node_id, backend=args.backend, capacity=args.capacity,
         latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,
+        advertise=args.advertise, fleet=args.fleet, advertise_interfaces=tuple(args.advertise_interface),
     )
 
     ready = ready_callback(args.ready_file, "paradis-node")

@@ -54,7 +54,7 @@ _NODE_DOWN_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEED
 _PEER_ROLE_KEY = "paradis-peer-role"
 
 
-def parse_addresses(addresses: str | Iterable[str]) -> list[str]:
+def parse_addresses(addresses: str | Iterable[str], allow_empty: bool = False) -> list[str]:
     """``"h1:5000,h2:5000"`` or a list -> list of ``host:port`` (checked)."""
     items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
     out = []
@@ -67,8 +67,8 @@ def parse_addresses(addresses: str | Iterable[str]) -> list[str]:
         if a in out:
             raise MeshError(f"node address {a!r} is listed twice")
         out.append(a)
-    if not out:
-        raise MeshError("no node addresses given (expected HOST:PORT,...)")
+    if not out and not allow_empty:
+        raise MeshError("no node addresses given (expected HOST:PORT,...; or discover nodes with zeroconf)")
     return out
 
 
@@ -160,6 +160,17 @@ class Coordinator:
         retries: how many times a failed request is retried after a re-plan.
         probe_interval_s: how often down nodes are probed for re-admission.
         auto_replan: re-plan on failures and re-admissions (else fail requests).
+        max_concurrency: requests in flight at once.
+        discovery: also find nodes with zeroconf (``_paradis._tcp``, nodes
+            started with ``paradis node serve --advertise``); ``addresses``
+            may then be empty. Nodes that announce themselves later are
+            admitted and the coordinator re-plans up; a node's goodbye marks
+            it down at once.
+        fleet: with ``discovery``, only nodes announcing this fleet.
+        discovery_interfaces: IPv4 interface addresses to browse on
+            (default: all).
+        discovery_wait_s: how long the constructor collects announcements.
+        expect_nodes: stop waiting once this many nodes are seen.
 
     Example:
         >>> with Coordinator(["10.0.0.2:5000", "10.0.0.3:5000"]) as c:
@@ -178,8 +189,13 @@ class Coordinator:
         probe_interval_s: float = 0.5,
         auto_replan: bool = True,
         max_concurrency: int = 64,
+        discovery: bool = False,
+        fleet: str = "default",
+        discovery_interfaces: Sequence[str] | None = None,
+        discovery_wait_s: float = 2.0,
+        expect_nodes: int | None = None,
     ) -> None:
-        self.addresses = parse_addresses(addresses)
+        self.addresses = parse_addresses(addresses, allow_empty=discovery)
         self.run_timeout_s = float(run_timeout_s)
         self.retries = int(retries)
         self.probe_interval_s = float(probe_interval_s)
@@ -210,6 +226,9 @@ class Coordinator:
         self._thread = threading.Thread(target=self._loop.run_forever, name="paradis-coordinator", daemon=True)
         self._thread.start()
         self._call(self._init_nodes())
+        self._browser = None
+        if discovery:
+            self._start_discovery(fleet, discovery_interfaces, discovery_wait_s, expect_nodes)
 
     # --- plumbing -----------------------------------------------------------
     def _call(self, coro, timeout: float | None = None):
@@ -231,6 +250,9 @@ class Coordinator:
         """Stops the watcher and closes every channel (idempotent)."""
         if self._closed:
             return
+        if self._browser is not None:
+            self._browser.close()
+            self._browser = None
 
         async def shutdown():
             # requests still in flight (their callers gave up) and the watcher
@@ -254,6 +276,62 @@ class Coordinator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # --- nodes joining and leaving -------------------------------------------
+    def add_node(self, address: str) -> bool:
+        """Adds a node at run time (a board that joined the mesh).
+
+        The node is admitted like a node coming back: once its health check
+        answers, it gets the bundle (when the bundle directory is here) and
+        the coordinator re-plans up. Returns False if it was already known.
+        """
+        (address,) = parse_addresses([address])
+        return self._call(self._add_node(address, admitted=False))
+
+    async def _add_node(self, address: str, admitted: bool) -> bool:
+        if address in self._nodes:
+            if address not in self.addresses:
+                self.addresses.append(address)
+                return True
+            return False
+        ch = grpc.aio.insecure_channel(address, options=limits.CHANNEL_OPTIONS)
+        # Not admitted yet: the watcher probes it, deploys the bundle and re-plans up.
+        self._nodes[address] = _Node(address, ch, mesh_pb2_grpc.NodeStub(ch), up=admitted,
+                                     error="" if admitted else "joined; waiting for its health check")
+        self.addresses.append(address)
+        log.info("node %s added", address)
+        return True
+
+    def _start_discovery(self, fleet: str, interfaces, wait_s: float, expect: int | None) -> None:
+        from paradis_tf.mesh.discovery import NodeBrowser
+
+        initial = threading.Event()
+
+        def added(node) -> None:
+            # Nodes seen during the initial wait count as configured nodes;
+            # later ones join through the watcher (health, bundle, re-plan up).
+            fut = asyncio.run_coroutine_threadsafe(self._add_node(node.address, admitted=not initial.is_set()), self._loop)
+            fut.add_done_callback(lambda f: f.exception())
+
+        def removed(node) -> None:
+            def mark() -> None:
+                if node.address in self._nodes:
+                    self._mark_down(node.address, f"node {node.node_id or node.name} left the network (zeroconf goodbye)")
+            self._loop.call_soon_threadsafe(mark)
+
+        self._browser = NodeBrowser(fleet, on_add=added, on_remove=removed, interfaces=interfaces)
+        end = time.monotonic() + max(0.0, float(wait_s))
+        while time.monotonic() < end and (expect is None or len(self._browser.nodes()) < expect):
+            time.sleep(0.05)
+        initial.set()
+        # the adds scheduled so far have run once this returns
+        self._call(asyncio.sleep(0))
+        if not self.addresses:
+            self.close()
+            raise MeshError(
+                f"zeroconf found no node of fleet {fleet!r} within {wait_s:g} s; start nodes with "
+                "`paradis node serve --advertise`, check that multicast reaches them, or list them with --nodes"
+            )
 
     def _set_local_bundle(self, bundle_dir: Path, name: str | None = None) -> None:
         bundle = load_bundle(bundle_dir)  # validates files and sha256 before anything is sent

@@ -99,6 +99,10 @@ class NodeConfig:
     memory_budget_mb: float = 0.0
     threads: int = 1
     keep_versions: int = 3
+    # zeroconf: announce this node as _paradis._tcp (DESIGN §6, optional)
+    advertise: bool = False
+    fleet: str = "default"
+    advertise_interfaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -109,6 +113,10 @@ class NodeConfig:
             raise ValueError(f"Expected a non-negative memory budget. Received memory_budget_mb={self.memory_budget_mb}.")
         if self.threads < 1:
             raise ValueError(f"Expected at least one interpreter thread. Received threads={self.threads}.")
+        if self.advertise:
+            from paradis_tf.mesh.discovery import check_fleet
+
+            check_fleet(self.fleet)
 
 
 @dataclass
@@ -571,6 +579,20 @@ async def serve(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = f"{host}:{bound}"
     log.info("node %s listening on %s", servicer.node_id, address)
+    advert = None
+    cfg = servicer.config
+    if cfg.advertise:
+        from paradis_tf.mesh.discovery import Advertisement
+
+        advert = Advertisement(
+            servicer.node_id, host, bound, fleet=cfg.fleet, capacity=cfg.capacity, backend=cfg.backend,
+            version=__version__, interfaces=list(cfg.advertise_interfaces) or None,
+        )
+        try:
+            await advert.start()
+        except Exception as e:  # the static address keeps working: serve anyway
+            log.error("zeroconf announcement failed (%s); serving without it: give coordinators %s with --nodes", e, address)
+            advert = None
     if ready is not None:
         ready(address)
     stop = stop or asyncio.Event()
@@ -582,7 +604,11 @@ async def serve(
             pass
     await stop.wait()
     log.info("node %s shutting down", servicer.node_id)
+    # NOT_SERVING first, then the zeroconf goodbye: a coordinator that hears
+    # the goodbye and probes the node must not see it healthy and re-admit it.
     await health_servicer.enter_graceful_shutdown()
+    if advert is not None:
+        await advert.close()
     await server.stop(grace_s)
     await servicer.close()
 
