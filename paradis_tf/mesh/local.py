@@ -21,36 +21,46 @@ from typing import Sequence
 
 from paradis_tf.mesh.errors import MeshError
 
-__all__ = ["NodeProcess", "LocalMesh", "BLOCKED_MODULES"]
+__all__ = ["NodeProcess", "LocalMesh", "BLOCKED_MODULES", "boot_command", "subcommand_main"]
 
 BLOCKED_MODULES = ("tensorflow", "keras", "tf_keras", "tensorflow_cpu")
 
-# Runs `paradis node serve` through its own sub-command module (the same code
-# as the `paradis` entry point, without importing the other sub-commands).
-_BOOT = """
+# Runs one `paradis` sub-command (`node serve`, `bridge`) through its own
+# module: the same code as the `paradis` entry point, without importing the
+# other sub-commands. The import blocker comes first, so a TensorFlow import
+# anywhere on the daemon's path fails loudly.
+_BLOCKER = """
 import sys
 if {block!r}:
     import importlib.abc
     class _Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in {blocked!r}:
-                raise ImportError(f"{{name}} is blocked: the node daemon must run without TensorFlow")
+                raise ImportError(f"{{name}} is blocked: the daemon must run without TensorFlow")
             return None
     sys.meta_path.insert(0, _Block())
-from paradis_tf.mesh.local import node_main
-sys.exit(node_main(sys.argv[1:]))
+"""
+_BOOT = _BLOCKER + """
+from paradis_tf.mesh.local import subcommand_main
+sys.exit(subcommand_main({words!r}, sys.argv[1:]))
 """
 
 
-def node_main(argv: Sequence[str]) -> int:
-    """`paradis node serve ARGS` without the rest of the command line."""
+def boot_command(words: Sequence[str], argv: Sequence[str], block_tensorflow: bool) -> list[str]:
+    """The child-process command line of ``paradis WORDS ARGV``."""
+    code = _BOOT.format(block=bool(block_tensorflow), blocked=BLOCKED_MODULES, words=tuple(words))
+    return [sys.executable, "-c", code, *argv]
+
+
+def subcommand_main(words: Sequence[str], argv: Sequence[str]) -> int:
+    """``paradis WORDS ARGV`` (e.g. ``("node", "serve")``), importing only that sub-command."""
     import argparse
+    import importlib
 
-    from paradis_tf.cli import cmd_node
-
+    module = importlib.import_module(f"paradis_tf.cli.cmd_{words[0]}")
     parser = argparse.ArgumentParser(prog="paradis")
-    cmd_node.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["node", "serve", *argv])
+    module.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([*words, *argv])
     return int(args.func(args) or 0)
 
 
@@ -102,11 +112,17 @@ class NodeProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def _command(self) -> list[str]:
+    #: the `paradis` sub-command this process runs (subclasses: ``("bridge",)``)
+    command_words: tuple[str, ...] = ("node", "serve")
+
+    def _args(self) -> list[str]:
         args = ["--listen", f"{self.host}:{self.port}", "--store", str(self.store), "--capacity", str(self.capacity), "--backend", self.backend]
         if self.node_id:
             args += ["--node-id", self.node_id]
-        return [sys.executable, "-c", _BOOT.format(block=self.block_tensorflow, blocked=BLOCKED_MODULES), *args, *self.extra_args]
+        return args
+
+    def _command(self) -> list[str]:
+        return boot_command(self.command_words, [*self._args(), *self.extra_args], self.block_tensorflow)
 
     def spawn(self) -> None:
         """Starts the child without waiting (see `wait_ready`)."""

@@ -19,39 +19,22 @@ import pytest
 
 from firmware_bridge.board import Board
 from firmware_bridge.emulator import BoardConfig
-from paradis_tf.mesh.local import BLOCKED_MODULES, NodeProcess
+from paradis_tf.mesh.local import NodeProcess
 
 SWITCH = "0.5+0.25+0.25"
-
-_BRIDGE_BOOT = """
-import sys
-import importlib.abc
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ImportError(f"{{name}} is blocked: the bridge must run without TensorFlow")
-        return None
-sys.meta_path.insert(0, _Block())
-import argparse
-from paradis_tf.cli import cmd_bridge
-parser = argparse.ArgumentParser(prog="paradis")
-cmd_bridge.register(parser.add_subparsers(dest="command"))
-args = parser.parse_args(["bridge", *sys.argv[1:]])
-sys.exit(args.func(args))
-"""
-
 
 class BridgeProcess(NodeProcess):
     """`paradis bridge` for one serial port, in a child process without TensorFlow."""
 
+    command_words = ("bridge",)
+
     def __init__(self, store: Path, serial_url: str, capacity: float = 0.25) -> None:
-        super().__init__(store, node_id=store.name, capacity=capacity)
+        super().__init__(store, node_id=store.name, capacity=capacity, block_tensorflow=True)
         self.serial_url = serial_url
 
-    def _command(self) -> list[str]:
-        args = ["--serial", self.serial_url, "--listen", f"{self.host}:{self.port}", "--store", str(self.store),
+    def _args(self) -> list[str]:
+        return ["--serial", self.serial_url, "--listen", f"{self.host}:{self.port}", "--store", str(self.store),
                 "--capacity", str(self.capacity), "--node-id", self.node_id, "--timeout", "0.3"]
-        return [sys.executable, "-c", _BRIDGE_BOOT.format(blocked=BLOCKED_MODULES), *args]
 
 
 @pytest.fixture(scope="module")

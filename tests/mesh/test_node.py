@@ -192,14 +192,15 @@ def test_sigterm_and_restart_restore_the_activation(node, bundle4, images):
 def test_node_and_runtime_import_without_tensorflow():
     code = """
 import sys
-from paradis_tf.mesh.local import _BOOT, BLOCKED_MODULES
-exec(_BOOT.split("from paradis_tf.mesh.local import node_main")[0].format(block=True, blocked=BLOCKED_MODULES))
+from paradis_tf.mesh.local import _BLOCKER, BLOCKED_MODULES
+exec(_BLOCKER.format(block=True, blocked=BLOCKED_MODULES))
 try:
     import tensorflow
     raise SystemExit("tensorflow was importable")
 except ImportError:
     pass
-import paradis_tf.runtime, paradis_tf.bundle, paradis_tf.mesh.node, paradis_tf.mesh.coordinator
+import paradis_tf.runtime, paradis_tf.bundle, paradis_tf.mesh.node, paradis_tf.mesh.coordinator, paradis_tf.mesh.discovery
+import zeroconf
 from paradis_tf.runtime import LocalRunner, DeviceProgram
 from paradis_tf.cli import cmd_node
 assert not any(m.split(".")[0] in BLOCKED_MODULES for m in sys.modules), [m for m in sys.modules if "tensorflow" in m]
