@@ -29,7 +29,8 @@ def table(data: dict) -> str:
     lines = [
         f"Fashion-MNIST test top-1, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, batch {data['batch_size']}, "
-        f"{'augmented' if data['augment'] else 'no augmentation'}",
+        f"{'augmented' if data['augment'] else 'no augmentation'}, "
+        f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches)",
         "",
         "| switch | ParaDiS | individual | slimmable | ParaDiS - individual | MACs per device |",
         "|---|---|---|---|---|---|",
@@ -120,7 +121,8 @@ def main(argv=None) -> int:
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())
-        if (old.get("epochs"), old.get("width"), old.get("depth")) == (args.epochs, args.width, args.depth):
+        key = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment")
+        if all(old.get(k) == data[k] for k in key) and old.get("label_mix", 0.0) == args.label_mix:
             data["results"], data["timing"] = old["results"], old.get("timing", {})
     kinds = args.only or ["paradis", "individual", "slimmable"]
 
