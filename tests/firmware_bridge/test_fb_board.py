@@ -90,7 +90,7 @@ def test_flash_interrupted_then_resumed(serve, models):
         start = time.monotonic()
         with pytest.raises(FlashError, match="flash again to resume") as e:
             board.flash("features", m)
-        assert time.monotonic() - start < 3.0  # bounded by timeout, backoff and retries
+        assert time.monotonic() - start < 10.0  # bounded by timeout, backoff and retries (slack: loaded CI)
         assert 0 < e.value.offset < len(m)
         assert server.board.staging is not None and len(server.board.staging.buf) >= e.value.offset
         proxy.restore()
@@ -111,7 +111,7 @@ def test_silent_board_times_out_within_its_budget():
                 board.hello()
             elapsed = time.monotonic() - start
         line = 3 * (1100 * 10 / 115200)  # line time budgeted for a request and its answer
-        assert 0.7 <= elapsed < 0.7 + line + 0.5
+        assert 0.7 <= elapsed < 0.7 + line + 2.0  # slack for a loaded machine; a hang would take far longer
         assert isinstance(e.value, (SerialBridgeError, ParaDiSError, TimeoutError))
     finally:
         pty.close()
