@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from paradis_tf.mesh import Coordinator
-from paradis_tf.mesh.errors import RequestFailedError
+from paradis_tf.mesh.errors import MeshError, RequestFailedError
 from paradis_tf.mesh.local import LocalMesh
 from paradis_tf.runtime import LocalRunner
 
@@ -107,3 +107,17 @@ def test_hung_node_in_a_sync_plan_times_out_and_comes_back(tmp_path, bundle_sync
             np.testing.assert_array_equal(np.stack(results[40:]), LocalRunner(bundle_sync, "1x1.0").predict(images[40:60]))
             _wait_for(lambda: c.placement.plan == "2x0.5", 30, "re-plan up to the pinned 2x0.5")
             np.testing.assert_array_equal(c.infer(images[:8]), LocalRunner(bundle_sync, "2x0.5").predict(images[:8]))
+
+
+def test_add_node_at_run_time_plans_up(tmp_path, bundle4, images):
+    with LocalMesh(3, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
+        first, second, extra = mesh.nodes
+        with Coordinator([first.address, second.address], probe_interval_s=0.2) as c:
+            c.deploy(bundle4)
+            assert c.select().plan == "2x0.25"
+            assert c.add_node(extra.address) is True and c.add_node(extra.address) is False
+            # the new node lacks the bundle: the watcher deploys it, then re-plans up
+            _wait_for(lambda: c.placement.plan == "3x0.25", 30, "the re-plan to 3x0.25")
+            np.testing.assert_array_equal(c.infer(images[:8]), LocalRunner(bundle4, "3x0.25").predict(images[:8]))
+            with pytest.raises(MeshError, match="invalid node address 'nope'"):
+                c.add_node("nope")
