@@ -18,7 +18,7 @@ from paradis_tf import __version__
 from paradis_tf.errors import ParaDiSError
 
 # Sub-command modules, in the order `paradis --help` lists them.
-COMMAND_MODULES = ("train", "eval", "convert", "qcheck", "plan", "demo", "node", "flash", "bridge", "mesh")
+COMMAND_MODULES = ("train", "eval", "convert", "qcheck", "plan", "demo", "node", "flash", "bridge", "mesh", "certs")
 
 
 def build_parser() -> argparse.ArgumentParser:

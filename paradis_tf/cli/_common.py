@@ -53,7 +53,9 @@ def print_json(obj) -> None:
 
 
 def add_discovery_args(p) -> None:
-    """``--discover`` / ``--fleet`` / ``--discover-wait`` / ``--interface``: zeroconf node discovery."""
+    """``--discover`` / ``--fleet`` / ``--discover-wait`` / ``--interface``: zeroconf node discovery
+    (and the ``--tls-*`` flags of a client)."""
+    add_tls_args(p)
     p.add_argument("--discover", action="store_true",
                    help="also find node daemons announced on zeroconf (`paradis node serve --advertise`)")
     p.add_argument("--fleet", default="default", help="with --discover: the fleet to adopt (default: %(default)s)")
@@ -72,4 +74,20 @@ def discovery_kwargs(args, nodes: str | list | None) -> dict:
     if not nodes and not args.discover:
         raise MeshError("no nodes: give --nodes HOST:PORT,... or --discover (zeroconf)")
     return dict(addresses=nodes or [], discovery=args.discover, fleet=args.fleet,
-                discovery_interfaces=args.interface or None, discovery_wait_s=args.discover_wait, expect_nodes=args.expect)
+                discovery_interfaces=args.interface or None, discovery_wait_s=args.discover_wait, expect_nodes=args.expect,
+                tls=tls_config(args))
+
+
+def add_tls_args(p, serving: bool = False) -> None:
+    """``--tls-ca/--tls-cert/--tls-key``: mutual TLS (all three, or none for plaintext)."""
+    who = "this node's" if serving else "this client's"
+    p.add_argument("--tls-ca", metavar="PEM", help="fleet CA certificate (`paradis certs init`); enables mutual TLS")
+    p.add_argument("--tls-cert", metavar="PEM", help=f"{who} certificate (`paradis certs issue`)")
+    p.add_argument("--tls-key", metavar="PEM", help=f"{who} private key")
+
+
+def tls_config(args):
+    """The `TlsConfig` of the ``--tls-*`` flags (None: plaintext)."""
+    from paradis_tf.mesh.security import TlsConfig
+
+    return TlsConfig.from_args(args.tls_ca, args.tls_cert, args.tls_key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from paradis_tf.cli._common import ready_callback
+from paradis_tf.cli._common import add_tls_args, ready_callback, tls_config
 
 
 def register(subparsers) -> None:
@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     g.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on (port 0 picks a free one)")
     g.add_argument("--store", required=True, metavar="DIR", help="bundle store and state directory")
     g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
+    add_tls_args(p.add_argument_group("mutual TLS"), serving=True)
     c = p.add_argument_group("identity and capacity")
     c.add_argument("--node-id", default="", help="node id (default: bridge-<board id>)")
     c.add_argument("--capacity", type=float, default=0.25,
@@ -53,4 +54,4 @@ def _bridge(args: argparse.Namespace) -> int:
 
     return run_bridge(args.serial, args.listen, args.store, baudrate=args.baud, capacity=args.capacity,
                       node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,
-                      latency_budget_ms=args.latency_budget_ms, ready=ready)
+                      latency_budget_ms=args.latency_budget_ms, ready=ready, tls=tls_config(args))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from paradis_tf.cli._common import add_tls_args, tls_config
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("qcheck", help="check int8 partitions against the float model",
@@ -30,6 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-record", action="store_true", help="do not write the accuracies into manifest.json")
     p.add_argument("--nodes", default=None, metavar="HOST:PORT,...",
                    help="also run the plans through these node daemons and compare with local int8")
+    add_tls_args(p)
     p.add_argument("--threads", type=int, default=None, help="interpreter threads")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_qcheck)
@@ -88,7 +91,8 @@ def _qcheck(args: argparse.Namespace) -> int:
     if args.nodes:
         from paradis_tf.mesh.qcheck import mesh_qcheck
 
-        mesh = mesh_qcheck(bundle.root, args.nodes, x, y, plans=[p for p in plans if bundle.plan(p).kind == "paradis"])
+        mesh = mesh_qcheck(bundle.root, args.nodes, x, y, plans=[p for p in plans if bundle.plan(p).kind == "paradis"],
+                           tls=tls_config(args))
     dataset = args.dataset or args.data
     if not args.no_record:
         update_accuracy(bundle.root, {c.plan: c.accuracy_record(dataset) for c in checks})

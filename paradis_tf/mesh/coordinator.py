@@ -36,7 +36,7 @@ from typing import AsyncIterator, Iterable, Sequence
 import grpc
 import numpy as np
 
-from paradis_tf.mesh import limits, tensors
+from paradis_tf.mesh import limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
 from paradis_tf.bundle import Bundle, Plan, SegmentRef, TensorSpec
 from paradis_tf.bundle import load as load_bundle
@@ -171,6 +171,9 @@ class Coordinator:
             (default: all).
         discovery_wait_s: how long the constructor collects announcements.
         expect_nodes: stop waiting once this many nodes are seen.
+        tls: mutual TLS (`paradis_tf.mesh.security.TlsConfig`): this
+            coordinator's certificate and the fleet CA; nodes must serve TLS
+            with a certificate naming the host in their address.
 
     Example:
         >>> with Coordinator(["10.0.0.2:5000", "10.0.0.3:5000"]) as c:
@@ -194,7 +197,9 @@ class Coordinator:
         discovery_interfaces: Sequence[str] | None = None,
         discovery_wait_s: float = 2.0,
         expect_nodes: int | None = None,
+        tls: "security.TlsConfig | None" = None,
     ) -> None:
+        self.tls = tls
         self.addresses = parse_addresses(addresses, allow_empty=discovery)
         self.run_timeout_s = float(run_timeout_s)
         self.retries = int(retries)
@@ -231,6 +236,9 @@ class Coordinator:
             self._start_discovery(fleet, discovery_interfaces, discovery_wait_s, expect_nodes)
 
     # --- plumbing -----------------------------------------------------------
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        return security.channel(address, self.tls, limits.CHANNEL_OPTIONS)
+
     def _call(self, coro, timeout: float | None = None):
         if self._closed:
             coro.close()
@@ -240,7 +248,7 @@ class Coordinator:
     async def _init_nodes(self) -> None:
         self._nodes: dict[str, _Node] = {}
         for a in self.addresses:
-            ch = grpc.aio.insecure_channel(a, options=limits.CHANNEL_OPTIONS)
+            ch = self._channel(a)
             self._nodes[a] = _Node(a, ch, mesh_pb2_grpc.NodeStub(ch))
         self._plan_lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(self.max_concurrency)
@@ -294,7 +302,7 @@ class Coordinator:
                 self.addresses.append(address)
                 return True
             return False
-        ch = grpc.aio.insecure_channel(address, options=limits.CHANNEL_OPTIONS)
+        ch = self._channel(address)
         # Not admitted yet: the watcher probes it, deploys the bundle and re-plans up.
         self._nodes[address] = _Node(address, ch, mesh_pb2_grpc.NodeStub(ch), up=admitted,
                                      error="" if admitted else "joined; waiting for its health check")
@@ -418,7 +426,7 @@ class Coordinator:
         async def one(address: str):
             node = self._nodes.get(address)
             if node is None:
-                ch = grpc.aio.insecure_channel(address, options=limits.CHANNEL_OPTIONS)
+                ch = self._channel(address)
                 node = _Node(address, ch, mesh_pb2_grpc.NodeStub(ch))
                 self._nodes[address] = node
             try:

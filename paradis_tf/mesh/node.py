@@ -30,7 +30,7 @@ import grpc
 import numpy as np
 
 from paradis_tf import __version__
-from paradis_tf.mesh import limits, tensors
+from paradis_tf.mesh import limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
 from paradis_tf.mesh.errors import DeployError, MeshError, TensorError
 from paradis_tf.mesh.mailbox import Mailbox, MailboxFull
@@ -103,6 +103,8 @@ class NodeConfig:
     advertise: bool = False
     fleet: str = "default"
     advertise_interfaces: tuple[str, ...] = ()
+    # mutual TLS (paradis_tf.mesh.security): serve TLS, require client certificates, use them towards peers
+    tls: "security.TlsConfig | None" = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -227,7 +229,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
     def _peer(self, address: str) -> mesh_pb2_grpc.NodeStub:
         entry = self._peers.get(address)
         if entry is None:
-            ch = grpc.aio.insecure_channel(address, options=limits.CHANNEL_OPTIONS)
+            ch = security.channel(address, self.config.tls, limits.CHANNEL_OPTIONS)
             entry = (ch, mesh_pb2_grpc.NodeStub(ch))
             self._peers[address] = entry
         return entry[1]
@@ -570,7 +572,7 @@ async def serve(
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"Expected --listen HOST:PORT. Received {listen!r}.")
-    bound = server.add_insecure_port(listen)
+    bound = security.add_port(server, listen, servicer.config.tls)
     if bound == 0:
         raise OSError(f"cannot listen on {listen!r} (address in use or not available)")
     await servicer.restore()

@@ -50,6 +50,7 @@ def mesh_qcheck(
     *,
     deploy: bool = True,
     backend: str = "litert",
+    tls=None,
 ) -> list[MeshCheck]:
     """Runs ``x`` (preprocessed floats) through the mesh for each plan.
 
@@ -60,6 +61,7 @@ def mesh_qcheck(
         y: integer labels (N,), optional.
         plans: plan names (default: every ParaDiS plan that fits the nodes).
         backend: LocalRunner backend for the local reference.
+        tls: `paradis_tf.mesh.security.TlsConfig` for nodes serving TLS.
 
     Returns:
         One `MeshCheck` per plan that was run.
@@ -69,7 +71,7 @@ def mesh_qcheck(
     from paradis_tf.runtime import LocalRunner
 
     out = []
-    with Coordinator(nodes, bundle=bundle_dir, auto_replan=False) as c:
+    with Coordinator(nodes, bundle=bundle_dir, auto_replan=False, tls=tls) as c:
         if deploy:
             c.deploy(bundle_dir)
         manifest = c.manifest
