@@ -93,9 +93,12 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/accuracy.json"))
-    ap.add_argument("--model-out", default=str(ROOT / "docs/benchmarks/fashion_mnist_paradis.keras"))
+    ap.add_argument("--model-out", default=None,
+                    help="where to save the trained ParaDiS model (default: docs/benchmarks/fashion_mnist_paradis_e{epochs}.keras)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     args = ap.parse_args(argv)
+    if args.model_out is None:
+        args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
         print(table(json.loads(Path(args.out).read_text())))
         return 0
