@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--label-mix", type=float, default=0.0,
                     help="label-loss weight of the distilled ParaDiS switches (%(default)s)")
+    ap.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
+                    help="loss weight of one ParaDiS switch (repeatable; default 1 each)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/accuracy.json"))
@@ -103,6 +105,7 @@ def main(argv=None) -> int:
         print(table(json.loads(Path(args.out).read_text())))
         return 0
 
+    from paradis_tf.cli.cmd_train import parse_switch_weights
     from paradis_tf.data import FASHION_MNIST_LABELS, load_fashion_mnist
     from paradis_tf.models import mobilenet_v1
     from paradis_tf.training import SLIMMABLE_SWITCHES, TrainConfig, evaluate, train
@@ -112,20 +115,24 @@ def main(argv=None) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       warmup_epochs=0.5, augment=not args.no_augment)
 
-    def build(switches):
+    weights = parse_switch_weights(args.switch_weight)
+
+    def build(switches, paradis=False):
         return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth,
-                            labels=FASHION_MNIST_LABELS, label_mix=args.label_mix)
+                            labels=FASHION_MNIST_LABELS, label_mix=args.label_mix,
+                            switch_weights=weights if paradis else None)
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "learning_rate": args.lr, "augment": not args.no_augment,
-            "label_mix": args.label_mix,
+            "label_mix": args.label_mix, "switch_weights": weights,
             "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())
         key = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment")
-        if all(old.get(k) == data[k] for k in key) and old.get("label_mix", 0.0) == args.label_mix:
+        if all(old.get(k) == data[k] for k in key) and old.get("label_mix", 0.0) == args.label_mix \
+                and old.get("switch_weights", {}) == weights:
             data["results"], data["timing"] = old["results"], old.get("timing", {})
     kinds = args.only or ["paradis", "individual", "slimmable"]
 
@@ -142,7 +149,7 @@ def main(argv=None) -> int:
         out.write_text(json.dumps(data, indent=2) + "\n")
 
     if "paradis" in kinds:
-        m = build(SWITCHES)
+        m = build(SWITCHES, paradis=True)
         r = train(m, x, y, cfg, verbose=2)
         accs = evaluate(m, xt, yt)
         print("paradis", accs, f"{r['train_seconds']:.0f}s", flush=True)

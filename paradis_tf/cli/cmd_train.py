@@ -31,17 +31,34 @@ def register(sub) -> None:
                    help="label-loss weight for distilled switches (0.5 beat pure distillation by 0.4-1.5 points "
                         "on Fashion-MNIST, docs/BENCHMARKS.md)")
     t.add_argument("--sandwich", type=int, default=None, help="switches per step (default: all)")
+    t.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
+                   help="loss weight of one switch, e.g. 1x0.25=2 (repeatable; default 1 each)")
     t.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print results as JSON")
     add_data_args(p)
     p.set_defaults(func=run)
 
 
+def parse_switch_weights(items) -> dict[str, float]:
+    """``["1x0.25=2", ...]`` -> ``{"1x0.25": 2.0}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key] = float(value) if sep else None
+        except ValueError:
+            out[key] = None
+        if out[key] is None:
+            raise ValueError(f"--switch-weight expects SWITCH=WEIGHT, e.g. 1x0.25=2. Received {item!r}.")
+    return out
+
+
 def build_model(args, image_shape, num_classes, labels):
     from paradis_tf.models import mobilenet_v1, resnet
 
     sync = [int(s) for s in args.sync_layers.split(",") if s.strip()]
-    common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich)
+    common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich,
+                  switch_weights=parse_switch_weights(args.switch_weight))
     if args.arch == "resnet":
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
         return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,

@@ -62,6 +62,9 @@ class ParaDiSModel(keras.Model):
             (0 = pure distillation).
         sandwich: ``None`` to train every switch at every step, or the number
             of switches per step (widest + narrowest + random others).
+        switch_weights: optional ``{switch text: weight}`` multiplying that
+            switch's loss term (default 1 for every switch), e.g. to give the
+            narrowest switch more say over the weights it shares.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class ParaDiSModel(keras.Model):
         labels: Sequence[str] | None = None,
         label_mix: float = 0.0,
         sandwich: int | None = None,
+        switch_weights: dict | None = None,
         **kwargs,
     ):
         kwargs.setdefault("name", architecture)
@@ -103,6 +107,7 @@ class ParaDiSModel(keras.Model):
         self.labels = list(labels) if labels is not None else None
         self.label_mix = float(label_mix)
         self.sandwich = int(sandwich) if sandwich is not None else None
+        self.switch_weights = _check_switch_weights(switch_weights, parsed)
         self.body = ARCHITECTURES[architecture](
             switches=[str(s) for s in parsed],
             input_shape=input_shape,
@@ -204,7 +209,8 @@ class ParaDiSModel(keras.Model):
         w = self.widest_index
         y = ops.cast(y, "int32")
         teacher = logits[w]
-        total = ops.mean(keras.losses.sparse_categorical_crossentropy(y, teacher, from_logits=True))
+        weight = [self.switch_weights.get(str(s), 1.0) for s in self._switches]
+        total = weight[w] * ops.mean(keras.losses.sparse_categorical_crossentropy(y, teacher, from_logits=True))
         soft = ops.stop_gradient(ops.softmax(teacher, axis=-1))
         for i, student in enumerate(logits):
             if i == w:
@@ -215,7 +221,7 @@ class ParaDiSModel(keras.Model):
                 ce = ops.mean(keras.losses.sparse_categorical_crossentropy(y, student, from_logits=True))
                 term = (1.0 - self.label_mix) * kd + self.label_mix * ce
             # Switches skipped by the sandwich sample carry NaN logits.
-            total = total + ops.where(ops.isnan(term), 0.0, term)
+            total = total + ops.where(ops.isnan(term), 0.0, weight[i] * term)
         total = _scale_for_distribution(total)
         if self.losses:
             total = total + self._aggregate_additional_loss(self.losses)
@@ -358,6 +364,7 @@ class ParaDiSModel(keras.Model):
             "labels": self.labels,
             "label_mix": self.label_mix,
             "sandwich": self.sandwich,
+            "switch_weights": self.switch_weights or None,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -365,6 +372,26 @@ class ParaDiSModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+
+def _check_switch_weights(weights, switches) -> dict[str, float]:
+    """``{canonical switch text: weight}``; unknown switches and weights <= 0 are refused."""
+    if not weights:
+        return {}
+    known = {str(s) for s in switches}
+    out = {}
+    for key, value in dict(weights).items():
+        text = str(Switch.parse(key)) if not isinstance(key, Switch) else str(key)
+        if text not in known:
+            raise ValueError(f"switch_weights names switch {key!r}, which the model does not have; its switches: {sorted(known)}.")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not v > 0 or v == float("inf"):
+            raise ValueError(f"Expected a finite weight > 0 for switch {text!r} in switch_weights. Received {value!r}.")
+        out[text] = v
+    return out
 
 
 class SwitchModel(keras.Model):

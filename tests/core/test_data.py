@@ -94,11 +94,17 @@ def test_cli_train_then_eval(tmp_path):
     out = tmp_path / "m.keras"
     train = subprocess.run(
         [sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0,2x0.5",
-         "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json"],
+         "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json",
+         "--switch-weight", "2x0.5=2"],
         capture_output=True, text=True, env=env, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
     result = json.loads(train.stdout[train.stdout.index("{"):])
     assert set(result["top1"]) == {"1x1.0", "2x0.5"} and out.exists()
+    import keras
+
+    import paradis_tf.models  # noqa: F401  (registers the classes for load_model)
+
+    assert keras.saving.load_model(out).switch_weights == {"2x0.5": 2.0}
     ev = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(out), "--limit", "256", "--json"],
                         capture_output=True, text=True, env=env, timeout=600)
     assert ev.returncode == 0, ev.stderr[-2000:]
@@ -106,6 +112,9 @@ def test_cli_train_then_eval(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "3x0.5"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 1 and bad.stderr.startswith("paradis: ") and "3x0.5" in bad.stderr
+    bad_w = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0",
+                            "--switch-weight", "1x1.0", "--limit", "256"], capture_output=True, text=True, env=env, timeout=600)
+    assert bad_w.returncode == 1 and "paradis: --switch-weight expects SWITCH=WEIGHT" in bad_w.stderr and "'1x1.0'" in bad_w.stderr
     missing = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(tmp_path / "none.keras")],
                              capture_output=True, text=True, env=env, timeout=600)
     assert missing.returncode == 1 and "does not exist" in missing.stderr

@@ -40,6 +40,30 @@ def test_compute_loss_is_label_ce_plus_distillation(label_mix):
     assert loss == pytest.approx(ref, rel=1e-5)
 
 
+def test_switch_weights_scale_each_switch_loss_term(tmp_path):
+    switches = ["1x0.5", "1x1.0", "2x0.5"]
+    plain = mobilenet_v1((12, 12, 1), 4, switches, width=0.25, depth=1, label_mix=0.3)
+    weighted = mobilenet_v1((12, 12, 1), 4, switches, width=0.25, depth=1, label_mix=0.3,
+                            switch_weights={"1x0.5": 2.5, "1x1.0": 0.5})
+    rng = np.random.default_rng(1)
+    logits = [rng.normal(size=(5, 4)).astype("float32") for _ in range(3)]
+    y = rng.integers(0, 4, 5)
+    ce = lambda z: -np.log(_softmax(z)[np.arange(5), y]).mean()  # noqa: E731
+    teacher = _softmax(logits[1])
+    kd = lambda z: -(teacher * np.log(_softmax(z))).sum(-1).mean()  # noqa: E731
+    term = lambda i: 0.7 * kd(logits[i]) + 0.3 * ce(logits[i])  # noqa: E731
+    assert float(plain.compute_loss(y=y, y_pred=logits)) == pytest.approx(ce(logits[1]) + term(0) + term(2), rel=1e-5)
+    assert float(weighted.compute_loss(y=y, y_pred=logits)) == pytest.approx(
+        0.5 * ce(logits[1]) + 2.5 * term(0) + term(2), rel=1e-5)
+    path = tmp_path / "w.keras"
+    weighted.save(path)
+    assert keras.saving.load_model(path).switch_weights == {"1x0.5": 2.5, "1x1.0": 0.5}
+    with pytest.raises(ValueError, match=r"switch_weights names switch '4x0.25', which the model does not have"):
+        mobilenet_v1((12, 12, 1), 4, switches, width=0.25, depth=1, switch_weights={"4x0.25": 2})
+    with pytest.raises(ValueError, match=r"finite weight > 0 for switch '1x0.5' in switch_weights. Received -1"):
+        mobilenet_v1((12, 12, 1), 4, switches, width=0.25, depth=1, switch_weights={"1x0.5": -1})
+
+
 def test_teacher_gets_no_gradient_from_students():
     import tensorflow as tf
 
