@@ -111,7 +111,7 @@ def mobilenet_v1(
         bn_momentum: BN moving-average momentum.
         weight_decay: L2 factor on conv and dense kernels.
         **model_kwargs: `ParaDiSModel` arguments (labels, label_mix,
-            sandwich, preprocessing, name).
+            sandwich, switch_weights, preprocessing, name).
 
     Returns:
         A `ParaDiSModel`.
