@@ -4,6 +4,8 @@ loopback (TensorFlow blocked in them, as on a board)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,18 @@ def mesh2(tmp_path_factory):
     mesh.start()
     yield mesh
     mesh.close()
+
+
+def _wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def wait_for():
+    """``wait_for(predicate, timeout_s, what)``: polls until true, else fails naming ``what``."""
+    return _wait_until

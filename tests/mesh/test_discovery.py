@@ -4,7 +4,6 @@ joining mid-service and drops one that says goodbye."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
@@ -22,15 +21,6 @@ LO = "127.0.0.1"
 
 def _advert_args(fleet: str) -> list[str]:
     return ["--advertise", "--fleet", fleet, "--advertise-interface", LO]
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _fleet() -> str:
@@ -52,7 +42,7 @@ def test_discover_finds_the_nodes_of_its_fleet_only(tmp_path):
         assert [n.address for n in gone] == [a.addresses[0]]
 
 
-def test_coordinator_adopts_a_joining_node_and_drops_one_saying_goodbye(tmp_path, bundle4, images):
+def test_coordinator_adopts_a_joining_node_and_drops_one_saying_goodbye(tmp_path, bundle4, images, wait_for):
     fleet = _fleet()
     with LocalMesh(2, tmp_path / "m", capacity=0.25, block_tensorflow=True, extra_args=_advert_args(fleet)) as mesh:
         with Coordinator([], discovery=True, fleet=fleet, discovery_interfaces=[LO], discovery_wait_s=10,
@@ -65,14 +55,14 @@ def test_coordinator_adopts_a_joining_node_and_drops_one_saying_goodbye(tmp_path
                                  extra_args=_advert_args(fleet))
             try:
                 joiner.start()
-                _wait_for(lambda: c.placement is not None and c.placement.plan == "3x0.25", 30, "the re-plan to 3x0.25")
+                wait_for(lambda: c.placement is not None and c.placement.plan == "3x0.25", 30, "the re-plan to 3x0.25")
                 assert joiner.address in c.placement.addresses
                 got = c.infer(images[:20])
                 np.testing.assert_array_equal(got, LocalRunner(bundle4, "3x0.25").predict(images[:20]))
                 # it leaves gracefully: marked down from its goodbye, before any request fails on it
                 joiner.stop()
                 node = c._nodes[joiner.address]
-                _wait_for(lambda: not node.up, 10, "the joiner to be marked down")
+                wait_for(lambda: not node.up, 10, "the joiner to be marked down")
                 assert "left the network (zeroconf goodbye)" in node.error
                 before = c.stats.failed
                 out = c.infer(images[:10])

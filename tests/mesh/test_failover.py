@@ -13,16 +13,7 @@ from paradis_tf.mesh.local import LocalMesh
 from paradis_tf.runtime import LocalRunner
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def test_sigkill_during_500_requests_then_readmission(tmp_path, bundle4, images):
+def test_sigkill_during_500_requests_then_readmission(tmp_path, bundle4, images, wait_for):
     with LocalMesh(4, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
         with Coordinator(mesh.addresses, probe_interval_s=0.2) as c:
             c.deploy(bundle4)
@@ -59,7 +50,7 @@ def test_sigkill_during_500_requests_then_readmission(tmp_path, bundle4, images)
             plans = [p.split()[0] for _, p in c.stats.plans]
             assert plans[:2] == ["4x0.25", "3x0.25"], plans
             victim.wait_ready(60)
-            _wait_for(lambda: c.placement.plan == "4x0.25" and victim.address in c.placement.addresses, 30, "re-plan up to 4x0.25")
+            wait_for(lambda: c.placement.plan == "4x0.25" and victim.address in c.placement.addresses, 30, "re-plan up to 4x0.25")
             assert [p.split()[0] for _, p in c.stats.plans][-1] == "4x0.25"
             np.testing.assert_array_equal(c.infer(images[:20]), LocalRunner(bundle4, "4x0.25").predict(images[:20]))
 
@@ -79,7 +70,7 @@ def test_service_continues_on_fewer_nodes_and_fails_clearly_on_none(tmp_path, bu
             assert c.stats.failed == 1
 
 
-def test_hung_node_in_a_sync_plan_times_out_and_comes_back(tmp_path, bundle_sync, images):
+def test_hung_node_in_a_sync_plan_times_out_and_comes_back(tmp_path, bundle_sync, images, wait_for):
     """SIGSTOP (a hung board, sockets still open): Run deadlines expire, the
     node is marked down, the survivor serves 1x1.0; SIGCONT: back to 2x0.5."""
     import signal
@@ -105,11 +96,11 @@ def test_hung_node_in_a_sync_plan_times_out_and_comes_back(tmp_path, bundle_sync
             survivor = placement.addresses[0]
             assert c._nodes[survivor].up  # the peer that reported the missing feature map is not blamed
             np.testing.assert_array_equal(np.stack(results[40:]), LocalRunner(bundle_sync, "1x1.0").predict(images[40:60]))
-            _wait_for(lambda: c.placement.plan == "2x0.5", 30, "re-plan up to the pinned 2x0.5")
+            wait_for(lambda: c.placement.plan == "2x0.5", 30, "re-plan up to the pinned 2x0.5")
             np.testing.assert_array_equal(c.infer(images[:8]), LocalRunner(bundle_sync, "2x0.5").predict(images[:8]))
 
 
-def test_add_node_at_run_time_plans_up(tmp_path, bundle4, images):
+def test_add_node_at_run_time_plans_up(tmp_path, bundle4, images, wait_for):
     with LocalMesh(3, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
         first, second, extra = mesh.nodes
         with Coordinator([first.address, second.address], probe_interval_s=0.2) as c:
@@ -117,7 +108,7 @@ def test_add_node_at_run_time_plans_up(tmp_path, bundle4, images):
             assert c.select().plan == "2x0.25"
             assert c.add_node(extra.address) is True and c.add_node(extra.address) is False
             # the new node lacks the bundle: the watcher deploys it, then re-plans up
-            _wait_for(lambda: c.placement.plan == "3x0.25", 30, "the re-plan to 3x0.25")
+            wait_for(lambda: c.placement.plan == "3x0.25", 30, "the re-plan to 3x0.25")
             np.testing.assert_array_equal(c.infer(images[:8]), LocalRunner(bundle4, "3x0.25").predict(images[:8]))
             with pytest.raises(MeshError, match="invalid node address 'nope'"):
                 c.add_node("nope")
