@@ -45,11 +45,11 @@ def parse_switch_weights(items) -> dict[str, float]:
     for item in items:
         key, sep, value = item.partition("=")
         try:
-            out[key] = float(value) if sep else None
+            if not sep:
+                raise ValueError
+            out[key] = float(value)
         except ValueError:
-            out[key] = None
-        if out[key] is None:
-            raise ValueError(f"--switch-weight expects SWITCH=WEIGHT, e.g. 1x0.25=2. Received {item!r}.")
+            raise ValueError(f"--switch-weight expects SWITCH=WEIGHT, e.g. 1x0.25=2. Received {item!r}.") from None
     return out
 
 

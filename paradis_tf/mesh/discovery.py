@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from paradis_tf.mesh.errors import MeshError
 
@@ -272,7 +272,3 @@ def discover(timeout: float = 2.0, fleet: str = DEFAULT_FLEET, interfaces: Seque
                 break
             time.sleep(0.05)
         return browser.nodes()
-
-
-def addresses_of(nodes: Iterable[DiscoveredNode]) -> list[str]:
-    return [n.address for n in nodes]
