@@ -162,6 +162,7 @@ class Advertisement:
         # fleet in the instance name: equal node ids of two fleets do not collide
         label = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{node_id}-{self.fleet}")[:_MAX_LABEL]
         self.name = f"{label}.{SERVICE_TYPE}"
+        self._interfaces = _interfaces(interfaces)  # checks them (an error naming the value) before they are used
         addresses = advertised_addresses(host, interfaces)
         if not addresses:
             raise MeshError(f"no IPv4 address to announce for listen host {host!r}")
@@ -176,7 +177,6 @@ class Advertisement:
             },
             server=f"{label}.local.",
         )
-        self._interfaces = _interfaces(interfaces)
         self._azc = None
 
     async def start(self) -> None:

@@ -94,6 +94,8 @@ def test_discovery_errors_name_the_value():
         discover(timeout=0.1, interfaces=["eth0"])
     with pytest.raises(MeshError, match="invalid fleet name"):
         Advertisement("n", LO, 5000, fleet="")
+    with pytest.raises(MeshError, match="invalid interface address 'eth0'"):
+        Advertisement("n", "0.0.0.0", 5000, interfaces=["eth0"])
     assert parse_addresses([], allow_empty=True) == []
     with pytest.raises(MeshError, match="no node addresses given"):
         parse_addresses([])
