@@ -45,12 +45,19 @@ def table(data: dict) -> str:
         lines.append(f"| {s} | {fmt(p)} | {fmt(i)} | {fmt(sl)} | {diff} | {macs} |")
     lines += ["", "Targets (issue 2):", ""] + [f"- {t}" for t in targets(rows, data["switches"])]
     t = data["timing"]
-    lines += [
-        "",
-        f"Wall time: joint ParaDiS training {t['paradis_seconds']:.0f} s, the six individual trainings "
-        f"{t['individual_seconds']:.0f} s together: ratio {t['joint_over_individual']:.2f}. "
-        f"Slimmable: {t['slimmable_seconds']:.0f} s.",
-    ]
+    if data.get("switch_weights"):
+        lines.insert(1, "ParaDiS loss weights per switch: "
+                     + ", ".join(f"{k} {v:g}" for k, v in data["switch_weights"].items()) + " (others 1).")
+    if data.get("baselines_from"):
+        lines += ["", f"Individual and slimmable rows reused from `{data['baselines_from']}` (same recipe); "
+                  f"only ParaDiS was trained in this run ({t['paradis_seconds']:.0f} s)."]
+    else:
+        lines += [
+            "",
+            f"Wall time: joint ParaDiS training {t['paradis_seconds']:.0f} s, the six individual trainings "
+            f"{t['individual_seconds']:.0f} s together: ratio {t['joint_over_individual']:.2f}. "
+            f"Slimmable: {t['slimmable_seconds']:.0f} s.",
+        ]
     return "\n".join(lines)
 
 
@@ -97,6 +104,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/accuracy.json"))
     ap.add_argument("--model-out", default=None,
                     help="where to save the trained ParaDiS model (default: docs/benchmarks/fashion_mnist_paradis_e{epochs}.keras)")
+    ap.add_argument("--baselines", default=None, metavar="JSON",
+                    help="take the individual and slimmable rows from this earlier run (same recipe: epochs, "
+                         "width, depth, batch, lr, augmentation, label mix) instead of training them again; "
+                         "for trying ParaDiS-only options such as --switch-weight")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     args = ap.parse_args(argv)
     if args.model_out is None:
@@ -135,6 +146,20 @@ def main(argv=None) -> int:
                 and old.get("switch_weights", {}) == weights:
             data["results"], data["timing"] = old["results"], old.get("timing", {})
     kinds = args.only or ["paradis", "individual", "slimmable"]
+    if args.baselines:
+        base = json.loads(Path(args.baselines).read_text())
+        key = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment", "label_mix", "train_images")
+        diff = {k: (base.get(k), data[k]) for k in key if base.get(k, 0.0 if k == "label_mix" else None) != data[k]}
+        if diff:
+            raise SystemExit(f"--baselines {args.baselines} used another recipe (option: (that run, this run)): {diff}; "
+                             "pass the same options or train the baselines again.")
+        data["results"] = [r for r in data["results"] if r["model"] == "paradis"] + \
+            [r for r in base["results"] if r["model"] != "paradis"]
+        for k in ("individual_seconds", "slimmable_seconds"):
+            if k in base.get("timing", {}):
+                data["timing"][k] = base["timing"][k]
+        data["baselines_from"] = args.baselines
+        kinds = [k for k in kinds if k == "paradis"]
 
     def record(kind, model, accs, seconds, switches):
         data["results"] = [r for r in data["results"] if not (r["model"] == kind and r["switch"] in switches)]
@@ -174,7 +199,7 @@ def main(argv=None) -> int:
         data["timing"]["slimmable_seconds"] = r["train_seconds"]
         record("slimmable", m, accs, r["train_seconds"], list(SLIMMABLE_SWITCHES))
     t = data["timing"]
-    if "paradis_seconds" in t and "individual_seconds" in t:
+    if "paradis_seconds" in t and "individual_seconds" in t and not data.get("baselines_from"):
         t["joint_over_individual"] = t["paradis_seconds"] / t["individual_seconds"]
     out.write_text(json.dumps(data, indent=2) + "\n")
     if {"paradis_seconds", "individual_seconds", "slimmable_seconds"} <= set(t):

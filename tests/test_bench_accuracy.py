@@ -1,0 +1,57 @@
+"""The accuracy benchmark's bookkeeping: reusing baselines only from the same recipe, and its table."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "tools" / "bench_accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_record(epochs=10, label_mix=0.5, train_images=60000):
+    rows = []
+    for kind, top in (("individual", 0.91), ("slimmable", 0.90)):
+        for s in ("1x1.0", "1x0.25"):
+            rows.append({"model": kind, "switch": s, "top1": top, "macs_per_device": [1], "params": 1,
+                         "train_seconds": 1.0})
+    return {"dataset": "fashion_mnist", "epochs": epochs, "width": 0.5, "depth": 7, "batch_size": 128,
+            "learning_rate": 2e-3, "augment": True, "label_mix": label_mix, "train_images": train_images,
+            "switches": ["1x1.0", "1x0.25"], "results": rows,
+            "timing": {"individual_seconds": 100.0, "slimmable_seconds": 50.0}}
+
+
+def test_baselines_from_another_recipe_are_refused(bench, tmp_path):
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_record(epochs=6)))
+    with pytest.raises(SystemExit, match="epochs"):
+        bench.main(["--epochs", "10", "--label-mix", "0.5", "--only", "paradis", "--baselines", str(base),
+                    "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_table_names_reused_baselines_and_weights(bench):
+    data = run_record()
+    data["results"] += [
+        {"model": "paradis", "switch": "1x1.0", "top1": 0.905, "macs_per_device": [4_000_000], "params": 1,
+         "train_seconds": 9.0},
+        {"model": "paradis", "switch": "1x0.25", "top1": 0.89, "macs_per_device": [400_000], "params": 1,
+         "train_seconds": 9.0},
+    ]
+    data["timing"]["paradis_seconds"] = 9.0
+    data["switch_weights"] = {"1x0.25": 2.0}
+    data["baselines_from"] = "docs/benchmarks/accuracy.json"
+    text = bench.table(data)
+    assert "1x0.25 2 (others 1)" in text
+    assert "reused from `docs/benchmarks/accuracy.json`" in text
+    assert "ratio" not in text  # no joint/individual time ratio across two runs
+    assert "| 1x1.0 | 90.50 | 91.00 | 90.00 | -0.50 |" in text
+    assert "worst 1x0.25 -2.00" in text
