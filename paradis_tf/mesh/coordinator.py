@@ -350,16 +350,29 @@ class Coordinator:
 
     # --- status -------------------------------------------------------------
     async def _get_info(self, node: _Node, timeout: float = limits.INFO_TIMEOUT_S) -> mesh_pb2.NodeInfo | None:
+        """GetInfo; a node that does not answer is marked down.
+
+        An answer never marks a down node up: a node in its SIGTERM grace
+        period still answers GetInfo. Only the watcher re-admits a node,
+        after a SERVING health check, and then deploys and re-plans up.
+        """
         try:
             info = await node.stub.GetInfo(mesh_pb2.GetInfoRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as e:
             node.up, node.info, node.error = False, None, f"{e.code().name}: {e.details()}"
             return None
-        node.up, node.info, node.error = True, info, ""
+        node.info = info
+        if node.up:
+            node.error = ""
         return info
 
     def status(self, timeout: float = limits.INFO_TIMEOUT_S) -> list[NodeStatus]:
-        """Asks every node for its info (concurrently)."""
+        """Asks every node for its info (concurrently).
+
+        ``up`` is whether the node serves requests: a node that answers but
+        has not been re-admitted yet (after a failure, or while it shuts
+        down) is reported with its info and ``up=False``.
+        """
 
         async def go():
             await asyncio.gather(*(self._get_info(n, timeout) for n in self._nodes.values()))
@@ -482,7 +495,7 @@ class Coordinator:
         and the bundle directory is here; skipping those nodes otherwise)."""
         nodes = [n for n in self._nodes.values() if n.address in self.addresses]
         infos = await asyncio.gather(*(self._get_info(n, 3.0) for n in nodes))
-        missing = [n for n, info in zip(nodes, infos) if info is not None and not self._has_bundle(info)]
+        missing = [n for n, info in zip(nodes, infos) if info is not None and n.up and not self._has_bundle(info)]
         if missing:
             await asyncio.gather(*(self._ensure_bundle(n) for n in missing))
         out = []
@@ -776,6 +789,7 @@ class Coordinator:
             except grpc.aio.AioRpcError:
                 continue
             if r.status == health_pb2.HealthCheckResponse.SERVING and await self._get_info(node, 1.0) is not None:
+                node.up, node.error = True, ""
                 back.append(node)
         if not back or self._manifest is None or not self.auto_replan:
             return

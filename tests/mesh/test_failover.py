@@ -112,3 +112,28 @@ def test_add_node_at_run_time_plans_up(tmp_path, bundle4, images, wait_for):
             np.testing.assert_array_equal(c.infer(images[:8]), LocalRunner(bundle4, "3x0.25").predict(images[:8]))
             with pytest.raises(MeshError, match="invalid node address 'nope'"):
                 c.add_node("nope")
+
+
+def test_status_between_restart_and_probe_does_not_block_readmission(tmp_path, bundle4, images, wait_for):
+    """A restarted node that answers `status()` before the watcher's health
+    probe is reported, but only the watcher admits it, and then re-plans up."""
+    with LocalMesh(2, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
+        with Coordinator(mesh.addresses, probe_interval_s=1.0) as c:
+            c.deploy(bundle4)
+            assert c.select().plan == "2x0.25"
+            victim = mesh.nodes[1]
+            victim.kill()
+            c.infer(images[:2])
+            assert c.placement.plan == "1x0.25"
+            victim.spawn()
+            seen = []
+
+            def answers() -> bool:
+                row = next(r for r in c.status() if r.address == victim.address)
+                seen.append(row)
+                return row.info is not None
+
+            wait_for(answers, 60, "the restarted node answering GetInfo")
+            wait_for(lambda: c.placement.plan == "2x0.25", 30, "the watcher's re-plan up to 2x0.25")
+            assert not seen[0].up and seen[0].info is None  # down while it was gone
+            np.testing.assert_array_equal(c.infer(images[:8]), LocalRunner(bundle4, "2x0.25").predict(images[:8]))
