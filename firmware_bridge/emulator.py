@@ -16,12 +16,19 @@ Flash writes go to the staging slot; FLASH_END verifies its sha256, and
 only ACTIVATE of a verified image whose model loads switches the active
 partition, so a failed or corrupted flash leaves the old one running.
 Nothing a host sends crashes it: bad frames get NAK, bad requests ERROR.
+
+With a flash directory (`--flash-dir`, `BoardEmulator(flash_dir=...)`) the
+flash is non-volatile like a board's: `FlashStore` keeps the active image,
+the staging slot and its verified flag in files, so a reset (the process
+killed and started again) boots the last activated partition, and an
+interrupted flash resumes from the bytes already written.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import select
@@ -111,6 +118,133 @@ class Staging:
     verified: bool = False
 
 
+class FlashStore:
+    """The non-volatile flash of an emulated board, kept in a directory.
+
+    Files: ``staging.json`` (name, size, sha256, verified) and
+    ``staging.img`` (written chunk by chunk) for the staging slot;
+    ``<sha256>.img`` for the active image and ``active.json`` naming it.
+    Activation renames the staged image to ``<sha256>.img`` and then
+    replaces ``active.json`` atomically, so a reset at any point boots
+    either the old partition or the new one, never a mix. At boot the
+    active image's sha256 is checked (a bootloader's integrity check); a
+    corrupt one is not run.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"flash directory {self.path!r} cannot be created ({e.strerror}); "
+                             "pass a writable directory") from None
+        self._staging_file = None
+
+    def _p(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _write_json(self, name: str, value: dict) -> None:
+        tmp = self._p(name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(value, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._p(name))
+
+    def _read_json(self, name: str) -> dict | None:
+        try:
+            with open(self._p(name)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.error("flash: %s is unreadable (%s); ignored", self._p(name), e)
+            return None
+
+    def boot(self) -> tuple[tuple[str, bytes, bytes] | None, Staging | None]:
+        """Reads the flash after a reset: ((name, sha256, image) or None, staging or None)."""
+        active = None
+        meta = self._read_json("active.json")
+        if meta is not None:
+            try:
+                sha = bytes.fromhex(meta["sha256"])
+                with open(self._p(f"{meta['sha256']}.img"), "rb") as f:
+                    data = f.read()
+                if P.sha256(data) != sha:
+                    log.error("flash: active image %s (%s) fails its sha256 check; booting without a partition",
+                              meta.get("name"), meta["sha256"][:16])
+                else:
+                    active = (str(meta["name"]), sha, data)
+            except (OSError, KeyError, ValueError) as e:
+                log.error("flash: active image unreadable (%s); booting without a partition", e)
+        staging = None
+        meta = self._read_json("staging.json")
+        if meta is not None:
+            try:
+                with open(self._p("staging.img"), "rb") as f:
+                    buf = bytearray(f.read(int(meta["size"])))
+                staging = Staging(str(meta["name"]), int(meta["size"]), bytes.fromhex(meta["sha256"]), buf)
+                if meta.get("verified"):
+                    staging.verified = len(buf) == staging.size and P.sha256(bytes(buf)) == staging.sha256
+                    if not staging.verified:
+                        log.error("flash: staged image %s fails its sha256 check; discarded", staging.name)
+                        staging = None
+            except (OSError, KeyError, ValueError) as e:
+                log.error("flash: staging slot unreadable (%s); discarded", e)
+                staging = None
+        return active, staging
+
+    def begin(self, s: Staging) -> None:
+        """Erases the staging slot for a new image."""
+        self._close()
+        self._write_json("staging.json", {"name": s.name, "size": s.size, "sha256": s.sha256.hex(),
+                                          "verified": False})
+        self._staging_file = open(self._p("staging.img"), "wb")
+
+    def append(self, s: Staging, data: bytes) -> None:
+        """Programs the next bytes of the staging slot (durable once this returns)."""
+        if self._staging_file is None:  # the first write after a reset: go on where the file ends
+            self._staging_file = open(self._p("staging.img"), "r+b")
+            self._staging_file.truncate(len(s.buf) - len(data))
+            self._staging_file.seek(0, os.SEEK_END)
+        self._staging_file.write(data)
+        self._staging_file.flush()
+        os.fsync(self._staging_file.fileno())
+
+    def verified(self, s: Staging) -> None:
+        self._close()
+        self._write_json("staging.json", {"name": s.name, "size": s.size, "sha256": s.sha256.hex(),
+                                          "verified": True})
+
+    def discard(self) -> None:
+        """Drops the staging slot (a failed verification)."""
+        self._close()
+        for name in ("staging.json", "staging.img"):
+            try:
+                os.remove(self._p(name))
+            except FileNotFoundError:
+                pass
+
+    def activate(self, s: Staging) -> None:
+        """Makes the verified staged image the active one (the A/B swap)."""
+        self._close()
+        sha = s.sha256.hex()
+        os.replace(self._p("staging.img"), self._p(f"{sha}.img"))
+        self._write_json("active.json", {"name": s.name, "sha256": sha})
+        self.discard()
+        for name in os.listdir(self.path):  # the previous image: its slot is the next staging slot
+            if name.endswith(".img") and name != f"{sha}.img" and name != "staging.img":
+                os.remove(self._p(name))
+
+    def _close(self) -> None:
+        if self._staging_file is not None:
+            self._staging_file.close()
+            self._staging_file = None
+
+    def close(self) -> None:
+        self._close()
+
+
 class _Reply(Exception):
     """Raised inside a handler to answer ERROR."""
 
@@ -128,7 +262,8 @@ class BoardEmulator:
             (`firmware_bridge.tflm.TflmRuntime`).
     """
 
-    def __init__(self, config: BoardConfig = BoardConfig(), runtime: Runtime | None = None) -> None:
+    def __init__(self, config: BoardConfig = BoardConfig(), runtime: Runtime | None = None,
+                 flash_dir: str | os.PathLike | None = None) -> None:
         if runtime is None:
             from firmware_bridge.tflm import TflmRuntime
 
@@ -138,12 +273,29 @@ class BoardEmulator:
         self.decoder = FrameDecoder(config.max_payload)
         self.active: Partition | None = None
         self.staging: Staging | None = None
+        self.flash = FlashStore(flash_dir) if flash_dir is not None else None
+        if self.flash is not None:
+            self._boot()
         self._host_max_payload = 0xFFFF
         self._last: tuple[tuple, Frame] | None = None  # (request key, response) for duplicates
         self._assembly: tuple[int, bytearray] | None = None  # (type, bytes) of a fragmented request
         self._pending: tuple[int, bytes] | None = None  # (type, payload) of a long response
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "duplicates": 0, "naks": 0, "errors": 0}
+
+    def _boot(self) -> None:
+        from firmware_bridge.tflm import ModelLoadError
+
+        active, self.staging = self.flash.boot()
+        if self.staging is not None and self.staging.size > self.config.flash_capacity:
+            self.staging = None
+        if active is not None:
+            name, sha, data = active
+            try:
+                self.active = Partition(name, sha, data, self.runtime.load(data, self.config.arena_capacity))
+                log.info("flash: booted partition %s (%s)", name, sha.hex()[:16])
+            except ModelLoadError as e:
+                log.error("flash: active partition %s does not load (%s); booting without one", name, e)
 
     # ------------------------------------------------------------ bytes
 
@@ -273,6 +425,8 @@ class BoardEmulator:
         s = self.staging
         if s is None or (s.name, s.size, s.sha256) != (msg.name, msg.size, msg.sha256):
             self.staging = s = Staging(msg.name, msg.size, msg.sha256)
+            if self.flash is not None:
+                self._nv(self.flash.begin, s)
         return MsgType.ACK, P.encode_u32(len(s.buf))  # resume point
 
     def _flash_chunk(self, payload: bytes) -> tuple[int, bytes]:
@@ -286,6 +440,12 @@ class BoardEmulator:
                 raise _Reply(ErrorCode.TOO_LARGE, f"chunk ends at {have + len(data)}, image is {s.size} bytes",
                              s.size)
             s.buf += data
+            if self.flash is not None:
+                try:
+                    self.flash.append(s, data)
+                except OSError as e:
+                    del s.buf[have:]
+                    raise _Reply(ErrorCode.INTERNAL, f"flash write failed at {have}: {e.strerror}", have) from None
         elif not (offset + len(data) <= have and s.buf[offset:offset + len(data)] == data):
             raise _Reply(ErrorCode.BAD_OFFSET, f"chunk at {offset}, expected {have}", have)
         return MsgType.ACK, P.encode_u32(len(s.buf))
@@ -300,7 +460,11 @@ class BoardEmulator:
             raise _Reply(ErrorCode.BAD_STATE, f"{len(s.buf)} of {s.size} bytes received", len(s.buf))
         if P.sha256(bytes(s.buf)) != s.sha256:
             self.staging = None
+            if self.flash is not None:
+                self._nv(self.flash.discard)
             raise _Reply(ErrorCode.SHA_MISMATCH, "staged image does not match its sha256; discarded")
+        if self.flash is not None:
+            self._nv(self.flash.verified, s)
         s.verified = True
         return MsgType.ACK, b""
 
@@ -318,9 +482,19 @@ class BoardEmulator:
             model = self.runtime.load(data, self.config.arena_capacity)
         except ModelLoadError as e:
             raise _Reply(e.code, str(e), e.detail) from None
+        if self.flash is not None:
+            self._nv(self.flash.activate, s)
         self.active = Partition(s.name, s.sha256, data, model)
         self.staging = None
         return MsgType.ACK, self._activation(self.active)
+
+    @staticmethod
+    def _nv(op, *args) -> None:
+        """A flash operation; a failed write is an ERROR answer, never a crash."""
+        try:
+            op(*args)
+        except OSError as e:
+            raise _Reply(ErrorCode.INTERNAL, f"flash write failed: {e.strerror or e}") from None
 
     @staticmethod
     def _activation(p: Partition) -> bytes:
@@ -561,6 +735,8 @@ class EmulatorServer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
+        if self.board.flash is not None:
+            self.board.flash.close()
         if self._pty is not None:
             self._pty.close()
         if self._listener is not None:
@@ -602,6 +778,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--max-message", type=_size, default=64 << 10,
                        help="largest reassembled request (default: %(default)s)")
     board.add_argument("--baud", type=int, default=None, help="throttle to this UART baud rate (default: off)")
+    board.add_argument("--flash-dir", default=None, metavar="DIR",
+                       help="keep the flash in DIR, so a restart boots the last activated partition and "
+                            "resumes an interrupted flash (default: flash in memory, blank at start)")
     return p
 
 
@@ -612,8 +791,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"emulator: {e}", file=sys.stderr)
         return 2
-    server = EmulatorServer(BoardEmulator(config), "pty" if args.pty else "tcp", args.baud,
-                            port=args.tcp or 0)
+    try:
+        board = BoardEmulator(config, flash_dir=args.flash_dir)
+    except ValueError as e:
+        print(f"emulator: {e}", file=sys.stderr)
+        return 2
+    server = EmulatorServer(board, "pty" if args.pty else "tcp", args.baud, port=args.tcp or 0)
     print(server.url, flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
