@@ -48,10 +48,18 @@ def test_table_names_reused_baselines_and_weights(bench):
     ]
     data["timing"]["paradis_seconds"] = 9.0
     data["switch_weights"] = {"1x0.25": 2.0}
-    data["baselines_from"] = "docs/benchmarks/accuracy.json"
+    data["baselines_from"] = {"file": "docs/benchmarks/accuracy.json", "models": ["individual", "slimmable"]}
     text = bench.table(data)
     assert "1x0.25 2 (others 1)" in text
-    assert "reused from `docs/benchmarks/accuracy.json`" in text
+    assert "Rows of individual and slimmable reused from `docs/benchmarks/accuracy.json`" in text
     assert "ratio" not in text  # no joint/individual time ratio across two runs
     assert "| 1x1.0 | 90.50 | 91.00 | 90.00 | -0.50 |" in text
     assert "worst 1x0.25 -2.00" in text
+
+
+def test_slimmable_rows_with_another_logit_scale_are_refused(bench, tmp_path):
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_record()))
+    with pytest.raises(SystemExit, match="--only slimmable"):
+        bench.main(["--epochs", "10", "--label-mix", "0.5", "--logit-scale", "--baselines", str(base),
+                    "--out", str(tmp_path / "out.json")])

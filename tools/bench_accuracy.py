@@ -48,9 +48,13 @@ def table(data: dict) -> str:
     if data.get("switch_weights"):
         lines.insert(1, "ParaDiS loss weights per switch: "
                      + ", ".join(f"{k} {v:g}" for k, v in data["switch_weights"].items()) + " (others 1).")
+    if data.get("logit_scale"):
+        lines.insert(1, "Learned logit scale per switch (ParaDiS and slimmable).")
     if data.get("baselines_from"):
-        lines += ["", f"Individual and slimmable rows reused from `{data['baselines_from']}` (same recipe); "
-                  f"only ParaDiS was trained in this run ({t['paradis_seconds']:.0f} s)."]
+        src = data["baselines_from"]
+        src = src if isinstance(src, dict) else {"file": src, "models": ["individual", "slimmable"]}
+        lines += ["", f"Rows of {' and '.join(src['models'])} reused from `{src['file']}` (same recipe); "
+                  f"ParaDiS was trained in this run ({t['paradis_seconds']:.0f} s)."]
     else:
         lines += [
             "",
@@ -99,6 +103,9 @@ def main(argv=None) -> int:
                     help="label-loss weight of the distilled ParaDiS switches (%(default)s)")
     ap.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
                     help="loss weight of one ParaDiS switch (repeatable; default 1 each)")
+    ap.add_argument("--logit-scale", action="store_true",
+                    help="learn one logit scale per switch (ParaDiS and slimmable; a single-switch individual "
+                         "model's scale would only duplicate its kernel's)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/accuracy.json"))
@@ -131,21 +138,22 @@ def main(argv=None) -> int:
     def build(switches, paradis=False):
         return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth,
                             labels=FASHION_MNIST_LABELS, label_mix=args.label_mix,
-                            switch_weights=weights if paradis else None)
+                            switch_weights=weights if paradis else None,
+                            logit_scale=args.logit_scale and len(switches) > 1)
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "learning_rate": args.lr, "augment": not args.no_augment,
-            "label_mix": args.label_mix, "switch_weights": weights,
+            "label_mix": args.label_mix, "switch_weights": weights, "logit_scale": args.logit_scale,
             "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())
         key = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment")
         if all(old.get(k) == data[k] for k in key) and old.get("label_mix", 0.0) == args.label_mix \
-                and old.get("switch_weights", {}) == weights:
+                and old.get("switch_weights", {}) == weights and old.get("logit_scale", False) == args.logit_scale:
             data["results"], data["timing"] = old["results"], old.get("timing", {})
-    kinds = args.only or ["paradis", "individual", "slimmable"]
+    kinds = args.only or (["paradis"] if args.baselines else ["paradis", "individual", "slimmable"])
     if args.baselines:
         base = json.loads(Path(args.baselines).read_text())
         key = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment", "label_mix", "train_images")
@@ -153,13 +161,17 @@ def main(argv=None) -> int:
         if diff:
             raise SystemExit(f"--baselines {args.baselines} used another recipe (option: (that run, this run)): {diff}; "
                              "pass the same options or train the baselines again.")
-        data["results"] = [r for r in data["results"] if r["model"] == "paradis"] + \
-            [r for r in base["results"] if r["model"] != "paradis"]
-        for k in ("individual_seconds", "slimmable_seconds"):
-            if k in base.get("timing", {}):
-                data["timing"][k] = base["timing"][k]
-        data["baselines_from"] = args.baselines
-        kinds = [k for k in kinds if k == "paradis"]
+        reused = [k for k in ("individual", "slimmable") if k not in kinds]
+        if "slimmable" in reused and base.get("logit_scale", False) != args.logit_scale:
+            raise SystemExit(f"--baselines {args.baselines}: its slimmable model was trained with "
+                             f"logit_scale={base.get('logit_scale', False)}, this run uses {args.logit_scale}; "
+                             "add --only slimmable to train it again.")
+        data["results"] = [r for r in data["results"] if r["model"] in kinds] + \
+            [r for r in base["results"] if r["model"] in reused]
+        for k in reused:
+            if f"{k}_seconds" in base.get("timing", {}):
+                data["timing"][f"{k}_seconds"] = base["timing"][f"{k}_seconds"]
+        data["baselines_from"] = {"file": args.baselines, "models": reused}
 
     def record(kind, model, accs, seconds, switches):
         data["results"] = [r for r in data["results"] if not (r["model"] == kind and r["switch"] in switches)]

@@ -20,6 +20,8 @@ def register(sub) -> None:
     m.add_argument("--depth", type=int, default=7, help="MobileNet separable blocks (1..13)")
     m.add_argument("--blocks", default="1,1", help="ResNet bottleneck blocks per stage (3,4,6,3 = ResNet-50)")
     m.add_argument("--sync-layers", default="", help="comma-separated block indices with a sync conv")
+    m.add_argument("--logit-scale", action="store_true",
+                   help="learn one scale per switch on the classifier's logits (folded into partitions)")
     m.add_argument("--image-size", type=int, default=None, help="input size for --data (square)")
     m.add_argument("--channels", type=int, default=3, choices=[1, 3], help="input channels for --data")
     t = p.add_argument_group("training")
@@ -58,7 +60,7 @@ def build_model(args, image_shape, num_classes, labels):
 
     sync = [int(s) for s in args.sync_layers.split(",") if s.strip()]
     common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich,
-                  switch_weights=parse_switch_weights(args.switch_weight))
+                  switch_weights=parse_switch_weights(args.switch_weight), logit_scale=args.logit_scale)
     if args.arch == "resnet":
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
         return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,

@@ -7,7 +7,8 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from paradis_tf.layers._common import as_list, check_device_count, check_splits, full_channels, normalize_switches
+from paradis_tf.layers._common import (as_list, check_device_count, check_known_switch, check_splits, full_channels,
+                                       normalize_switches)
 from paradis_tf.switches import Switch
 
 
@@ -19,10 +20,19 @@ class ParaDiSDense(keras.layers.Layer):
     bias, so ``logits = sum_k x_k @ W[in_k, :] + b`` equals the dense layer
     applied to the concatenated features.
 
+    With ``logit_scale=True`` each switch ``s`` also owns a learned scalar
+    ``exp(t_s)`` on its partial logits: ``logits = exp(t_s) sum_k x_k @
+    W[in_k, :] + b``. A narrow switch reaches the widest switch's logit
+    scale without its features (bounded by ReLU6) or the shared kernel
+    having to grow. The scalar folds into each device's kernel slice
+    (`device_weights`), so device models and partitions stay plain dense
+    layers and the fusion bias stays one vector.
+
     Args:
         units: number of outputs (classes).
         switches: switch texts the layer must serve.
         use_bias: whether to add the fusion bias.
+        logit_scale: learn a per-switch scale of the partial logits.
         kernel_initializer: Keras initializer.
         kernel_regularizer: Keras regularizer.
 
@@ -43,9 +53,12 @@ class ParaDiSDense(keras.layers.Layer):
         use_bias: bool = True,
         kernel_initializer="glorot_uniform",
         kernel_regularizer=None,
+        logit_scale: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.logit_scale = bool(logit_scale)
+        self.log_scales = None
         if not isinstance(units, int) or units <= 0:
             raise ValueError(f"Expected a strictly positive value. Received units={units!r}.")
         self.units = units
@@ -65,10 +78,22 @@ class ParaDiSDense(keras.layers.Layer):
             regularizer=self.kernel_regularizer,
         )
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
+        self.log_scales = (self.add_weight(name="log_scales", shape=(len(self.switches),), initializer="zeros")
+                           if self.logit_scale else None)
+
+    def switch_scale(self, switch):
+        """The factor on ``switch``'s partial logits (1 without ``logit_scale``)."""
+        if self.log_scales is None:
+            return 1.0
+        return ops.exp(self.log_scales[check_known_switch(Switch.parse(switch), self.switches, self.name)])
 
     def device_weights(self, switch, k: int) -> list:
-        a, b = Switch.parse(switch).channel_ranges(self.in_channels, self.name)[k]
-        return [self.kernel[a:b, :]]
+        """``[kernel slice]`` of device ``k``, the switch's logit scale folded in."""
+        s = Switch.parse(switch)
+        a, b = s.channel_ranges(self.in_channels, self.name)[k]
+        if self.log_scales is None:
+            return [self.kernel[a:b, :]]
+        return [self.kernel[a:b, :] * self.switch_scale(s)]
 
     def call(self, inputs, switch="1x1.0", partial=False):
         s = Switch.parse(switch)
@@ -90,5 +115,6 @@ class ParaDiSDense(keras.layers.Layer):
             use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            logit_scale=self.logit_scale,
         )
         return config

@@ -21,8 +21,9 @@ class Body(keras.layers.Layer):
     """
 
     def __init__(self, switches: Sequence[str], input_shape, num_classes: int, bn_momentum: float = 0.99,
-                 weight_decay: float = 0.0, **kwargs):
+                 weight_decay: float = 0.0, logit_scale: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.logit_scale = bool(logit_scale)
         self.switches = [str(s) for s in parse_switches(switches)]
         self.image_shape = tuple(input_shape)
         self.num_classes = int(num_classes)
@@ -57,7 +58,8 @@ class Body(keras.layers.Layer):
         return layer
 
     def _dense(self, name, in_ch):
-        layer = ParaDiSDense(self.num_classes, self.switches, kernel_regularizer=self._reg(), name=name)
+        layer = ParaDiSDense(self.num_classes, self.switches, kernel_regularizer=self._reg(), name=name,
+                             logit_scale=self.logit_scale)
         layer.build((None, in_ch))
         return layer
 
@@ -91,5 +93,6 @@ class Body(keras.layers.Layer):
             num_classes=self.num_classes,
             bn_momentum=self.bn_momentum,
             weight_decay=self.weight_decay,
+            logit_scale=self.logit_scale,
         )
         return config

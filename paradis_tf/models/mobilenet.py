@@ -96,6 +96,7 @@ def mobilenet_v1(
     stem_stride: int | None = None,
     bn_momentum: float = 0.99,
     weight_decay: float = 0.0,
+    logit_scale: bool = False,
     **model_kwargs,
 ) -> ParaDiSModel:
     """MobileNet v1 ParaDiS network, from 28x28x1 to 224x224x3 inputs.
@@ -110,6 +111,8 @@ def mobilenet_v1(
         stem_stride: stem stride (default: 2 for inputs >= 64 px, else 1).
         bn_momentum: BN moving-average momentum.
         weight_decay: L2 factor on conv and dense kernels.
+        logit_scale: learn one scale per switch on the classifier's partial
+            logits (folded into the device kernels at export).
         **model_kwargs: `ParaDiSModel` arguments (labels, label_mix,
             sandwich, switch_weights, preprocessing, name).
 
@@ -121,5 +124,5 @@ def mobilenet_v1(
         Slimmable Neural Networks", arXiv 2110.02724.
     """
     arch = dict(width=width, depth=depth, sync_layers=list(sync_layers), stem_stride=stem_stride,
-                bn_momentum=bn_momentum, weight_decay=weight_decay)
+                bn_momentum=bn_momentum, weight_decay=weight_decay, logit_scale=logit_scale)
     return ParaDiSModel("mobilenet_v1", switches, input_shape, num_classes, arch_config=arch, **model_kwargs)

@@ -113,6 +113,7 @@ def resnet(
     large_stem: bool | None = None,
     bn_momentum: float = 0.99,
     weight_decay: float = 0.0,
+    logit_scale: bool = False,
     **model_kwargs,
 ) -> ParaDiSModel:
     """Bottleneck ResNet ParaDiS network (ResNet-50 layout at full size).
@@ -129,11 +130,13 @@ def resnet(
         large_stem: ImageNet stem (default for inputs >= 64 px).
         bn_momentum: BN momentum.
         weight_decay: L2 factor.
+        logit_scale: learn one scale per switch on the classifier's partial
+            logits (folded into the device kernels at export).
         **model_kwargs: `ParaDiSModel` arguments.
 
     Returns:
         A `ParaDiSModel`.
     """
     arch = dict(blocks=list(blocks), width=width, base_filters=base_filters, sync_layers=list(sync_layers),
-                large_stem=large_stem, bn_momentum=bn_momentum, weight_decay=weight_decay)
+                large_stem=large_stem, bn_momentum=bn_momentum, weight_decay=weight_decay, logit_scale=logit_scale)
     return ParaDiSModel("resnet", switches, input_shape, num_classes, arch_config=arch, **model_kwargs)

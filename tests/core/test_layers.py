@@ -120,6 +120,25 @@ def test_dense_fuses_partials_with_one_bias():
     np.testing.assert_allclose(sum(np.asarray(p) for p in parts) + layer.bias.numpy(), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_dense_logit_scale_is_per_switch_and_folds_into_device_kernels():
+    layer = ParaDiSDense(5, ["1x1.0", "4x0.25"], logit_scale=True)
+    layer.build((None, 8))
+    layer.bias.assign(RNG.normal(size=5).astype("float32"))
+    layer.log_scales.assign(np.log(np.array([1.5, 0.4], dtype="float32")))
+    x = RNG.normal(size=(3, 8)).astype("float32")
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+    for switch, scale in (("1x1.0", 1.5), ("4x0.25", 0.4)):
+        ref = scale * (x @ kernel) + bias  # the scale is on the partial logits, not on the bias
+        np.testing.assert_allclose(np.asarray(layer(split(x, switch, 8), switch=switch)), ref, rtol=1e-5, atol=1e-5)
+        folded = sum(xk @ np.asarray(layer.device_weights(switch, k)[0])
+                     for k, xk in enumerate(split(x, switch, 8)))
+        np.testing.assert_allclose(folded + bias, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ChannelSplitError, match="2x0.5"):
+        layer.switch_scale("2x0.5")
+    assert ParaDiSDense(5, ["1x1.0"]).switch_scale("1x1.0") == 1.0
+    assert ParaDiSDense.from_config(layer.get_config()).logit_scale is True
+
+
 def test_layer_channel_check_names_layer_and_switch():
     layer = ParaDiSConv2D(6, 1, switches=["1x1.0", "4x0.25"], name="odd_conv")
     with pytest.raises(ChannelSplitError) as e:

@@ -132,6 +132,24 @@ def test_resnet_bottleneck_with_sync_is_exact():
         np.testing.assert_allclose(total, np.asarray(m.switch_model(s)(x)), rtol=1e-4, atol=1e-4)
 
 
+def test_logit_scale_model_is_exact_after_export_and_round_trips(images, tmp_path):
+    m = mobilenet_v1((12, 12, 1), 10, ["1x1.0", "2x0.5", "4x0.25"], width=0.25, depth=3, logit_scale=True)
+    randomize_bn(m)
+    m.body.head.log_scales.assign(np.log(np.array([1.0, 2.5, 0.3], dtype="float32")))
+    outs = [np.asarray(o) for o in m(images)]
+    for i, s in enumerate(m.switches):
+        total = sum(np.asarray(d(images)) for d in m.device_models(s)) + m.fusion_bias
+        np.testing.assert_allclose(total, outs[i], rtol=1e-4, atol=1e-4)
+    # the scale matters: without it 2x0.5's logits differ
+    plain = sum(np.asarray(d(images)) for d in m.device_models("2x0.5")) / 2.5 + m.fusion_bias
+    assert np.abs(plain - outs[1]).max() > 1e-3
+    m.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.body.head.logit_scale
+    for s, o in zip(m.switches, outs):
+        np.testing.assert_allclose(np.asarray(loaded.switch_model(s)(images)), o, rtol=1e-6, atol=1e-6)
+
+
 def test_resnet50_layout_at_full_size():
     m = resnet((224, 224, 3), 1000, ["1x1.0", "2x0.5"])
     convs = [u for u in m.body.units]
