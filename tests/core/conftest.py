@@ -5,24 +5,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-SWITCHES = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
-
-
-def randomize_bn(model, seed=0):
-    """Non-trivial BN parameters and statistics, so slicing mistakes show."""
-    rng = np.random.default_rng(seed)
-    for bn in model.body.bn_layers():
-        for group in (bn.gammas, bn.betas, bn.moving_means, bn.moving_vars):
-            for v in group:
-                shape = tuple(v.shape)
-                if group is bn.moving_vars:
-                    v.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
-                elif group is bn.gammas:
-                    v.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
-                else:
-                    v.assign(rng.normal(0, 0.3, shape).astype("float32"))
-    head = model.body.head
-    head.bias.assign(rng.normal(0, 1, tuple(head.bias.shape)).astype("float32"))
+from core_reference import SWITCHES, randomize_bn  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

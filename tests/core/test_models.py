@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import SWITCHES, randomize_bn
+from core_reference import SWITCHES, randomize_bn
 from paradis_tf.errors import ChannelSplitError, InputError, SwitchError
 from paradis_tf.models import mobilenet_v1, resnet
 from paradis_tf.switches import Switch
