@@ -197,9 +197,12 @@ class FlashStore:
     def begin(self, s: Staging) -> None:
         """Erases the staging slot for a new image."""
         self._close()
+        # erase first: a reset between the two steps leaves an empty slot, never
+        # the old image's bytes under the new image's name
+        self._staging_file = open(self._p("staging.img"), "wb")
+        os.fsync(self._staging_file.fileno())
         self._write_json("staging.json", {"name": s.name, "size": s.size, "sha256": s.sha256.hex(),
                                           "verified": False})
-        self._staging_file = open(self._p("staging.img"), "wb")
 
     def append(self, s: Staging, data: bytes) -> None:
         """Programs the next bytes of the staging slot (durable once this returns)."""
