@@ -107,3 +107,27 @@ def test_plan_cost_counts_bytes_crossing_devices(tiny_bundle_dir):
     assert s.input_broadcast_bytes == 64 and s.exchange_bytes == 2 * 512 and s.output_bytes == 4
     assert [d.sent_bytes for d in s.devices] == [512, 512, 0]
     assert s.total_macs == plan_cost(b.plan("1x1.0")).total_macs
+
+
+def test_a_learned_logit_scale_is_folded_into_the_partitions(tmp_path):
+    """Float partitions of a model with per-switch logit scales, fused with one
+    bias, equal the Keras switches: the scale lives in each device's kernel."""
+    import sys
+    from pathlib import Path
+
+    from paradis_tf.models import mobilenet_v1
+    from paradis_tf.runtime import LocalRunner
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
+    from core_reference import randomize_bn
+
+    m = mobilenet_v1((12, 12, 1), 4, ["1x1.0", "2x0.5"], width=0.25, depth=2, logit_scale=True)
+    randomize_bn(m)
+    m.body.head.log_scales.assign(np.log(np.array([0.5, 3.0], dtype="float32")))
+    x = images(16, shape=(12, 12, 1))
+    bundle = convert_model(m, tmp_path / "b", x, calib_samples=8, float_variant=True, num_threads=1)
+    xf = x.astype(np.float32) / 255.0
+    for s in ("1x1.0", "2x0.5"):
+        ref = m.switch_model(s).predict(xf, verbose=0)
+        got = LocalRunner(bundle, s, precision="float", num_threads=1).predict(xf)
+        np.testing.assert_allclose(got, ref, atol=1e-4, err_msg=s)
