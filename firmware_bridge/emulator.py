@@ -196,32 +196,34 @@ class FlashStore:
 
     def begin(self, s: Staging) -> None:
         """Erases the staging slot for a new image."""
-        self._close()
+        self.close()
         # erase first: a reset between the two steps leaves an empty slot, never
         # the old image's bytes under the new image's name
         self._staging_file = open(self._p("staging.img"), "wb")
         os.fsync(self._staging_file.fileno())
-        self._write_json("staging.json", {"name": s.name, "size": s.size, "sha256": s.sha256.hex(),
-                                          "verified": False})
+        self._write_staging_meta(s, verified=False)
 
-    def append(self, s: Staging, data: bytes) -> None:
-        """Programs the next bytes of the staging slot (durable once this returns)."""
-        if self._staging_file is None:  # the first write after a reset: go on where the file ends
+    def append(self, offset: int, data: bytes) -> None:
+        """Programs ``data`` at ``offset``, the end of the staged bytes (durable once this returns)."""
+        if self._staging_file is None:  # the first write after a reset: go on where the staged bytes end
             self._staging_file = open(self._p("staging.img"), "r+b")
-            self._staging_file.truncate(len(s.buf) - len(data))
-            self._staging_file.seek(0, os.SEEK_END)
+            self._staging_file.truncate(offset)
+            self._staging_file.seek(offset)
         self._staging_file.write(data)
         self._staging_file.flush()
         os.fsync(self._staging_file.fileno())
 
     def verified(self, s: Staging) -> None:
-        self._close()
+        self.close()
+        self._write_staging_meta(s, verified=True)
+
+    def _write_staging_meta(self, s: Staging, verified: bool) -> None:
         self._write_json("staging.json", {"name": s.name, "size": s.size, "sha256": s.sha256.hex(),
-                                          "verified": True})
+                                          "verified": verified})
 
     def discard(self) -> None:
         """Drops the staging slot (a failed verification)."""
-        self._close()
+        self.close()
         for name in ("staging.json", "staging.img"):
             try:
                 os.remove(self._p(name))
@@ -230,7 +232,7 @@ class FlashStore:
 
     def activate(self, s: Staging) -> None:
         """Makes the verified staged image the active one (the A/B swap)."""
-        self._close()
+        self.close()
         sha = s.sha256.hex()
         os.replace(self._p("staging.img"), self._p(f"{sha}.img"))
         self._write_json("active.json", {"name": s.name, "sha256": sha})
@@ -239,13 +241,10 @@ class FlashStore:
             if name.endswith(".img") and name != f"{sha}.img" and name != "staging.img":
                 os.remove(self._p(name))
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._staging_file is not None:
             self._staging_file.close()
             self._staging_file = None
-
-    def close(self) -> None:
-        self._close()
 
 
 class _Reply(Exception):
@@ -442,13 +441,9 @@ class BoardEmulator:
             if have + len(data) > s.size:
                 raise _Reply(ErrorCode.TOO_LARGE, f"chunk ends at {have + len(data)}, image is {s.size} bytes",
                              s.size)
-            s.buf += data
             if self.flash is not None:
-                try:
-                    self.flash.append(s, data)
-                except OSError as e:
-                    del s.buf[have:]
-                    raise _Reply(ErrorCode.INTERNAL, f"flash write failed at {have}: {e.strerror}", have) from None
+                self._nv(self.flash.append, have, data)
+            s.buf += data
         elif not (offset + len(data) <= have and s.buf[offset:offset + len(data)] == data):
             raise _Reply(ErrorCode.BAD_OFFSET, f"chunk at {offset}, expected {have}", have)
         return MsgType.ACK, P.encode_u32(len(s.buf))

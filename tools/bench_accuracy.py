@@ -65,6 +65,15 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
+RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment", "label_mix", "train_images")
+
+
+def recipe_diff(old: dict, new: dict) -> dict:
+    """Recipe options whose values differ: ``{option: (old, new)}`` (label_mix 0 when absent)."""
+    get = lambda d, k: d.get(k, 0.0 if k == "label_mix" else None)  # noqa: E731
+    return {k: (get(old, k), get(new, k)) for k in RECIPE if get(old, k) != get(new, k)}
+
+
 def targets(rows: dict, switches: list[str]) -> list[str]:
     """Each claim of the issue, with the measured numbers and met / missed."""
     top = lambda kind, s: 100 * rows[(kind, s)]["top1"] if (kind, s) in rows else None  # noqa: E731
@@ -112,9 +121,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model-out", default=None,
                     help="where to save the trained ParaDiS model (default: docs/benchmarks/fashion_mnist_paradis_e{epochs}.keras)")
     ap.add_argument("--baselines", default=None, metavar="JSON",
-                    help="take the individual and slimmable rows from this earlier run (same recipe: epochs, "
-                         "width, depth, batch, lr, augmentation, label mix) instead of training them again; "
-                         "for trying ParaDiS-only options such as --switch-weight")
+                    help="take the rows of the models this run does not train (--only) from this earlier "
+                         "run (same recipe: epochs, width, depth, batch, lr, augmentation, label mix, train "
+                         "images) instead of training them again; for trying ParaDiS-only options such as "
+                         "--switch-weight (default --only paradis)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     args = ap.parse_args(argv)
     if args.model_out is None:
@@ -149,15 +159,13 @@ def main(argv=None) -> int:
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())
-        key = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment")
-        if all(old.get(k) == data[k] for k in key) and old.get("label_mix", 0.0) == args.label_mix \
-                and old.get("switch_weights", {}) == weights and old.get("logit_scale", False) == args.logit_scale:
+        if not recipe_diff(old, data) and old.get("switch_weights", {}) == weights \
+                and old.get("logit_scale", False) == args.logit_scale:
             data["results"], data["timing"] = old["results"], old.get("timing", {})
     kinds = args.only or (["paradis"] if args.baselines else ["paradis", "individual", "slimmable"])
     if args.baselines:
         base = json.loads(Path(args.baselines).read_text())
-        key = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment", "label_mix", "train_images")
-        diff = {k: (base.get(k), data[k]) for k in key if base.get(k, 0.0 if k == "label_mix" else None) != data[k]}
+        diff = recipe_diff(base, data)
         if diff:
             raise SystemExit(f"--baselines {args.baselines} used another recipe (option: (that run, this run)): {diff}; "
                              "pass the same options or train the baselines again.")
