@@ -381,7 +381,7 @@ def _check_switch_weights(weights, switches) -> dict[str, float]:
     known = {str(s) for s in switches}
     out = {}
     for key, value in dict(weights).items():
-        text = str(Switch.parse(key)) if not isinstance(key, Switch) else str(key)
+        text = str(Switch.parse(key))  # Switch.parse passes a Switch through
         if text not in known:
             raise ValueError(f"switch_weights names switch {key!r}, which the model does not have; its switches: {sorted(known)}.")
         try:

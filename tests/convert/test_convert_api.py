@@ -112,14 +112,10 @@ def test_plan_cost_counts_bytes_crossing_devices(tiny_bundle_dir):
 def test_a_learned_logit_scale_is_folded_into_the_partitions(tmp_path):
     """Float partitions of a model with per-switch logit scales, fused with one
     bias, equal the Keras switches: the scale lives in each device's kernel."""
-    import sys
-    from pathlib import Path
+    from core_reference import randomize_bn
 
     from paradis_tf.models import mobilenet_v1
     from paradis_tf.runtime import LocalRunner
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
-    from core_reference import randomize_bn
 
     m = mobilenet_v1((12, 12, 1), 4, ["1x1.0", "2x0.5"], width=0.25, depth=2, logit_scale=True)
     randomize_bn(m)
