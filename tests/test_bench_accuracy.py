@@ -48,10 +48,13 @@ def test_table_names_reused_baselines_and_weights(bench):
     ]
     data["timing"]["paradis_seconds"] = 9.0
     data["switch_weights"] = {"1x0.25": 2.0}
-    data["baselines_from"] = {"file": "docs/benchmarks/accuracy.json", "models": ["individual", "slimmable"]}
+    data["seed"] = 1
+    data["baselines_from"] = {"file": "docs/benchmarks/accuracy.json", "models": ["individual", "slimmable"],
+                              "seed": 0}
     text = bench.table(data)
+    assert "seed 1\n" in text.split("|")[0]
     assert "1x0.25 2 (others 1)" in text
-    assert "Rows of individual and slimmable reused from `docs/benchmarks/accuracy.json`" in text
+    assert "Rows of individual and slimmable reused from `docs/benchmarks/accuracy.json` (same recipe, seed 0)" in text
     assert "ratio" not in text  # no joint/individual time ratio across two runs
     assert "| 1x1.0 | 90.50 | 91.00 | 90.00 | -0.50 |" in text
     assert "worst 1x0.25 -2.00" in text

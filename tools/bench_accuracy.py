@@ -30,7 +30,7 @@ def table(data: dict) -> str:
         f"Fashion-MNIST test top-1, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, batch {data['batch_size']}, "
         f"{'augmented' if data['augment'] else 'no augmentation'}, "
-        f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches)",
+        f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches), seed {data.get('seed', 0)}",
         "",
         "| switch | ParaDiS | individual | slimmable | ParaDiS - individual | MACs per device |",
         "|---|---|---|---|---|---|",
@@ -53,7 +53,7 @@ def table(data: dict) -> str:
     if data.get("baselines_from"):
         src = data["baselines_from"]
         src = src if isinstance(src, dict) else {"file": src, "models": ["individual", "slimmable"]}
-        lines += ["", f"Rows of {' and '.join(src['models'])} reused from `{src['file']}` (same recipe); "
+        lines += ["", f"Rows of {' and '.join(src['models'])} reused from `{src['file']}` (same recipe, seed {src.get('seed', 0)}); "
                   f"ParaDiS was trained in this run ({t['paradis_seconds']:.0f} s)."]
     else:
         lines += [
@@ -115,6 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--logit-scale", action="store_true",
                     help="learn one logit scale per switch (ParaDiS and slimmable; a single-switch individual "
                          "model's scale would only duplicate its kernel's)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed of weights, shuffling and augmentation (%(default)s)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/accuracy.json"))
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
     x, y = load_fashion_mnist("train", limit=args.limit)
     xt, yt = load_fashion_mnist("test")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                      warmup_epochs=0.5, augment=not args.no_augment)
+                      warmup_epochs=0.5, augment=not args.no_augment, seed=args.seed)
 
     weights = parse_switch_weights(args.switch_weight)
 
@@ -154,13 +155,13 @@ def main(argv=None) -> int:
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "learning_rate": args.lr, "augment": not args.no_augment,
-            "label_mix": args.label_mix, "switch_weights": weights, "logit_scale": args.logit_scale,
+            "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
             "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())
         if not recipe_diff(old, data) and old.get("switch_weights", {}) == weights \
-                and old.get("logit_scale", False) == args.logit_scale:
+                and old.get("logit_scale", False) == args.logit_scale and old.get("seed", 0) == args.seed:
             data["results"], data["timing"] = old["results"], old.get("timing", {})
     kinds = args.only or (["paradis"] if args.baselines else ["paradis", "individual", "slimmable"])
     if args.baselines:
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
         for k in reused:
             if f"{k}_seconds" in base.get("timing", {}):
                 data["timing"][f"{k}_seconds"] = base["timing"][f"{k}_seconds"]
-        data["baselines_from"] = {"file": args.baselines, "models": reused}
+        data["baselines_from"] = {"file": args.baselines, "models": reused, "seed": base.get("seed", 0)}
 
     def record(kind, model, accs, seconds, switches):
         data["results"] = [r for r in data["results"] if not (r["model"] == kind and r["switch"] in switches)]
