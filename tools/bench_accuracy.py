@@ -29,6 +29,7 @@ def table(data: dict) -> str:
     lines = [
         f"Fashion-MNIST test top-1, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, batch {data['batch_size']}, "
+        f"{'AdamW weight decay %g, ' % data['weight_decay'] if data.get('weight_decay') else ''}"
         f"{'augmented' if data['augment'] else 'no augmentation'}, "
         f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches), seed {data.get('seed', 0)}",
         "",
@@ -65,12 +66,13 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "augment", "label_mix", "train_images")
+RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "weight_decay", "augment", "label_mix",
+          "train_images")
 
 
 def recipe_diff(old: dict, new: dict) -> dict:
-    """Recipe options whose values differ: ``{option: (old, new)}`` (label_mix 0 when absent)."""
-    get = lambda d, k: d.get(k, 0.0 if k == "label_mix" else None)  # noqa: E731
+    """Recipe options whose values differ: ``{option: (old, new)}`` (label_mix, weight_decay 0 when absent)."""
+    get = lambda d, k: d.get(k, 0.0 if k in ("label_mix", "weight_decay") else None)  # noqa: E731
     return {k: (get(old, k), get(new, k)) for k in RECIPE if get(old, k) != get(new, k)}
 
 
@@ -107,6 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", type=int, default=7, help="separable blocks (%(default)s)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="decoupled (AdamW) weight decay (%(default)s)")
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--label-mix", type=float, default=0.0,
                     help="label-loss weight of the distilled ParaDiS switches (%(default)s)")
@@ -142,7 +145,8 @@ def main(argv=None) -> int:
     x, y = load_fashion_mnist("train", limit=args.limit)
     xt, yt = load_fashion_mnist("test")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                      warmup_epochs=0.5, augment=not args.no_augment, seed=args.seed)
+                      warmup_epochs=0.5, weight_decay=args.weight_decay,
+                      augment=not args.no_augment, seed=args.seed)
 
     weights = parse_switch_weights(args.switch_weight)
 
@@ -154,7 +158,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
-            "batch_size": args.batch_size, "learning_rate": args.lr, "augment": not args.no_augment,
+            "batch_size": args.batch_size, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
             "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
             "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}

@@ -20,6 +20,9 @@ class TrainConfig:
         learning_rate: peak Adam learning rate (cosine decay to 0 after a
             linear warm-up of ``warmup_epochs``).
         warmup_epochs: warm-up length, may be fractional.
+        weight_decay: decoupled weight decay (AdamW) of the convolution and
+            classifier kernels; BN parameters, biases and logit scales are not
+            decayed. 0 trains with plain Adam.
         augment: random flip and translation.
         calibration_steps: batches used to re-estimate BN statistics per
             switch after training.
@@ -30,6 +33,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 2e-3
     warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
     augment: bool = False
     calibration_steps: int = 20
     seed: int = 0
@@ -41,6 +45,15 @@ class TrainConfig:
             raise ValueError(f"Expected batch_size >= 1. Received batch_size={self.batch_size}.")
         if not self.learning_rate > 0:
             raise ValueError(f"Expected a strictly positive value. Received learning_rate={self.learning_rate}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"Expected weight_decay >= 0 (0: no decay). Received weight_decay={self.weight_decay}.")
+
+
+# Variables never decayed: switchable BN's per-switch gamma_i / beta_i, biases,
+# the classifier's logit scales. Regular expressions searched in the variable's
+# name, which is "gamma_0" for a Keras variable and "stem_bn/gamma_0:0" for the
+# TensorFlow variable the optimizer sees on that backend.
+NOT_DECAYED = [r"(^|/)(gamma|beta)_\d+(:\d+)?$", r"(^|/)(bias|log_scales)(:\d+)?$"]
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -54,7 +67,11 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int):
         warmup_target=config.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
-    return keras.optimizers.Adam(schedule)
+    if not config.weight_decay:
+        return keras.optimizers.Adam(schedule)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
+    return optimizer
 
 
 def train(model, images: np.ndarray, labels: np.ndarray, config: TrainConfig = TrainConfig(),

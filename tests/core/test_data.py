@@ -95,7 +95,7 @@ def test_cli_train_then_eval(tmp_path):
     train = subprocess.run(
         [sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0,2x0.5",
          "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json",
-         "--switch-weight", "2x0.5=2", "--logit-scale"],
+         "--switch-weight", "2x0.5=2", "--logit-scale", "--weight-decay", "0.05"],
         capture_output=True, text=True, env=env, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
     result = json.loads(train.stdout[train.stdout.index("{"):])
@@ -116,6 +116,9 @@ def test_cli_train_then_eval(tmp_path):
     bad_w = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0",
                             "--switch-weight", "1x1.0", "--limit", "256"], capture_output=True, text=True, env=env, timeout=600)
     assert bad_w.returncode == 1 and "paradis: --switch-weight expects SWITCH=WEIGHT" in bad_w.stderr and "'1x1.0'" in bad_w.stderr
+    bad_wd = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0",
+                             "--weight-decay", "-1", "--limit", "256"], capture_output=True, text=True, env=env, timeout=600)
+    assert bad_wd.returncode == 1 and "weight_decay=-1.0" in bad_wd.stderr
     missing = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(tmp_path / "none.keras")],
                              capture_output=True, text=True, env=env, timeout=600)
     assert missing.returncode == 1 and "does not exist" in missing.stderr

@@ -10,7 +10,7 @@ import pytest
 
 from paradis_tf.data import load_fashion_mnist, preprocess
 from paradis_tf.models import mobilenet_v1
-from paradis_tf.training import TrainConfig, evaluate, individual_model, slimmable_model, train
+from paradis_tf.training import TrainConfig, evaluate, individual_model, make_optimizer, slimmable_model, train
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,30 @@ def test_sandwich_training_runs_a_sample_of_switches(fmnist):
         assert all(0.0 <= v <= 1.0 for v in values) or name == "loss", (name, values)
     with pytest.raises(ValueError, match="sandwich=9"):
         mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5"], sandwich=9)
+
+
+def test_weight_decay_shrinks_kernels_only():
+    """With zero gradients Adam moves nothing, so one AdamW step is the decay alone:
+    kernels scaled by 1 - lr * wd; BN parameters, biases and logit scales kept."""
+    m = mobilenet_v1((12, 12, 1), 4, ["1x1.0", "2x0.5"], width=0.25, depth=1, logit_scale=True)
+    for v in m.trainable_weights:  # non-trivial values everywhere, zeros and ones included
+        v.assign(np.random.default_rng(0).normal(size=v.shape).astype("float32"))
+    before = {v.path: keras.ops.convert_to_numpy(v) for v in m.trainable_weights}
+    lr, wd = 0.01, 0.5
+    opt = make_optimizer(TrainConfig(learning_rate=lr, weight_decay=wd), steps_per_epoch=10)
+    opt.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in m.trainable_weights])
+    decayed = set()
+    for v in m.trainable_weights:
+        now = keras.ops.convert_to_numpy(v)
+        if np.allclose(now, before[v.path], atol=0):
+            continue
+        np.testing.assert_allclose(now, before[v.path] * (1 - lr * wd), rtol=1e-6, err_msg=v.path)
+        decayed.add(v.name)
+    assert decayed == {"kernel", "depthwise_kernel"}
+    assert isinstance(make_optimizer(TrainConfig(), 10), keras.optimizers.Adam)
+    assert not isinstance(make_optimizer(TrainConfig(), 10), keras.optimizers.AdamW)
+    with pytest.raises(ValueError, match="weight_decay=-0.1"):
+        TrainConfig(weight_decay=-0.1)
 
 
 def test_baseline_builders():
