@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--depth", type=int, default=7)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--xla", action="store_true",
+                    help="also time the joint model compiled with XLA (jit_compile=True), side by side")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/train_time.json"))
     args = ap.parse_args(argv)
 
@@ -44,10 +46,12 @@ def main(argv=None) -> int:
     x, y = load_fashion_mnist("train", limit=args.batch_size * 50)
     ds = make_dataset(x, y, args.batch_size, training=True).repeat()
     models = {"paradis": SWITCHES, **{f"individual {s}": [s] for s in SWITCHES}}
+    if args.xla:
+        models["paradis XLA"] = SWITCHES
     built = {}
     for name, sw in models.items():
         m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth)
-        m.compile(optimizer=keras.optimizers.Adam(1e-3))
+        m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=name.endswith("XLA"))
         m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace and warm up
         built[name] = m
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -63,6 +67,7 @@ def main(argv=None) -> int:
         "width": args.width, "depth": args.depth, "batch_size": args.batch_size, "rounds": args.rounds,
         "steps": args.steps, "seconds_per_step": med, "individual_sum": individual,
         "joint_over_individual": med["paradis"] / individual, "tensorflow": tf.__version__,
+        **({"xla_over_default": med["paradis XLA"] / med["paradis"]} if args.xla else {}),
         "command": "python tools/bench_train_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -71,6 +76,8 @@ def main(argv=None) -> int:
         print(f"| {n} | {1000 * v:.0f} |")
     print(f"| six individual models together | {1000 * individual:.0f} |")
     print(f"\njoint / individual = {result['joint_over_individual']:.2f}")
+    if args.xla:
+        print(f"joint with XLA / without = {result['xla_over_default']:.2f}")
     return 0
 
 

@@ -94,7 +94,7 @@ def keras_to_tflite_variants(
             if representative is None:
                 raise ConversionError(f"{what}: int8 conversion needs calibration samples")
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
+            converter.representative_dataset = _by_name(representative)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
@@ -110,6 +110,25 @@ def keras_to_tflite_variants(
         _check_input_order(data, shapes, what)
         out[variant] = data
     return out
+
+
+def _by_name(representative: Callable[[], Iterable[Sequence[np.ndarray]]]) -> Callable[[], Iterable[dict]]:
+    """Calibration samples keyed by input name (``{"in_00": a, ...}``).
+
+    The calibrator feeds a list sample to the inputs in the converter's own
+    order, which is not the model's: with 4 inputs it gave ``in_00``'s data
+    to ``in_03`` and so on, and every activation range after them came from
+    mis-wired inputs. A dict is matched by name.
+    """
+
+    def samples():
+        for sample in representative():
+            if isinstance(sample, dict):
+                yield sample
+            else:
+                yield {input_name(i): a for i, a in enumerate(sample)}
+
+    return samples
 
 
 def _restore_input_order(data: bytes, count: int) -> bytes:

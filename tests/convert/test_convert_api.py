@@ -127,3 +127,22 @@ def test_a_learned_logit_scale_is_folded_into_the_partitions(tmp_path):
         ref = m.switch_model(s).predict(xf, verbose=0)
         got = LocalRunner(bundle, s, precision="float", num_threads=1).predict(xf)
         np.testing.assert_allclose(got, ref, atol=1e-4, err_msg=s)
+
+
+@pytest.mark.parametrize("count", [2, 4, 5])
+def test_calibration_samples_reach_their_own_inputs(count):
+    """The converter orders a multi-input model's inputs its own way (with 4 inputs, in_03 first);
+    calibration samples must still reach the input they were given for, or every range after a
+    sync point's inputs is measured on mis-wired data. Input i here spans [0, 10**i]."""
+    import keras
+
+    from paradis_tf.convert.tflite import keras_to_tflite
+
+    ins = [keras.Input((4,)) for _ in range(count)]
+    model = keras.Model(ins, keras.layers.Add()([keras.layers.Dense(3)(t) for t in ins]))
+    rng = np.random.default_rng(0)
+    samples = [[rng.uniform(0, 10.0**i, (1, 4)).astype(np.float32) for i in range(count)] for _ in range(50)]
+    info = read_tflite(keras_to_tflite(model, lambda: iter(samples)))
+    spans = [255 * float(np.ravel(t.quant.scale)[0]) for t in info.inputs]
+    for i, span in enumerate(spans):
+        assert 0.9 * 10.0**i < span < 1.1 * 10.0**i, (i, spans)
