@@ -53,11 +53,12 @@ def test_sync_model_has_two_segments_per_device_and_runs_through_local_runner(sy
     results = []
     for backend in ("litert", "tflm"):
         got = LocalRunner(sync_bundle.root, "4x0.25", backend, num_threads=1).predict(x)
-        # TFLite's int8 CONCATENATION puts every gathered input on one scale (the widest
-        # range); this random model's device 3 has a 5x narrower range, so errors are
-        # larger than in the split plans (see docs/BUNDLE.md, "Sync segments").
-        assert np.abs(got - ref).mean() < 0.05 * (ref.max() - ref.min())
-        assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.8
+        # As close as the split plans: the gathered inputs' calibration must reach the
+        # inputs it was meant for (with the converter's own input order, the largest
+        # error here was 24% of the logit spread; docs/BUNDLE.md, "Sync segments").
+        spread = ref.max() - ref.min()
+        assert np.abs(got - ref).max() < 0.05 * spread
+        assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9
         results.append(got)
     # litert (XNNPACK) and tflm differ by a few LSB at most (test_runtime_backends)
     assert (results[0].argmax(1) == results[1].argmax(1)).mean() >= 0.95
