@@ -123,10 +123,7 @@ def _by_name(representative: Callable[[], Iterable[Sequence[np.ndarray]]]) -> Ca
 
     def samples():
         for sample in representative():
-            if isinstance(sample, dict):
-                yield sample
-            else:
-                yield {input_name(i): a for i, a in enumerate(sample)}
+            yield {input_name(i): a for i, a in enumerate(sample)}
 
     return samples
 
