@@ -126,8 +126,8 @@ def main(argv=None) -> int:
                     help="where to save the trained ParaDiS model (default: docs/benchmarks/fashion_mnist_paradis_e{epochs}.keras)")
     ap.add_argument("--baselines", default=None, metavar="JSON",
                     help="take the rows of the models this run does not train (--only) from this earlier "
-                         "run (same recipe: epochs, width, depth, batch, lr, augmentation, label mix, train "
-                         "images) instead of training them again; for trying ParaDiS-only options such as "
+                         "run (same recipe: epochs, width, depth, batch, lr, weight decay, augmentation, label "
+                         "mix, train images) instead of training them again; for trying ParaDiS-only options such as "
                          "--switch-weight (default --only paradis)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     args = ap.parse_args(argv)
