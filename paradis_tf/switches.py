@@ -141,6 +141,23 @@ class Switch:
             ranges.append((ra, rb))
         return ranges
 
+    @property
+    def cost(self) -> float:
+        """Relative compute of the switch, all devices together: the sum of
+        the squared device widths (a pointwise layer's work grows with the
+        product of its input and output channels)."""
+        return float(sum(w * w for w in self.widths))
+
+    def contains(self, other: "Switch | str") -> bool:
+        """Whether every device block of ``other`` lies inside one device
+        block of this switch, so that ``other`` runs a subset of the weights
+        this switch runs (``1x1.0`` contains every switch, ``2x0.5`` contains
+        ``4x0.25`` and ``1x0.5``, ``1x0.5`` contains ``1x0.25``)."""
+        other = Switch.parse(other)
+        mine = [(o, o + w) for o, w in zip(self.offsets, self.widths)]
+        return all(any(a - _EPS <= o and o + w <= b + _EPS for a, b in mine)
+                   for o, w in zip(other.offsets, other.widths))
+
     def used_channels(self, channels: int, layer: str = "layer") -> int:
         """Number of leading channels the switch uses in a layer."""
         return self.channel_ranges(channels, layer)[-1][1]

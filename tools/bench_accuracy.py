@@ -51,6 +51,8 @@ def table(data: dict) -> str:
                      + ", ".join(f"{k} {v:g}" for k, v in data["switch_weights"].items()) + " (others 1).")
     if data.get("logit_scale"):
         lines.insert(1, "Learned logit scale per switch (ParaDiS and slimmable).")
+    if data.get("teacher", "widest") != "widest":
+        lines.insert(1, f"Distillation teacher: {data['teacher']} (ParaDiS and slimmable).")
     if data.get("baselines_from"):
         src = data["baselines_from"]
         src = src if isinstance(src, dict) else {"file": src, "models": ["individual", "slimmable"]}
@@ -118,6 +120,9 @@ def main(argv=None) -> int:
     ap.add_argument("--logit-scale", action="store_true",
                     help="learn one logit scale per switch (ParaDiS and slimmable; a single-switch individual "
                          "model's scale would only duplicate its kernel's)")
+    ap.add_argument("--teacher", choices=["widest", "nested"], default="widest",
+                    help="whom the distilled switches of ParaDiS and slimmable learn from: the widest switch, or "
+                         "the cheapest switch that contains them (teacher assistants) (%(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="random seed of weights, shuffling and augmentation (%(default)s)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
@@ -154,18 +159,19 @@ def main(argv=None) -> int:
         return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth,
                             labels=FASHION_MNIST_LABELS, label_mix=args.label_mix,
                             switch_weights=weights if paradis else None,
-                            logit_scale=args.logit_scale and len(switches) > 1)
+                            logit_scale=args.logit_scale and len(switches) > 1, teacher=args.teacher)
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
             "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
-            "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
+            "teacher": args.teacher, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())
         if not recipe_diff(old, data) and old.get("switch_weights", {}) == weights \
-                and old.get("logit_scale", False) == args.logit_scale and old.get("seed", 0) == args.seed:
+                and old.get("logit_scale", False) == args.logit_scale and old.get("seed", 0) == args.seed \
+                and old.get("teacher", "widest") == args.teacher:
             data["results"], data["timing"] = old["results"], old.get("timing", {})
     kinds = args.only or (["paradis"] if args.baselines else ["paradis", "individual", "slimmable"])
     if args.baselines:
@@ -178,6 +184,10 @@ def main(argv=None) -> int:
         if "slimmable" in reused and base.get("logit_scale", False) != args.logit_scale:
             raise SystemExit(f"--baselines {args.baselines}: its slimmable model was trained with "
                              f"logit_scale={base.get('logit_scale', False)}, this run uses {args.logit_scale}; "
+                             "add --only slimmable to train it again.")
+        if "slimmable" in reused and base.get("teacher", "widest") != args.teacher:
+            raise SystemExit(f"--baselines {args.baselines}: its slimmable model distilled from teacher="
+                             f"{base.get('teacher', 'widest')}, this run uses {args.teacher}; "
                              "add --only slimmable to train it again.")
         data["results"] = [r for r in data["results"] if r["model"] in kinds] + \
             [r for r in base["results"] if r["model"] in reused]

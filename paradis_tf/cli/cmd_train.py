@@ -35,6 +35,9 @@ def register(sub) -> None:
     t.add_argument("--label-mix", type=float, default=0.5,
                    help="label-loss weight for distilled switches (0.5 beat pure distillation by 0.4-1.5 points "
                         "on Fashion-MNIST, docs/BENCHMARKS.md)")
+    t.add_argument("--teacher", choices=["widest", "nested"], default="widest",
+                   help="whom distilled switches learn from: the widest switch, or the cheapest switch that "
+                        "contains them (teacher assistants: 1x0.25 from 1x0.5, 4x0.25 from 0.5+0.25+0.25...)")
     t.add_argument("--sandwich", type=int, default=None, help="switches per step (default: all)")
     t.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
                    help="loss weight of one switch, e.g. 1x0.25=2 (repeatable; default 1 each)")
@@ -63,7 +66,8 @@ def build_model(args, image_shape, num_classes, labels):
 
     sync = [int(s) for s in args.sync_layers.split(",") if s.strip()]
     common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich,
-                  switch_weights=parse_switch_weights(args.switch_weight), logit_scale=args.logit_scale)
+                  switch_weights=parse_switch_weights(args.switch_weight), logit_scale=args.logit_scale,
+                  teacher=args.teacher)
     if args.arch == "resnet":
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
         return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,

@@ -41,7 +41,7 @@ class ParaDiSModel(keras.Model):
     Calling the model runs every switch (or a sandwich sample of them during
     training) and returns the list of their logits in `switches` order.
     Training with `fit` uses in-place distillation: the widest switch learns
-    from the labels, every other switch from the widest switch's detached
+    from the labels, every other switch from a teacher switch's detached
     predictions (``label_mix`` of the label loss mixed in), one optimizer
     step per batch; at the end of `fit` every switch's BN statistics are
     re-estimated on a sample of the training data (`calibrate`).
@@ -65,6 +65,15 @@ class ParaDiSModel(keras.Model):
         switch_weights: optional ``{switch text: weight}`` multiplying that
             switch's loss term (default 1 for every switch), e.g. to give the
             narrowest switch more say over the weights it shares.
+        teacher: whom the non-widest switches distil from. ``"widest"``:
+            the widest switch (in-place distillation). ``"nested"``: the
+            cheapest other switch that contains them (`Switch.contains`),
+            a teacher assistant between them and the widest switch (Ozerov
+            and Duong, "Inplace knowledge distillation with teacher
+            assistant", arXiv 2105.08369): with the six benchmark switches,
+            2x0.5 learns from 1x1.0, 0.5+0.25+0.25 from 2x0.5, 4x0.25 and
+            1x0.5 from 0.5+0.25+0.25, 1x0.25 from 1x0.5. A switch no other
+            contains learns from the widest. `teachers` lists the choice.
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class ParaDiSModel(keras.Model):
         label_mix: float = 0.0,
         sandwich: int | None = None,
         switch_weights: dict | None = None,
+        teacher: str = "widest",
         **kwargs,
     ):
         kwargs.setdefault("name", architecture)
@@ -92,6 +102,8 @@ class ParaDiSModel(keras.Model):
             raise ValueError(f"Expected num_classes >= 2. Received num_classes={num_classes!r}.")
         if not 0.0 <= float(label_mix) <= 1.0:
             raise ValueError(f"Expected 0 <= label_mix <= 1. Received label_mix={label_mix!r}.")
+        if teacher not in TEACHERS:
+            raise ValueError(f"Expected teacher to be one of {list(TEACHERS)}. Received teacher={teacher!r}.")
         parsed = parse_switches(switches)
         if sandwich is not None and not 2 <= int(sandwich) <= len(parsed):
             raise ValueError(
@@ -108,6 +120,7 @@ class ParaDiSModel(keras.Model):
         self.label_mix = float(label_mix)
         self.sandwich = int(sandwich) if sandwich is not None else None
         self.switch_weights = _check_switch_weights(switch_weights, parsed)
+        self.teacher = teacher
         self.body = ARCHITECTURES[architecture](
             switches=[str(s) for s in parsed],
             input_shape=input_shape,
@@ -136,6 +149,23 @@ class ParaDiSModel(keras.Model):
     def widest_index(self) -> int:
         """Index of the teacher switch: largest total width, fewest devices."""
         return max(range(len(self._switches)), key=lambda i: (self._switches[i].total_width, -len(self._switches[i])))
+
+    @property
+    def teachers(self) -> list[int | None]:
+        """Index of the switch each switch distils from (None: the labels)."""
+        w = self.widest_index
+        out: list[int | None] = []
+        for i, s in enumerate(self._switches):
+            if i == w:
+                out.append(None)
+                continue
+            if self.teacher == "widest":
+                out.append(w)
+                continue
+            containers = [j for j, t in enumerate(self._switches) if j != i and t.contains(s)]
+            out.append(min(containers, key=lambda j: (self._switches[j].cost, len(self._switches[j]), j))
+                       if containers else w)
+        return out
 
     @property
     def narrowest_index(self) -> int:
@@ -208,14 +238,18 @@ class ParaDiSModel(keras.Model):
         logits = list(y_pred)
         w = self.widest_index
         y = ops.cast(y, "int32")
-        teacher = logits[w]
         weight = [self.switch_weights.get(str(s), 1.0) for s in self._switches]
-        total = weight[w] * ops.mean(keras.losses.sparse_categorical_crossentropy(y, teacher, from_logits=True))
-        soft = ops.stop_gradient(ops.softmax(teacher, axis=-1))
+        total = weight[w] * ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits[w], from_logits=True))
+        soft = {w: ops.stop_gradient(ops.softmax(logits[w], axis=-1))}
         for i, student in enumerate(logits):
-            if i == w:
+            t = self.teachers[i]
+            if t is None:
                 continue
-            kd = ops.mean(keras.losses.categorical_crossentropy(soft, student, from_logits=True))
+            if t not in soft:
+                # A teacher the sandwich sample skipped (NaN logits): the
+                # widest switch, which always runs, teaches instead.
+                soft[t] = ops.where(ops.isnan(logits[t]), soft[w], ops.stop_gradient(ops.softmax(logits[t], axis=-1)))
+            kd = ops.mean(keras.losses.categorical_crossentropy(soft[t], student, from_logits=True))
             term = kd
             if self.label_mix > 0.0:
                 ce = ops.mean(keras.losses.sparse_categorical_crossentropy(y, student, from_logits=True))
@@ -365,6 +399,7 @@ class ParaDiSModel(keras.Model):
             "label_mix": self.label_mix,
             "sandwich": self.sandwich,
             "switch_weights": self.switch_weights or None,
+            "teacher": self.teacher,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -372,6 +407,9 @@ class ParaDiSModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+
+TEACHERS = ("widest", "nested")
 
 
 def _check_switch_weights(weights, switches) -> dict[str, float]:

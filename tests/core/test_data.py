@@ -95,7 +95,7 @@ def test_cli_train_then_eval(tmp_path):
     train = subprocess.run(
         [sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0,2x0.5",
          "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json",
-         "--switch-weight", "2x0.5=2", "--logit-scale", "--weight-decay", "0.05"],
+         "--switch-weight", "2x0.5=2", "--logit-scale", "--weight-decay", "0.05", "--teacher", "nested"],
         capture_output=True, text=True, env=env, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
     result = json.loads(train.stdout[train.stdout.index("{"):])
@@ -105,7 +105,7 @@ def test_cli_train_then_eval(tmp_path):
     import paradis_tf.models  # noqa: F401  (registers the classes for load_model)
 
     loaded = keras.saving.load_model(out)
-    assert loaded.switch_weights == {"2x0.5": 2.0} and loaded.body.head.logit_scale
+    assert loaded.switch_weights == {"2x0.5": 2.0} and loaded.body.head.logit_scale and loaded.teacher == "nested"
     ev = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(out), "--limit", "256", "--json"],
                         capture_output=True, text=True, env=env, timeout=600)
     assert ev.returncode == 0, ev.stderr[-2000:]

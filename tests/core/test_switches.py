@@ -53,3 +53,22 @@ def test_parse_switches_rejects_duplicates_and_divisor():
         parse_switches(["2x0.5", "0.5+0.5"])
     assert channel_divisor(parse_switches("1x1.0,2x0.5,0.5+0.25+0.25,4x0.25")) == 4
     assert channel_divisor(parse_switches("1x1.0,2x0.5")) == 2
+
+
+@pytest.mark.parametrize("outer, inner, expected", [
+    ("1x1.0", "4x0.25", True), ("1x1.0", "0.5+0.25+0.25", True), ("2x0.5", "4x0.25", True),
+    ("2x0.5", "1x0.5", True), ("0.5+0.25+0.25", "4x0.25", True), ("0.5+0.25+0.25", "1x0.5", True),
+    ("1x0.5", "1x0.25", True), ("4x0.25", "1x0.25", True),
+    # a device block of the inner switch straddles two of the outer's
+    ("4x0.25", "2x0.5", False), ("4x0.25", "1x0.5", False), ("0.5+0.25+0.25", "2x0.5", False),
+    # the inner switch uses channels the outer does not
+    ("1x0.5", "2x0.5", False), ("1x0.25", "1x0.5", False),
+])
+def test_contains_is_block_inclusion(outer, inner, expected):
+    assert Switch.parse(outer).contains(inner) is expected
+
+
+def test_cost_is_sum_of_squared_widths():
+    assert Switch.parse("1x1.0").cost == 1.0
+    assert Switch.parse("4x0.25").cost == pytest.approx(0.25)
+    assert Switch.parse("0.5+0.25+0.25").cost == pytest.approx(0.375)

@@ -64,6 +64,49 @@ def test_switch_weights_scale_each_switch_loss_term(tmp_path):
         mobilenet_v1((12, 12, 1), 4, switches, width=0.25, depth=1, switch_weights={"1x0.5": -1})
 
 
+SIX = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+
+
+def test_nested_teachers_are_the_cheapest_containing_switch(tmp_path):
+    m = mobilenet_v1((12, 12, 1), 4, SIX, width=0.25, depth=1, teacher="nested")
+    names = [None if t is None else SIX[t] for t in m.teachers]
+    assert names == [None, "1x1.0", "2x0.5", "0.5+0.25+0.25", "0.5+0.25+0.25", "1x0.5"]
+    assert mobilenet_v1((12, 12, 1), 4, SIX, width=0.25, depth=1).teachers == [None, 0, 0, 0, 0, 0]
+    # No switch contains 1x0.5 here but the widest, 4x0.25 (1x0.5 straddles two of its devices).
+    assert mobilenet_v1((12, 12, 1), 4, ["1x0.5", "4x0.25", "1x0.25"], width=0.25, depth=1,
+                        teacher="nested").teachers == [1, None, 0]
+    path = tmp_path / "n.keras"
+    m.save(path)
+    assert keras.saving.load_model(path).teacher == "nested"
+    with pytest.raises(ValueError, match=r"teacher to be one of \['widest', 'nested'\]. Received teacher='chain'"):
+        mobilenet_v1((12, 12, 1), 4, SIX, width=0.25, depth=1, teacher="chain")
+
+
+def test_nested_loss_distils_each_switch_from_its_teacher():
+    m = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=0.3,
+                     teacher="nested", switch_weights={"1x0.25": 2})
+    assert m.teachers == [2, None, 1]
+    rng = np.random.default_rng(2)
+    logits = [rng.normal(size=(5, 4)).astype("float32") for _ in range(3)]
+    y = rng.integers(0, 4, 5)
+    ce = lambda z: -np.log(_softmax(z)[np.arange(5), y]).mean()  # noqa: E731
+    kd = lambda t, z: -(_softmax(t) * np.log(_softmax(z))).sum(-1).mean()  # noqa: E731
+    ref = ce(logits[1]) + (0.7 * kd(logits[1], logits[2]) + 0.3 * ce(logits[2])) \
+        + 2 * (0.7 * kd(logits[2], logits[0]) + 0.3 * ce(logits[0]))
+    assert float(m.compute_loss(y=y, y_pred=logits)) == pytest.approx(ref, rel=1e-5)
+    # A teacher the sandwich sample skipped (NaN logits): its student learns from the widest.
+    skipped = [logits[0], logits[1], np.full((5, 4), np.nan, "float32")]
+    ref = ce(logits[1]) + 2 * (0.7 * kd(logits[1], logits[0]) + 0.3 * ce(logits[0]))
+    assert float(m.compute_loss(y=y, y_pred=skipped)) == pytest.approx(ref, rel=1e-5)
+
+
+def test_nested_teacher_trains_with_a_sandwich(fmnist):
+    x, y, _, _ = fmnist
+    m = mobilenet_v1((28, 28, 1), 10, SIX, width=0.25, depth=1, sandwich=3, teacher="nested", label_mix=0.5)
+    r = train(m, x[:256], y[:256], TrainConfig(epochs=1, batch_size=64, calibration_steps=2), verbose=0)
+    assert np.isfinite(r["history"]["loss"]).all()
+
+
 def test_teacher_gets_no_gradient_from_students():
     import tensorflow as tf
 
