@@ -78,3 +78,12 @@ def test_slimmable_rows_from_another_teacher_are_refused(bench, tmp_path):
     data["teacher"] = "nested"
     data["timing"].update(paradis_seconds=90.0, joint_over_individual=0.9)
     assert "Distillation teacher: nested (ParaDiS and slimmable)." in bench.table(data)
+
+
+def test_a_second_run_into_the_same_out_keeps_its_paradis_rows(bench):
+    """--only slimmable --baselines B --out X after --only paradis --out X: X keeps ParaDiS, takes individual from B."""
+    row = lambda model, top: {"model": model, "switch": "1x1.0", "top1": top}  # noqa: E731
+    earlier = [row("paradis", 0.5), row("individual", 0.1)]
+    base = [row("paradis", 0.2), row("individual", 0.91), row("slimmable", 0.9)]
+    merged = bench.merge_rows(earlier, base, reused=["individual"])
+    assert sorted((r["model"], r["top1"]) for r in merged) == [("individual", 0.91), ("paradis", 0.5)]

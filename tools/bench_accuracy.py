@@ -57,7 +57,7 @@ def table(data: dict) -> str:
         src = data["baselines_from"]
         src = src if isinstance(src, dict) else {"file": src, "models": ["individual", "slimmable"]}
         lines += ["", f"Rows of {' and '.join(src['models'])} reused from `{src['file']}` (same recipe, seed {src.get('seed', 0)}); "
-                  f"ParaDiS was trained in this run ({t['paradis_seconds']:.0f} s)."]
+                  f"the other rows were trained with this recipe (ParaDiS: {t['paradis_seconds']:.0f} s)."]
     else:
         lines += [
             "",
@@ -76,6 +76,13 @@ def recipe_diff(old: dict, new: dict) -> dict:
     """Recipe options whose values differ: ``{option: (old, new)}`` (label_mix, weight_decay 0 when absent)."""
     get = lambda d, k: d.get(k, 0.0 if k in ("label_mix", "weight_decay") else None)  # noqa: E731
     return {k: (get(old, k), get(new, k)) for k in RECIPE if get(old, k) != get(new, k)}
+
+
+def merge_rows(earlier: list[dict], base: list[dict], reused: list[str]) -> list[dict]:
+    """Result rows of a ``--baselines`` run: the ``reused`` kinds from ``base``,
+    the others from an earlier run into the same ``--out`` with the same recipe
+    (so ``--only slimmable`` after ``--only paradis`` keeps the ParaDiS rows)."""
+    return [r for r in earlier if r["model"] not in reused] + [r for r in base if r["model"] in reused]
 
 
 def targets(rows: dict, switches: list[str]) -> list[str]:
@@ -189,8 +196,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"--baselines {args.baselines}: its slimmable model distilled from teacher="
                              f"{base.get('teacher', 'widest')}, this run uses {args.teacher}; "
                              "add --only slimmable to train it again.")
-        data["results"] = [r for r in data["results"] if r["model"] in kinds] + \
-            [r for r in base["results"] if r["model"] in reused]
+        data["results"] = merge_rows(data["results"], base["results"], reused)
         for k in reused:
             if f"{k}_seconds" in base.get("timing", {}):
                 data["timing"][f"{k}_seconds"] = base["timing"][f"{k}_seconds"]
