@@ -34,6 +34,10 @@ def _scale_for_distribution(loss):
     return scale_loss_for_distribution(loss)
 
 
+# Whom the distilled switches learn from (`ParaDiSModel(teacher=...)`).
+TEACHERS = ("widest", "nested")
+
+
 @keras.saving.register_keras_serializable(package="paradis_tf")
 class ParaDiSModel(keras.Model):
     """A ParaDiS network: shared full-width weights serving several switches.
@@ -241,8 +245,9 @@ class ParaDiSModel(keras.Model):
         weight = [self.switch_weights.get(str(s), 1.0) for s in self._switches]
         total = weight[w] * ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits[w], from_logits=True))
         soft = {w: ops.stop_gradient(ops.softmax(logits[w], axis=-1))}
+        teachers = self.teachers
         for i, student in enumerate(logits):
-            t = self.teachers[i]
+            t = teachers[i]
             if t is None:
                 continue
             if t not in soft:
@@ -407,9 +412,6 @@ class ParaDiSModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
-
-
-TEACHERS = ("widest", "nested")
 
 
 def _check_switch_weights(weights, switches) -> dict[str, float]:
