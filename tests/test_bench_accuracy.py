@@ -71,7 +71,7 @@ def test_slimmable_rows_with_another_logit_scale_are_refused(bench, tmp_path):
 def test_slimmable_rows_from_another_teacher_are_refused(bench, tmp_path):
     base = tmp_path / "base.json"
     base.write_text(json.dumps(run_record()))
-    with pytest.raises(SystemExit, match="teacher=widest, this run uses nested; add --only slimmable"):
+    with pytest.raises(SystemExit, match="trained with teacher=widest, this run uses nested; add --only slimmable"):
         bench.main(["--epochs", "10", "--label-mix", "0.5", "--teacher", "nested", "--baselines", str(base),
                     "--out", str(tmp_path / "out.json")])
     data = run_record()

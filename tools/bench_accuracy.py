@@ -72,6 +72,12 @@ RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "weight_dec
           "train_images")
 
 
+# Options that are not part of the recipe (--baselines accepts other values),
+# with their value when a file predates them; an --out file's rows are reused
+# only when they match too.
+VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "widest"}
+
+
 def recipe_diff(old: dict, new: dict) -> dict:
     """Recipe options whose values differ: ``{option: (old, new)}`` (label_mix, weight_decay 0 when absent)."""
     get = lambda d, k: d.get(k, 0.0 if k in ("label_mix", "weight_decay") else None)  # noqa: E731
@@ -176,9 +182,7 @@ def main(argv=None) -> int:
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())
-        if not recipe_diff(old, data) and old.get("switch_weights", {}) == weights \
-                and old.get("logit_scale", False) == args.logit_scale and old.get("seed", 0) == args.seed \
-                and old.get("teacher", "widest") == args.teacher:
+        if not recipe_diff(old, data) and all(old.get(k, d) == data[k] for k, d in VARIANT.items()):
             data["results"], data["timing"] = old["results"], old.get("timing", {})
     kinds = args.only or (["paradis"] if args.baselines else ["paradis", "individual", "slimmable"])
     if args.baselines:
@@ -188,14 +192,11 @@ def main(argv=None) -> int:
             raise SystemExit(f"--baselines {args.baselines} used another recipe (option: (that run, this run)): {diff}; "
                              "pass the same options or train the baselines again.")
         reused = [k for k in ("individual", "slimmable") if k not in kinds]
-        if "slimmable" in reused and base.get("logit_scale", False) != args.logit_scale:
-            raise SystemExit(f"--baselines {args.baselines}: its slimmable model was trained with "
-                             f"logit_scale={base.get('logit_scale', False)}, this run uses {args.logit_scale}; "
-                             "add --only slimmable to train it again.")
-        if "slimmable" in reused and base.get("teacher", "widest") != args.teacher:
-            raise SystemExit(f"--baselines {args.baselines}: its slimmable model distilled from teacher="
-                             f"{base.get('teacher', 'widest')}, this run uses {args.teacher}; "
-                             "add --only slimmable to train it again.")
+        for k in ("logit_scale", "teacher"):  # options that shape the slimmable model too
+            if "slimmable" in reused and base.get(k, VARIANT[k]) != data[k]:
+                raise SystemExit(f"--baselines {args.baselines}: its slimmable model was trained with "
+                                 f"{k}={base.get(k, VARIANT[k])}, this run uses {data[k]}; "
+                                 "add --only slimmable to train it again.")
         data["results"] = merge_rows(data["results"], base["results"], reused)
         for k in reused:
             if f"{k}_seconds" in base.get("timing", {}):
