@@ -87,3 +87,56 @@ def test_a_second_run_into_the_same_out_keeps_its_paradis_rows(bench):
     base = [row("paradis", 0.2), row("individual", 0.91), row("slimmable", 0.9)]
     merged = bench.merge_rows(earlier, base, reused=["individual"])
     assert sorted((r["model"], r["top1"]) for r in merged) == [("individual", 0.91), ("paradis", 0.5)]
+
+
+def paradis_run(seed, tops, teacher="nested", baselines=True):
+    """A --only paradis run record with individual rows taken from --baselines (seed 0)."""
+    data = run_record()
+    data.update(seed=seed, teacher=teacher, switch_weights={"1x0.25": 2.0})
+    data["results"] += [{"model": "paradis", "switch": s, "top1": t, "macs_per_device": [1], "params": 1,
+                         "train_seconds": 9.0} for s, t in zip(("1x1.0", "1x0.25"), tops)]
+    if baselines:
+        data["baselines_from"] = {"file": "base.json", "models": ["individual", "slimmable"], "seed": 0}
+    return data
+
+
+def test_mean_over_seeds_averages_each_kind_over_its_own_runs(bench, tmp_path, capsys):
+    files = {"p0.json": paradis_run(0, (0.90, 0.88), teacher="widest"),
+             "p1.json": paradis_run(1, (0.92, 0.87), teacher="widest")}
+    base1 = run_record()
+    base1["seed"] = 1
+    base1["results"] = [dict(r, top1=r["top1"] - 0.02) for r in base1["results"]]
+    files["b1.json"] = base1
+    for name, data in files.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    # p0.json's individual and slimmable rows are seed 0's; p1.json's are copies of them (not counted).
+    assert bench.main(["--mean", str(tmp_path / "p0.json:paradis,individual,slimmable"), str(tmp_path / "p1.json"),
+                       str(tmp_path / "b1.json")]) == 0
+    text = capsys.readouterr().out
+    assert "Seeds: ParaDiS 0, 1; individual 0, 1; slimmable 0, 1" in text
+    assert "| 1x1.0 | 91.00 (90.00, 92.00) | 90.00 (91.00, 89.00) | 89.00 (90.00, 88.00) | +1.00 |" in text
+    assert "| 1x0.25 | 87.50 (88.00, 87.00) | 90.00 (91.00, 89.00) | 89.00 (90.00, 88.00) | -2.50 |" in text
+    assert "worst 1x0.25 -2.50" in text
+    assert "ParaDiS teacher widest, switch_weights {'1x0.25': 2.0}" in text
+
+
+def test_mean_refuses_mixed_configurations_seeds_and_recipes(bench, tmp_path):
+    def run_mean(*records):
+        args = []
+        for i, (data, kinds) in enumerate(records):
+            (tmp_path / f"r{i}.json").write_text(json.dumps(data))
+            args.append(str(tmp_path / f"r{i}.json") + (f":{kinds}" if kinds else ""))
+        return bench.main(["--mean", *args])
+
+    with pytest.raises(SystemExit, match="teacher.*average runs of one configuration"):
+        run_mean((paradis_run(0, (0.9, 0.8)), None), (paradis_run(1, (0.9, 0.8), teacher="widest"), None))
+    with pytest.raises(SystemExit, match="two paradis runs with seed 0"):
+        run_mean((paradis_run(0, (0.9, 0.8)), None), (paradis_run(0, (0.9, 0.8)), None))
+    with pytest.raises(SystemExit, match="two individual runs with seed 0"):
+        run_mean((paradis_run(0, (0.9, 0.8)), "individual"), (paradis_run(1, (0.9, 0.8)), "individual"))
+    with pytest.raises(SystemExit, match="another recipe.*epochs"):
+        run_mean((run_record(), None), (dict(run_record(epochs=6), seed=1), None))
+    with pytest.raises(SystemExit, match="has no paradis rows"):
+        run_mean((run_record(), "paradis"),)
+    with pytest.raises(SystemExit, match="Received kinds 'teachers'"):
+        run_mean((run_record(), "teachers"),)

@@ -91,6 +91,117 @@ def merge_rows(earlier: list[dict], base: list[dict], reused: list[str]) -> list
     return [r for r in earlier if r["model"] not in reused] + [r for r in base if r["model"] in reused]
 
 
+# The options of VARIANT that shape each kind of model (seed excepted): runs
+# averaged together must agree on them.
+SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher"), "slimmable": ("logit_scale", "teacher"),
+             "individual": ()}
+
+
+def reused_kinds(data: dict) -> list[str]:
+    """The kinds of model a run took from --baselines (their rows are that run's)."""
+    src = data.get("baselines_from")
+    return [] if not src else (src["models"] if isinstance(src, dict) else ["individual", "slimmable"])
+
+
+def trained_here(data: dict) -> list[str]:
+    """The kinds of model a run trained itself (not those it took from --baselines)."""
+    return sorted({r["model"] for r in data["results"]} - set(reused_kinds(data)))
+
+
+def parse_mean_source(text: str) -> tuple[str, list[str] | None]:
+    """``FILE`` or ``FILE:kind,kind`` of ``--mean``."""
+    if ":" not in text:
+        return text, None
+    path, _, kinds = text.rpartition(":")
+    chosen = [k for k in kinds.split(",") if k]
+    bad = [k for k in chosen if k not in SHAPED_BY]
+    if bad or not chosen:
+        raise SystemExit(f"--mean {text}: expected FILE or FILE:KINDS with KINDS from {sorted(SHAPED_BY)} "
+                         f"(comma-separated). Received kinds {kinds!r}.")
+    return path, chosen
+
+
+def mean_over_runs(runs: list[tuple[str, dict, list[str] | None]]) -> dict:
+    """One record of mean top-1 over several runs (seeds) of one recipe.
+
+    Args:
+        runs: ``(name, run record, kinds)``; ``kinds`` None takes the kinds
+            that run trained itself.
+
+    Returns:
+        A run record whose rows hold the mean ``top1`` of each (kind,
+        switch) and, in ``tops``, each run's value; ``seeds`` maps each kind
+        to its runs' seeds. Refuses runs of another recipe, a kind trained
+        with other options (`SHAPED_BY`) in two runs, and one seed twice.
+    """
+    first_name, first, _ = runs[0]
+    merged = {k: v for k, v in first.items() if k not in ("results", "timing", "baselines_from", "command")}
+    seeds: dict[str, list[int]] = {}
+    shape: dict[str, tuple] = {}
+    tops: dict[tuple[str, str], list[float]] = {}
+    macs: dict[tuple[str, str], list[int]] = {}
+    for name, data, kinds in runs:
+        diff = recipe_diff(first, data)
+        if diff:
+            raise SystemExit(f"--mean: {name} used another recipe than {first_name} (option: (first, this)): {diff}.")
+        kinds = trained_here(data) if kinds is None else kinds
+        for kind in kinds:
+            # Rows taken from --baselines carry that run's seed (and, by
+            # --baselines' own check, the options SHAPED_BY names).
+            src = data.get("baselines_from")
+            seed = (src.get("seed", 0) if isinstance(src, dict) else 0) if kind in reused_kinds(data) \
+                else data.get("seed", VARIANT["seed"])
+            rows = [r for r in data["results"] if r["model"] == kind]
+            if not rows:
+                raise SystemExit(f"--mean: {name} has no {kind} rows.")
+            opts = tuple((k, data.get(k, VARIANT[k])) for k in SHAPED_BY[kind])
+            if shape.setdefault(kind, opts) != opts:
+                raise SystemExit(f"--mean: {kind} of {name} was trained with {dict(opts)}, an earlier file's with "
+                                 f"{dict(shape[kind])}; average runs of one configuration.")
+            if seed in seeds.setdefault(kind, []):
+                raise SystemExit(f"--mean: two {kind} runs with seed {seed} (the second in {name}); "
+                                 "pass each run once.")
+            seeds[kind].append(seed)
+            for r in rows:
+                tops.setdefault((kind, r["switch"]), []).append(r["top1"])
+                macs[(kind, r["switch"])] = r["macs_per_device"]
+    merged.update({k: v for kind, opts in shape.items() if kind == "paradis" for k, v in opts})
+    merged["seeds"] = seeds
+    merged["results"] = [{"model": k, "switch": s, "top1": sum(v) / len(v), "tops": v, "macs_per_device": macs[(k, s)]}
+                         for (k, s), v in tops.items()]
+    return merged
+
+
+def mean_table(data: dict) -> str:
+    """Markdown table of `mean_over_runs`: each cell the mean and, in brackets, each seed's value."""
+    rows = {(r["model"], r["switch"]): r for r in data["results"]}
+    kinds = [k for k in ("paradis", "individual", "slimmable") if k in data["seeds"]]
+    label = {"paradis": "ParaDiS", "individual": "individual", "slimmable": "slimmable"}
+    opts = [f"{k} {data[k]}" for k in ("teacher", "switch_weights") if data.get(k)]
+    lines = [
+        f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
+        f"{data['epochs']} epochs, label mix {data.get('label_mix', 0.0):g}"
+        + (f"; ParaDiS {', '.join(opts)}" if opts and "paradis" in kinds else ""),
+        "",
+        "Seeds: " + "; ".join(f"{label[k]} {', '.join(map(str, data['seeds'][k]))}" for k in kinds),
+        "",
+        "| switch | " + " | ".join(label[k] for k in kinds) + (" | ParaDiS - individual |" if
+                                                              {"paradis", "individual"} <= set(kinds) else ""),
+        "|---|" + "---|" * (len(kinds) + ({"paradis", "individual"} <= set(kinds))),
+    ]
+    for s in data["switches"]:
+        cells = []
+        for k in kinds:
+            r = rows.get((k, s))
+            cells.append("-" if r is None else f"{100 * r['top1']:.2f} ({', '.join(f'{100 * v:.2f}' for v in r['tops'])})")
+        if {"paradis", "individual"} <= set(kinds):
+            p, i = rows.get(("paradis", s)), rows.get(("individual", s))
+            cells.append(f"{100 * (p['top1'] - i['top1']):+.2f}" if p and i else "-")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += ["", "Targets (issue 2), on the means:", ""] + [f"- {t}" for t in targets(rows, data["switches"])]
+    return "\n".join(lines)
+
+
 def targets(rows: dict, switches: list[str]) -> list[str]:
     """Each claim of the issue, with the measured numbers and met / missed."""
     top = lambda kind, s: 100 * rows[(kind, s)]["top1"] if (kind, s) in rows else None  # noqa: E731
@@ -148,7 +259,18 @@ def main(argv=None) -> int:
                          "mix, train images) instead of training them again; for trying ParaDiS-only options such as "
                          "--switch-weight (default --only paradis)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
+    ap.add_argument("--mean", nargs="+", metavar="JSON[:KINDS]",
+                    help="print the mean top-1 over runs of one recipe (seeds), each seed's value beside it, and "
+                         "the targets checked on the means, then exit. KINDS (comma-separated paradis, "
+                         "individual, slimmable) picks a file's rows; default: the kinds that run trained itself")
     args = ap.parse_args(argv)
+    if args.mean:
+        runs = []
+        for text in args.mean:
+            path, kinds = parse_mean_source(text)
+            runs.append((path, json.loads(Path(path).read_text()), kinds))
+        print(mean_table(mean_over_runs(runs)))
+        return 0
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
