@@ -163,6 +163,39 @@ class Switch:
         return self.channel_ranges(channels, layer)[-1][1]
 
 
+# Whom the distilled switches of a ParaDiS network learn from
+# (`ParaDiSModel(teacher=...)`); here, free of Keras, for the CLI's choices.
+TEACHERS = ("widest", "nested")
+
+
+def widest_index(switches: Sequence[Switch]) -> int:
+    """Index of the switch that learns from the labels: largest total width, fewest devices."""
+    return max(range(len(switches)), key=lambda i: (switches[i].total_width, -len(switches[i])))
+
+
+def teacher_indices(switches: Sequence[Switch], teacher: str = "widest") -> list[int | None]:
+    """Index of the switch each switch distils from (None: the labels).
+
+    Args:
+        switches: the network's switches.
+        teacher: ``"widest"``: every switch learns from the widest one.
+            ``"nested"``: from the cheapest other switch that contains it
+            (`Switch.contains`, then `Switch.cost`), or the widest if none
+            does.
+    """
+    if teacher not in TEACHERS:
+        raise ValueError(f"Expected teacher to be one of {list(TEACHERS)}. Received teacher={teacher!r}.")
+    w = widest_index(switches)
+    out: list[int | None] = []
+    for i, s in enumerate(switches):
+        if i == w:
+            out.append(None)
+            continue
+        containers = [j for j, t in enumerate(switches) if j != i and t.contains(s)] if teacher == "nested" else []
+        out.append(min(containers, key=lambda j: (switches[j].cost, len(switches[j]), j)) if containers else w)
+    return out
+
+
 def parse_switches(switches: "Iterable[str | Switch] | str") -> tuple[Switch, ...]:
     """Parses a list of switches (or a comma-separated text) and checks it.
 

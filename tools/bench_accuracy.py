@@ -229,6 +229,8 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
+    from paradis_tf.switches import TEACHERS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
     ap.add_argument("--width", type=float, default=0.5, help="MobileNet v1 width (%(default)s)")
@@ -244,7 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--logit-scale", action="store_true",
                     help="learn one logit scale per switch (ParaDiS and slimmable; a single-switch individual "
                          "model's scale would only duplicate its kernel's)")
-    ap.add_argument("--teacher", choices=["widest", "nested"], default="widest",
+    ap.add_argument("--teacher", choices=TEACHERS, default="widest",
                     help="whom the distilled switches of ParaDiS and slimmable learn from: the widest switch, or "
                          "the cheapest switch that contains them (teacher assistants) (%(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="random seed of weights, shuffling and augmentation (%(default)s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from paradis_tf.cli._common import add_data_args, data_source, print_json, print_table
+from paradis_tf.switches import TEACHERS
 
 DEFAULT_SWITCHES = "1x1.0,2x0.5,0.5+0.25+0.25,4x0.25,1x0.5,1x0.25"
 
@@ -35,7 +36,7 @@ def register(sub) -> None:
     t.add_argument("--label-mix", type=float, default=0.5,
                    help="label-loss weight for distilled switches (0.5 beat pure distillation by 0.4-1.5 points "
                         "on Fashion-MNIST, docs/BENCHMARKS.md)")
-    t.add_argument("--teacher", choices=["widest", "nested"], default="widest",
+    t.add_argument("--teacher", choices=TEACHERS, default="widest",
                    help="whom distilled switches learn from: the widest switch, or the cheapest switch that "
                         "contains them (teacher assistants: 1x0.25 from 1x0.5, 4x0.25 from 0.5+0.25+0.25...; "
                         "on Fashion-MNIST, 10 epochs, two seeds: 1x1.0 +0.3 to +0.4, the other switches within seed "

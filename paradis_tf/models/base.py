@@ -11,7 +11,7 @@ from keras import ops
 from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
 from paradis_tf.models.interpret import DeviceOps, ParaDiSOps, count_macs
-from paradis_tf.switches import Switch, parse_switches
+from paradis_tf.switches import TEACHERS, Switch, parse_switches, teacher_indices, widest_index
 
 # Architecture bodies register here by name (see `register_architecture`).
 ARCHITECTURES: dict[str, type] = {}
@@ -33,9 +33,6 @@ def _scale_for_distribution(loss):
         return loss
     return scale_loss_for_distribution(loss)
 
-
-# Whom the distilled switches learn from (`ParaDiSModel(teacher=...)`).
-TEACHERS = ("widest", "nested")
 
 
 @keras.saving.register_keras_serializable(package="paradis_tf")
@@ -152,24 +149,12 @@ class ParaDiSModel(keras.Model):
     @property
     def widest_index(self) -> int:
         """Index of the teacher switch: largest total width, fewest devices."""
-        return max(range(len(self._switches)), key=lambda i: (self._switches[i].total_width, -len(self._switches[i])))
+        return widest_index(self._switches)
 
     @property
     def teachers(self) -> list[int | None]:
         """Index of the switch each switch distils from (None: the labels)."""
-        w = self.widest_index
-        out: list[int | None] = []
-        for i, s in enumerate(self._switches):
-            if i == w:
-                out.append(None)
-                continue
-            if self.teacher == "widest":
-                out.append(w)
-                continue
-            containers = [j for j, t in enumerate(self._switches) if j != i and t.contains(s)]
-            out.append(min(containers, key=lambda j: (self._switches[j].cost, len(self._switches[j]), j))
-                       if containers else w)
-        return out
+        return teacher_indices(self._switches, self.teacher)
 
     @property
     def narrowest_index(self) -> int:

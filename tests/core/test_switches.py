@@ -1,7 +1,7 @@
 import pytest
 
 from paradis_tf.errors import ChannelSplitError, SwitchError
-from paradis_tf.switches import Switch, channel_divisor, parse_switches
+from paradis_tf.switches import Switch, channel_divisor, parse_switches, teacher_indices
 
 
 @pytest.mark.parametrize("text,widths", [
@@ -72,3 +72,16 @@ def test_cost_is_sum_of_squared_widths():
     assert Switch.parse("1x1.0").cost == 1.0
     assert Switch.parse("4x0.25").cost == pytest.approx(0.25)
     assert Switch.parse("0.5+0.25+0.25").cost == pytest.approx(0.375)
+
+
+def test_teacher_indices_without_keras():
+    six = parse_switches(["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"])
+    assert teacher_indices(six) == [None, 0, 0, 0, 0, 0]
+    assert teacher_indices(six, "nested") == [None, 0, 1, 2, 2, 4]
+    # 3x0.25 lies in 2x0.5, the cheaper container; the widest need not come first
+    assert teacher_indices(parse_switches(["2x0.5", "1x1.0", "3x0.25"]), "nested") == [1, None, 0]
+    # nothing contains 1x0.5 (it straddles two 4x0.25 blocks): the widest teaches it;
+    # 1x0.25 lies in both others at equal cost: the one with fewer devices
+    assert teacher_indices(parse_switches(["4x0.25", "1x0.5", "1x0.25"]), "nested") == [None, 0, 1]
+    with pytest.raises(ValueError, match=r"teacher to be one of \['widest', 'nested'\]. Received teacher='chain'"):
+        teacher_indices(six, "chain")
