@@ -24,6 +24,11 @@ SWITCHES = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def signed(x: float) -> str:
+    """``+0.29``, ``-0.54``; ``+0.00``, never ``-0.00``."""
+    return f"{round(x, 2) + 0.0:+.2f}"
+
+
 def table(data: dict) -> str:
     rows = {(r["model"], r["switch"]): r for r in data["results"]}
     lines = [
@@ -41,7 +46,7 @@ def table(data: dict) -> str:
         i = rows.get(("individual", s))
         sl = rows.get(("slimmable", s))
         fmt = lambda r: f"{100 * r['top1']:.2f}" if r else "-"
-        diff = f"{100 * (p['top1'] - i['top1']):+.2f}" if p and i else "-"
+        diff = signed(100 * (p['top1'] - i['top1'])) if p and i else "-"
         macs = ", ".join(f"{m / 1e6:.2f}M" for m in p["macs_per_device"]) if p else "-"
         lines.append(f"| {s} | {fmt(p)} | {fmt(i)} | {fmt(sl)} | {diff} | {macs} |")
     lines += ["", "Targets (issue 2):", ""] + [f"- {t}" for t in targets(rows, data["switches"])]
@@ -196,7 +201,7 @@ def mean_table(data: dict) -> str:
             cells.append("-" if r is None else f"{100 * r['top1']:.2f} ({', '.join(f'{100 * v:.2f}' for v in r['tops'])})")
         if {"paradis", "individual"} <= set(kinds):
             p, i = rows.get(("paradis", s)), rows.get(("individual", s))
-            cells.append(f"{100 * (p['top1'] - i['top1']):+.2f}" if p and i else "-")
+            cells.append(signed(100 * (p['top1'] - i['top1'])) if p and i else "-")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += ["", "Targets (issue 2), on the means:", ""] + [f"- {t}" for t in targets(rows, data["switches"])]
     return "\n".join(lines)
@@ -214,16 +219,16 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
              if top("paradis", s) is not None and top("individual", s) is not None]
     if worst:
         d, s = min(worst)
-        out.append(f"every ParaDiS switch >= its individual model - 0.3 points: worst {s} {d:+.2f} "
+        out.append(f"every ParaDiS switch >= its individual model - 0.3 points: worst {s} {signed(d)} "
                    f"({mark(d >= -0.3)}; {sum(x >= -0.3 for x, _ in worst)} of {len(worst)} switches within)")
     p4, s4 = top("paradis", "4x0.25"), top("slimmable", "1x0.25")
     if p4 is not None and s4 is not None:
-        out.append(f"ParaDiS 4x0.25 >= slimmable 1x0.25 + 1.5 points: {p4:.2f} vs {s4:.2f}, {p4 - s4:+.2f} "
+        out.append(f"ParaDiS 4x0.25 >= slimmable 1x0.25 + 1.5 points: {p4:.2f} vs {s4:.2f}, {signed(p4 - s4)} "
                    f"({mark(p4 - s4 >= 1.5)})")
     for s in ("1x1.0", "1x0.5", "1x0.25"):
         a, b = top("paradis", s), top("slimmable", s)
         if a is not None and b is not None:
-            out.append(f"ParaDiS {s} within 0.5 points of slimmable {s}: {a:.2f} vs {b:.2f}, {a - b:+.2f} "
+            out.append(f"ParaDiS {s} within 0.5 points of slimmable {s}: {a:.2f} vs {b:.2f}, {signed(a - b)} "
                        f"({mark(a - b >= -0.5)})")
     return out
 
