@@ -58,10 +58,9 @@ def table(data: dict) -> str:
         lines.insert(1, "Learned logit scale per switch (ParaDiS and slimmable).")
     if data.get("teacher", "widest") != "widest":
         lines.insert(1, f"Distillation teacher: {data['teacher']} (ParaDiS and slimmable).")
-    if data.get("baselines_from"):
-        src = data["baselines_from"]
-        src = src if isinstance(src, dict) else {"file": src, "models": ["individual", "slimmable"]}
-        lines += ["", f"Rows of {' and '.join(src['models'])} reused from `{src['file']}` (same recipe, seed {src.get('seed', 0)}); "
+    src = baselines_source(data)
+    if src:
+        lines += ["", f"Rows of {' and '.join(src['models'])} reused from `{src['file']}` (same recipe, seed {src['seed']}); "
                   f"the other rows were trained with this recipe (ParaDiS: {t['paradis_seconds']:.0f} s)."]
     else:
         lines += [
@@ -102,10 +101,20 @@ SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher"), "slimmable
              "individual": ()}
 
 
+def baselines_source(data: dict) -> dict | None:
+    """``{"file", "models", "seed"}`` of the run a record took rows from with --baselines
+    (records before the models and seed were kept: a file name, individual and slimmable, seed 0)."""
+    src = data.get("baselines_from")
+    if not src:
+        return None
+    src = src if isinstance(src, dict) else {"file": src, "models": ["individual", "slimmable"]}
+    return {"seed": 0, **src}
+
+
 def reused_kinds(data: dict) -> list[str]:
     """The kinds of model a run took from --baselines (their rows are that run's)."""
-    src = data.get("baselines_from")
-    return [] if not src else (src["models"] if isinstance(src, dict) else ["individual", "slimmable"])
+    src = baselines_source(data)
+    return src["models"] if src else []
 
 
 def trained_here(data: dict) -> list[str]:
@@ -144,7 +153,6 @@ def mean_over_runs(runs: list[tuple[str, dict, list[str] | None]]) -> dict:
     seeds: dict[str, list[int]] = {}
     shape: dict[str, tuple] = {}
     tops: dict[tuple[str, str], list[float]] = {}
-    macs: dict[tuple[str, str], list[int]] = {}
     for name, data, kinds in runs:
         diff = recipe_diff(first, data)
         if diff:
@@ -153,9 +161,7 @@ def mean_over_runs(runs: list[tuple[str, dict, list[str] | None]]) -> dict:
         for kind in kinds:
             # Rows taken from --baselines carry that run's seed (and, by
             # --baselines' own check, the options SHAPED_BY names).
-            src = data.get("baselines_from")
-            seed = (src.get("seed", 0) if isinstance(src, dict) else 0) if kind in reused_kinds(data) \
-                else data.get("seed", VARIANT["seed"])
+            seed = baselines_source(data)["seed"] if kind in reused_kinds(data) else data.get("seed", VARIANT["seed"])
             rows = [r for r in data["results"] if r["model"] == kind]
             if not rows:
                 raise SystemExit(f"--mean: {name} has no {kind} rows.")
@@ -169,10 +175,9 @@ def mean_over_runs(runs: list[tuple[str, dict, list[str] | None]]) -> dict:
             seeds[kind].append(seed)
             for r in rows:
                 tops.setdefault((kind, r["switch"]), []).append(r["top1"])
-                macs[(kind, r["switch"])] = r["macs_per_device"]
-    merged.update({k: v for kind, opts in shape.items() if kind == "paradis" for k, v in opts})
+    merged.update(shape.get("paradis", ()))
     merged["seeds"] = seeds
-    merged["results"] = [{"model": k, "switch": s, "top1": sum(v) / len(v), "tops": v, "macs_per_device": macs[(k, s)]}
+    merged["results"] = [{"model": k, "switch": s, "top1": sum(v) / len(v), "tops": v}
                          for (k, s), v in tops.items()]
     return merged
 
