@@ -158,10 +158,11 @@ def mean_over_runs(runs: list[tuple[str, dict, list[str] | None]]) -> dict:
         if diff:
             raise SystemExit(f"--mean: {name} used another recipe than {first_name} (option: (first, this)): {diff}.")
         kinds = trained_here(data) if kinds is None else kinds
+        reused = reused_kinds(data)
         for kind in kinds:
             # Rows taken from --baselines carry that run's seed (and, by
             # --baselines' own check, the options SHAPED_BY names).
-            seed = baselines_source(data)["seed"] if kind in reused_kinds(data) else data.get("seed", VARIANT["seed"])
+            seed = baselines_source(data)["seed"] if kind in reused else data.get("seed", VARIANT["seed"])
             rows = [r for r in data["results"] if r["model"] == kind]
             if not rows:
                 raise SystemExit(f"--mean: {name} has no {kind} rows.")
@@ -326,11 +327,12 @@ def main(argv=None) -> int:
             raise SystemExit(f"--baselines {args.baselines} used another recipe (option: (that run, this run)): {diff}; "
                              "pass the same options or train the baselines again.")
         reused = [k for k in ("individual", "slimmable") if k not in kinds]
-        for k in ("logit_scale", "teacher"):  # options that shape the slimmable model too
-            if "slimmable" in reused and base.get(k, VARIANT[k]) != data[k]:
-                raise SystemExit(f"--baselines {args.baselines}: its slimmable model was trained with "
-                                 f"{k}={base.get(k, VARIANT[k])}, this run uses {data[k]}; "
-                                 "add --only slimmable to train it again.")
+        for kind in reused:  # the options that shape a reused model must match
+            for k in SHAPED_BY[kind]:
+                if base.get(k, VARIANT[k]) != data[k]:
+                    raise SystemExit(f"--baselines {args.baselines}: its {kind} model was trained with "
+                                     f"{k}={base.get(k, VARIANT[k])}, this run uses {data[k]}; "
+                                     f"add --only {kind} to train it again.")
         data["results"] = merge_rows(data["results"], base["results"], reused)
         for k in reused:
             if f"{k}_seconds" in base.get("timing", {}):
