@@ -140,3 +140,31 @@ def test_mean_refuses_mixed_configurations_seeds_and_recipes(bench, tmp_path):
         run_mean((run_record(), "paradis"),)
     with pytest.raises(SystemExit, match="Received kinds 'teachers'"):
         run_mean((run_record(), "teachers"),)
+
+
+def test_individual_switch_that_the_benchmark_lacks_is_refused(bench, tmp_path):
+    with pytest.raises(SystemExit, match=r"--individual 3x0.33: not a benchmark switch; pass one of 1x1.0, 2x0.5"):
+        bench.main(["--only", "individual", "--individual", "4x0.25", "--individual", "3x0.33",
+                    "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_some_individual_switches_train_alone_and_their_table_names_each_time(bench, tmp_path, capsys):
+    """--individual trains only the switches named; the six-trainings total (and ratio) is not claimed."""
+    out = tmp_path / "out.json"
+    stale = run_record(epochs=1, label_mix=0.0, train_images=64)
+    stale.update(seed=0, switch_weights={}, logit_scale=False, teacher="widest", switches=bench.SWITCHES)
+    out.write_text(json.dumps(stale))  # same recipe: its rows are kept, its six-trainings total is not
+    assert bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64",
+                       "--only", "individual", "--individual", "1x0.25", "--out", str(out),
+                       "--model-out", str(tmp_path / "m.keras")]) == 0
+    data = json.loads(out.read_text())
+    mine = [r for r in data["results"] if r["model"] == "individual" and r["train_seconds"] != 1.0]
+    assert [r["switch"] for r in mine] == ["1x0.25"]
+    assert 0.0 <= mine[0]["top1"] <= 1.0 and mine[0]["macs_per_device"][0] > 0
+    assert "individual_seconds" not in data["timing"]
+    capsys.readouterr()
+    assert bench.main(["--table", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no joint-vs-individual ratio" in text
+    assert f"individual 1x0.25 {mine[0]['train_seconds']:.0f} s" in text
