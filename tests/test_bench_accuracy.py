@@ -153,7 +153,9 @@ def test_some_individual_switches_train_alone_and_their_table_names_each_time(be
     """--individual trains only the switches named; the six-trainings total (and ratio) is not claimed."""
     out = tmp_path / "out.json"
     stale = run_record(epochs=1, label_mix=0.0, train_images=64)
-    stale.update(seed=0, switch_weights={}, logit_scale=False, teacher="widest", switches=bench.SWITCHES)
+    stale.update(width=0.25, depth=2, batch_size=32, seed=0, switch_weights={}, logit_scale=False, teacher="widest",
+                 switches=bench.SWITCHES,
+                 command="python tools/bench_accuracy.py --only slimmable")
     out.write_text(json.dumps(stale))  # same recipe: its rows are kept, its six-trainings total is not
     assert bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64",
                        "--only", "individual", "--individual", "1x0.25", "--out", str(out),
@@ -163,6 +165,10 @@ def test_some_individual_switches_train_alone_and_their_table_names_each_time(be
     assert [r["switch"] for r in mine] == ["1x0.25"]
     assert 0.0 <= mine[0]["top1"] <= 1.0 and mine[0]["macs_per_device"][0] > 0
     assert "individual_seconds" not in data["timing"]
+    assert {(r["model"], r["switch"]) for r in data["results"] if r["train_seconds"] == 1.0} == {
+        ("individual", "1x1.0"), ("slimmable", "1x1.0"), ("slimmable", "1x0.25")}  # the stale rows it kept
+    assert data["command"][0] == "python tools/bench_accuracy.py --only slimmable"  # both commands that made the rows
+    assert data["command"][1].endswith("--individual 1x0.25 --out " + str(out) + " --model-out " + str(tmp_path / "m.keras"))
     capsys.readouterr()
     assert bench.main(["--table", "--out", str(out)]) == 0
     text = capsys.readouterr().out

@@ -330,6 +330,9 @@ def main(argv=None) -> int:
         old = json.loads(out.read_text())
         if not recipe_diff(old, data) and all(old.get(k, d) == data[k] for k, d in VARIANT.items()):
             data["results"], data["timing"] = old["results"], old.get("timing", {})
+            # the rows kept came from earlier commands: list them all, oldest first
+            earlier = old.get("command", [])
+            data["command"] = (earlier if isinstance(earlier, list) else [earlier]) + [data["command"]]
     kinds = args.only or (["paradis"] if args.baselines else ["paradis", "individual", "slimmable"])
     if args.baselines:
         base = json.loads(Path(args.baselines).read_text())
