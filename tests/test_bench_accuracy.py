@@ -156,7 +156,8 @@ def test_some_individual_switches_train_alone_and_their_table_names_each_time(be
     stale.update(width=0.25, depth=2, batch_size=32, seed=0, switch_weights={}, logit_scale=False, teacher="widest",
                  switches=bench.SWITCHES,
                  command="python tools/bench_accuracy.py --only slimmable")
-    out.write_text(json.dumps(stale))  # same recipe: its rows are kept, its six-trainings total is not
+    stale["timing"].update(paradis_seconds=90.0, joint_over_individual=0.9)
+    out.write_text(json.dumps(stale))  # same recipe: its rows are kept, its six-trainings total and ratio are not
     assert bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64",
                        "--only", "individual", "--individual", "1x0.25", "--out", str(out),
                        "--model-out", str(tmp_path / "m.keras")]) == 0
@@ -164,7 +165,7 @@ def test_some_individual_switches_train_alone_and_their_table_names_each_time(be
     mine = [r for r in data["results"] if r["model"] == "individual" and r["train_seconds"] != 1.0]
     assert [r["switch"] for r in mine] == ["1x0.25"]
     assert 0.0 <= mine[0]["top1"] <= 1.0 and mine[0]["macs_per_device"][0] > 0
-    assert "individual_seconds" not in data["timing"]
+    assert "individual_seconds" not in data["timing"] and "joint_over_individual" not in data["timing"]
     assert {(r["model"], r["switch"]) for r in data["results"] if r["train_seconds"] == 1.0} == {
         ("individual", "1x1.0"), ("slimmable", "1x1.0"), ("slimmable", "1x0.25")}  # the stale rows it kept
     assert data["command"][0] == "python tools/bench_accuracy.py --only slimmable"  # both commands that made the rows

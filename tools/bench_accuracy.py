@@ -397,6 +397,8 @@ def main(argv=None) -> int:
     t = data["timing"]
     if "paradis_seconds" in t and "individual_seconds" in t and not data.get("baselines_from"):
         t["joint_over_individual"] = t["paradis_seconds"] / t["individual_seconds"]
+    else:  # derived from the two totals: an earlier run's ratio must not outlive them
+        t.pop("joint_over_individual", None)
     out.write_text(json.dumps(data, indent=2) + "\n")
     if {"paradis_seconds", "individual_seconds", "slimmable_seconds"} <= set(t):
         print(table(data))
