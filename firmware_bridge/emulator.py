@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import select
-import signal
 import socket
 import sys
 import threading
@@ -45,6 +44,7 @@ from firmware_bridge import protocol as P
 from firmware_bridge.framing import (FLAG_CONT, FLAG_MORE, KNOWN_FLAGS, BadFrame, Frame, FrameDecoder,
                                      encode_frame)
 from firmware_bridge.protocol import ErrorCode, MsgType, Tensor, TensorSpec
+from firmware_bridge.stop_signals import StopSignals
 
 FIRMWARE_VERSION = "paradis-emu 0.1.0"
 
@@ -795,12 +795,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emulator: {e}", file=sys.stderr)
         return 2
     server = EmulatorServer(board, "pty" if args.pty else "tcp", args.baud, port=args.tcp or 0)
+    stop = StopSignals().install()
     print(server.url, flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     with server:
-        done.wait()
+        stop.wait()
     return 0
 
 

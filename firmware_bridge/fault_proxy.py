@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import sys
 import threading
@@ -30,6 +29,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from firmware_bridge.emulator import FdLink, PtyPair, SocketLink
+from firmware_bridge.stop_signals import StopSignals
 
 
 @dataclass(frozen=True)
@@ -180,12 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"fault_proxy: {e}", file=sys.stderr)
         return 2
+    stop = StopSignals().install()
     print(proxy.url, flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     with proxy:
-        done.wait()
+        stop.wait()
     print(f"fault_proxy: {proxy.counts}", file=sys.stderr)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from fb_reference import random_int8, tflm_reference
 
 from firmware_bridge import protocol as P
 from firmware_bridge.board import Board
-from firmware_bridge.emulator import BoardConfig, BoardEmulator
+from firmware_bridge.emulator import BoardConfig, BoardEmulator, EmulatorServer
 from firmware_bridge.framing import (FLAG_CONT, FLAG_MORE, Frame, FrameDecoder, FrameErrorKind,
                                      encode_frame, frame_bytes)
 from firmware_bridge.protocol import ErrorCode, MsgType, Tensor
@@ -278,6 +279,23 @@ def test_command_line_serves_a_pty():
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("module", ["firmware_bridge.emulator", "firmware_bridge.fault_proxy"])
+def test_command_line_stops_cleanly_on_a_signal_sent_at_once(module):
+    """SIGTERM or SIGINT as soon as the address is printed: exit 0, every time (no kill, no hang)."""
+    with EmulatorServer(BoardEmulator(BoardConfig("proxied")), "tcp") as target:
+        args = ["--pty"] if module.endswith("emulator") else [target.url]
+        for i in range(12):
+            proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True)
+            try:
+                assert proc.stdout.readline().startswith("/dev/")
+                proc.send_signal(signal.SIGTERM if i % 2 else signal.SIGINT)
+                assert proc.wait(timeout=20) == 0, f"{module} run {i}"
+            finally:
+                proc.kill()
+                proc.wait()
 
 
 def test_command_line_rejects_bad_sizes():
