@@ -33,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--xla", action="store_true",
                     help="also time the joint model compiled with XLA (jit_compile=True), side by side")
+    ap.add_argument("--per-device", action="store_true",
+                    help="also time the joint model run per device (one kernel per device and layer, "
+                         "ParaDiSOps) instead of packed, side by side")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/train_time.json"))
     args = ap.parse_args(argv)
 
@@ -46,11 +49,14 @@ def main(argv=None) -> int:
     x, y = load_fashion_mnist("train", limit=args.batch_size * 50)
     ds = make_dataset(x, y, args.batch_size, training=True).repeat()
     models = {"paradis": SWITCHES, **{f"individual {s}": [s] for s in SWITCHES}}
+    if args.per_device:
+        models["paradis per device"] = SWITCHES
     if args.xla:
         models["paradis XLA"] = SWITCHES
     built = {}
     for name, sw in models.items():
         m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth)
+        m.packed = not name.endswith("per device")
         m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=name.endswith("XLA"))
         m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace and warm up
         built[name] = m
@@ -68,6 +74,7 @@ def main(argv=None) -> int:
         "steps": args.steps, "seconds_per_step": med, "individual_sum": individual,
         "joint_over_individual": med["paradis"] / individual, "tensorflow": tf.__version__,
         **({"xla_over_default": med["paradis XLA"] / med["paradis"]} if args.xla else {}),
+        **({"packed_over_per_device": med["paradis"] / med["paradis per device"]} if args.per_device else {}),
         "command": "python tools/bench_train_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -78,6 +85,8 @@ def main(argv=None) -> int:
     print(f"\njoint / individual = {result['joint_over_individual']:.2f}")
     if args.xla:
         print(f"joint with XLA / without = {result['xla_over_default']:.2f}")
+    if args.per_device:
+        print(f"joint packed / per device = {result['packed_over_per_device']:.2f}")
     return 0
 
 

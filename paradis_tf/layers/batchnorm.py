@@ -44,9 +44,12 @@ class SwitchableBatchNormalization(keras.layers.Layer):
         inputs: list of per-device 4D tensors (NHWC), in device order.
         switch: switch text or `Switch`; must be one of ``switches``.
         training: Python bool; batch statistics and moving-average updates.
+        packed: inputs and output are one tensor of the devices' slices side
+            by side; one fused BN over channels ``0 .. used`` (BN is per
+            channel, so this is exact).
 
     Returns:
-        The list of normalized per-device tensors.
+        The list of normalized per-device tensors (one tensor when ``packed``).
     """
 
     def __init__(
@@ -101,9 +104,11 @@ class SwitchableBatchNormalization(keras.layers.Layer):
         a, b = s.channel_ranges(self.channels, self.name)[k]
         return [v[a:b] for v in (self.gammas[i], self.betas[i], self.moving_means[i], self.moving_vars[i])]
 
-    def call(self, inputs, switch="1x1.0", training=None):
+    def call(self, inputs, switch="1x1.0", training=None, packed=False):
         s = Switch.parse(switch)
         i = check_known_switch(s, self.switches, self.name)
+        if packed:
+            return self._packed_call(inputs, s, i, training)
         xs = as_list(inputs)
         check_device_count(xs, s, self.name)
         ranges = s.channel_ranges(self.channels, self.name)
@@ -128,6 +133,21 @@ class SwitchableBatchNormalization(keras.layers.Layer):
         self._update_moving(mean, batch_means, ranges[-1][1])
         self._update_moving(var, batch_vars, ranges[-1][1])
         return out
+
+    def _packed_call(self, x, s: Switch, i: int, training):
+        """One fused BN over channels ``0 .. used`` of a packed tensor (per-channel, so exact)."""
+        used = s.used_channels(self.channels, self.name)
+        gamma, beta = self.gammas[i][:used], self.betas[i][:used]
+        mean, var = self.moving_means[i], self.moving_vars[i]
+        if not training:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean[:used], var[:used], epsilon=self.epsilon, is_training=False
+            )
+            return y
+        y, bm, bv = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon, is_training=True)
+        self._update_moving(mean, [bm], used)
+        self._update_moving(var, [bv], used)
+        return y
 
     def _update_moving(self, variable, batch_values: list, used: int) -> None:
         if self._calibration_step is None:

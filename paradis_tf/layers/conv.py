@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from paradis_tf.layers._common import (
@@ -26,6 +27,14 @@ def _pair(value, name: str) -> tuple[int, int]:
     if len(value) != 2 or min(value) < 1:
         raise ValueError(f"Expected a strictly positive int or pair of ints. Received {name}={value}.")
     return value
+
+
+def block_diagonal_mask(in_ranges, out_ranges) -> np.ndarray:
+    """(in_used, out_used) float32 mask: 1 where input channel and output channel share a device."""
+    mask = np.zeros((in_ranges[-1][1], out_ranges[-1][1]), np.float32)
+    for (ia, ib), (oa, ob) in zip(in_ranges, out_ranges):
+        mask[ia:ib, oa:ob] = 1.0
+    return mask
 
 
 @keras.saving.register_keras_serializable(package="paradis_tf")
@@ -56,9 +65,15 @@ class ParaDiSConv2D(keras.layers.Layer):
         inputs: the image tensor for ``role="stem"``; otherwise the list of
             per-device tensors of the switch, in device order.
         switch: switch text or `Switch`, a plain Python value.
+        packed: inputs and output are one tensor holding the devices'
+            slices side by side (channels ``0 .. used``, device order), and
+            the layer runs one convolution: ``W[:, :, in_used, out_used]``,
+            masked block-diagonal for ``role="split"``. The same numbers as
+            the per-device convolutions (the masked products are exact
+            zeros), fewer and larger kernels (see `PackedOps`).
 
     Returns:
-        The list of per-device output tensors.
+        The list of per-device output tensors (one tensor when ``packed``).
     """
 
     def __init__(
@@ -126,8 +141,25 @@ class ParaDiSConv2D(keras.layers.Layer):
             y = y + weights[1]
         return y
 
-    def call(self, inputs, switch="1x1.0"):
+    def packed_weights(self, switch) -> list:
+        """Kernel (and bias) of the whole switch as one convolution on packed tensors."""
         s = Switch.parse(switch)
+        out_ranges = s.channel_ranges(self.filters, self.name)
+        cout = out_ranges[-1][1]
+        if self.role == "stem":
+            w = self.kernel[:, :, :, :cout]
+        else:
+            in_ranges = s.channel_ranges(self.in_channels, self.name)
+            w = self.kernel[:, :, : in_ranges[-1][1], :cout]
+            if self.role == "split" and len(s) > 1:
+                w = w * block_diagonal_mask(in_ranges, out_ranges)
+        return [w] if self.bias is None else [w, self.bias[:cout]]
+
+    def call(self, inputs, switch="1x1.0", packed=False):
+        s = Switch.parse(switch)
+        if packed:
+            x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+            return self._conv(x, self.packed_weights(s))
         if self.role == "stem":
             x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
             return [self._conv(x, self.device_weights(s, k)) for k in range(len(s))]
@@ -170,9 +202,12 @@ class ParaDiSDepthwiseConv2D(keras.layers.Layer):
     Call arguments:
         inputs: list of per-device tensors, in device order.
         switch: switch text or `Switch`.
+        packed: inputs and output are one tensor of the devices' slices side
+            by side; one depthwise convolution over channels ``0 .. used``
+            (depthwise filters never mix channels, so this is exact).
 
     Returns:
-        The list of per-device output tensors.
+        The list of per-device output tensors (one tensor when ``packed``).
     """
 
     def __init__(
@@ -214,8 +249,12 @@ class ParaDiSDepthwiseConv2D(keras.layers.Layer):
         w = self.kernel[:, :, a:b, :]
         return [w] if self.bias is None else [w, self.bias[a:b]]
 
-    def call(self, inputs, switch="1x1.0"):
+    def call(self, inputs, switch="1x1.0", packed=False):
         s = Switch.parse(switch)
+        if packed:
+            used = s.used_channels(self.channels, self.name)
+            y = ops.depthwise_conv(inputs, self.kernel[:, :, :used, :], strides=self.strides, padding=self.padding)
+            return y + self.bias[:used] if self.bias is not None else y
         xs = as_list(inputs)
         check_device_count(xs, s, self.name)
         out = []

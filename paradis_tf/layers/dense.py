@@ -41,6 +41,9 @@ class ParaDiSDense(keras.layers.Layer):
         switch: switch text or `Switch`.
         partial: if True, return the per-device partial logits (no bias)
             instead of the fused logits.
+        packed: inputs are one tensor of the devices' features side by
+            side; the sum fusion is then one matmul over channels
+            ``0 .. used``.
 
     Returns:
         Fused logits ``(batch, units)``, or the list of partial logits.
@@ -95,8 +98,17 @@ class ParaDiSDense(keras.layers.Layer):
             return [self.kernel[a:b, :]]
         return [self.kernel[a:b, :] * self.switch_scale(s)]
 
-    def call(self, inputs, switch="1x1.0", partial=False):
+    def call(self, inputs, switch="1x1.0", partial=False, packed=False):
         s = Switch.parse(switch)
+        if packed:
+            if partial:
+                raise ValueError(f"Layer '{self.name}': partial logits need per-device inputs, not packed=True.")
+            used = s.used_channels(self.in_channels, self.name)
+            w = self.kernel[:used, :]
+            if self.log_scales is not None:
+                w = w * self.switch_scale(s)
+            y = ops.matmul(inputs, w)
+            return y + self.bias if self.bias is not None else y
         xs = as_list(inputs)
         check_device_count(xs, s, self.name)
         parts = [ops.matmul(x, self.device_weights(s, k)[0]) for k, x in enumerate(xs)]

@@ -10,7 +10,7 @@ from keras import ops
 
 from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
-from paradis_tf.models.interpret import DeviceOps, ParaDiSOps, count_macs
+from paradis_tf.models.interpret import DeviceOps, PackedOps, ParaDiSOps, count_macs
 from paradis_tf.switches import TEACHERS, Switch, parse_switches, teacher_indices, widest_index
 
 # Architecture bodies register here by name (see `register_architecture`).
@@ -135,6 +135,9 @@ class ParaDiSModel(keras.Model):
         # Derived Keras models are caches, kept out of Keras' tracking so that
         # they are not saved as sub-layers.
         object.__setattr__(self, "_switch_model_cache", {})
+        # How `call` and `forward` run (not saved, the same function either
+        # way): packed, or per device as the devices would (the reference).
+        self.packed = True
         self.build((None, *input_shape))
 
     # -- structure ----------------------------------------------------------
@@ -179,9 +182,16 @@ class ParaDiSModel(keras.Model):
         return s
 
     # -- forward ------------------------------------------------------------
-    def forward(self, switch, x, training=None):
-        """Logits of one switch (tensors in, tensor out)."""
-        return self.body.forward(ParaDiSOps(self._switch(switch), training), x)
+    def forward(self, switch, x, training=None, per_device: bool = False):
+        """Logits of one switch (tensors in, tensor out).
+
+        Runs packed (`PackedOps`: one kernel per layer for all devices);
+        ``per_device=True`` runs the reference path instead, one kernel per
+        device and layer (`ParaDiSOps`). Both compute the same function.
+        """
+        s = self._switch(switch)
+        interpreter = ParaDiSOps if per_device or not self.packed else PackedOps
+        return self.body.forward(interpreter(s, training), x)
 
     def _check_input(self, x):
         shape = tuple(x.shape[1:])

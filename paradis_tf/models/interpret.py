@@ -3,7 +3,9 @@
 An architecture is written once, as stages that call an *ops* object
 (`stem`, `conv`, `dwconv`, `bn`, `relu`, `add`, `max_pool`, `global_pool`,
 `head`). `ParaDiSOps` runs it on lists of per-device tensors through the
-shared ParaDiS layers (training, switch models); `DeviceOps` runs it for a
+shared ParaDiS layers (the reference); `PackedOps` runs the same numbers on
+one tensor per layer, all devices side by side (training, switch models,
+faster on CPU); `DeviceOps` runs it for a
 single device of a switch and emits plain Keras layers with sliced weights,
 cutting a new segment at every sync convolution (device models, converter).
 Both read the same slices (`layer.device_weights`), so the device models
@@ -61,6 +63,52 @@ class ParaDiSOps:
 
     def head(self, layer, xs):
         return layer(xs, switch=str(self.switch))
+
+
+class PackedOps(ParaDiSOps):
+    """Runs an architecture on one packed tensor per layer: the training path.
+
+    The devices' channel slices of a switch are contiguous (DESIGN §2), so
+    the per-device tensors of `ParaDiSOps`, side by side, are channels
+    ``0 .. used`` of one tensor. Each layer then runs one kernel for all
+    devices (`packed=True`): depthwise, BN, ReLU, pooling and adds are per
+    channel and need nothing more; a split convolution multiplies its
+    kernel by the switch's block-diagonal mask, so device ``k``'s outputs
+    still read device ``k``'s inputs only (and the other blocks' kernel
+    entries get exactly zero gradient); the classifier's sum fusion is one
+    matmul. The numbers are those of `ParaDiSOps` up to float summation
+    order; on CPU, a few large kernels beat many narrow ones.
+    """
+
+    def __init__(self, switch: Switch, training=None):
+        super().__init__(switch, training)
+        self.text = str(switch)
+
+    def stem(self, layer, image):
+        return layer(image, switch=self.text, packed=True)
+
+    def conv(self, layer, x):
+        return layer(x, switch=self.text, packed=True)
+
+    dwconv = conv
+
+    def bn(self, layer, x):
+        return layer(x, switch=self.text, training=self.training, packed=True)
+
+    def relu(self, x, max_value=None):
+        return ops.relu6(x) if max_value == 6.0 else ops.relu(x)
+
+    def add(self, a, b):
+        return a + b
+
+    def max_pool(self, x, pool_size, strides, padding="same"):
+        return ops.max_pool(x, pool_size, strides, padding)
+
+    def global_pool(self, x):
+        return ops.mean(x, axis=(1, 2))
+
+    def head(self, layer, x):
+        return layer(x, switch=self.text, packed=True)
 
 
 class _Value:

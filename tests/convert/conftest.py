@@ -66,7 +66,9 @@ def trained(tmp_path_factory):
     model = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5", "4x0.25"], width=0.5, depth=2, sync_layers=(1,),
                          labels=list(FASHION_MNIST_LABELS))
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    model.fit(x.astype("float32") / 255.0, y, epochs=3, batch_size=64, verbose=0, calibration_steps=4)
+    # 5 epochs, not 3: at 3 the int8/float top-1 agreement of one switch sat at 0.989-0.992
+    # depending on float summation order alone (a near-tie model), on the 0.99 line.
+    model.fit(x.astype("float32") / 255.0, y, epochs=5, batch_size=64, verbose=0, calibration_steps=4)
     path = tmp_path_factory.mktemp("trained") / "model.keras"
     model.save(path)
     return path, model, xt, yt

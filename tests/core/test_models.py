@@ -236,3 +236,71 @@ def test_skip_connection_across_a_sync_layer_is_refused_with_a_clear_error():
     assert np.asarray(m.switch_model("2x0.5")(x)).shape == (1, 3)  # fine when run whole
     with pytest.raises(SegmentCutError, match="skip connection crosses a sync layer"):
         m.device_segments("2x0.5")
+
+
+def _packed_and_per_device_models():
+    """MobileNet with a sync layer and logit scales, and a ResNet: every kind of layer the ops run."""
+    mb = mobilenet_v1((12, 12, 1), 10, SWITCHES, width=0.25, depth=3, sync_layers=[1], logit_scale=True)
+    rn = resnet((12, 12, 3), 10, SWITCHES, blocks=(1, 1), width=0.25)
+    for i, m in enumerate((mb, rn)):
+        randomize_bn(m, seed=i)
+        if m.body.head.log_scales is not None:
+            m.body.head.log_scales.assign(np.linspace(-0.5, 0.5, len(SWITCHES)).astype("float32"))
+    return mb, rn
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_packed_forward_computes_what_the_devices_compute(switch):
+    """The packed path (one kernel per layer) equals the per-device path: logits, BN updates, gradients."""
+    import tensorflow as tf
+
+    for m in _packed_and_per_device_models():
+        x = tf.constant(np.random.default_rng(2).random((5, *m.image_shape)).astype("float32"))
+        np.testing.assert_allclose(np.asarray(m.forward(switch, x)), np.asarray(m.forward(switch, x, per_device=True)),
+                                   rtol=1e-5, atol=1e-5)
+        i = list(m.body.switches).index(switch)
+        results = []
+        for per_device in (False, True):
+            stats = [(bn.moving_means[i].numpy(), bn.moving_vars[i].numpy()) for bn in m.body.bn_layers()]
+            with tf.GradientTape() as tape:
+                y = m.forward(switch, x, training=True, per_device=per_device)
+                loss = tf.reduce_sum(y * tf.range(1.0, 11.0))
+            grads = tape.gradient(loss, m.trainable_variables)
+            updated = [(bn.moving_means[i].numpy(), bn.moving_vars[i].numpy()) for bn in m.body.bn_layers()]
+            for bn, (mean, var) in zip(m.body.bn_layers(), stats):  # undo this pass's update for the other
+                bn.moving_means[i].assign(mean)
+                bn.moving_vars[i].assign(var)
+            results.append((y.numpy(), [np.zeros(v.shape) if g is None else np.asarray(g) for v, g in
+                                        zip(m.trainable_variables, grads)], updated))
+        (y_p, g_p, s_p), (y_d, g_d, s_d) = results
+        np.testing.assert_allclose(y_p, y_d, rtol=1e-4, atol=1e-4)
+        assert any(np.abs(g).max() > 0 for g in g_d)
+        for v, a, b in zip(m.trainable_variables, g_p, g_d):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=f"{switch} {v.path}")
+        for (ma, va), (mb_, vb) in zip(s_p, s_d):
+            np.testing.assert_allclose(ma, mb_, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(va, vb, rtol=1e-4, atol=1e-5)
+
+
+def test_packed_split_convolution_gives_no_gradient_across_devices():
+    """A split kernel's entries that join two devices get exactly zero gradient from a multi-device switch."""
+    import tensorflow as tf
+
+    m = mobilenet_v1((12, 12, 1), 10, ["1x1.0", "4x0.25"], width=0.5, depth=2)
+    pw = m.body.blocks[1][2]
+    x = tf.constant(np.random.default_rng(3).random((4, 12, 12, 1)).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(m.forward("4x0.25", x, training=True)))
+    g = np.asarray(tape.gradient(loss, pw.kernel))[0, 0]
+    s = Switch.parse("4x0.25")
+    inside = np.zeros(g.shape, bool)
+    for (ia, ib), (oa, ob) in zip(s.channel_ranges(pw.in_channels), s.channel_ranges(pw.filters)):
+        inside[ia:ib, oa:ob] = True
+    assert np.abs(g[inside]).max() > 0
+    assert np.all(g[~inside] == 0.0)
+
+
+def test_packed_dense_refuses_partial_logits(tiny_mobilenet):
+    head = tiny_mobilenet.body.head
+    with pytest.raises(ValueError, match="partial logits need per-device inputs"):
+        head(np.zeros((2, head.in_channels), "float32"), switch="2x0.5", partial=True, packed=True)
