@@ -38,6 +38,16 @@ def test_baselines_from_another_recipe_are_refused(bench, tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
+def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench, tmp_path):
+    """A file from before --erase existed (no "erase" key) is a no-erasing recipe."""
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_record()))
+    with pytest.raises(SystemExit, match="erase"):
+        bench.main(["--epochs", "10", "--label-mix", "0.5", "--erase", "0.5", "--only", "paradis",
+                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+    assert bench.recipe_diff(run_record(), {**run_record(), "erase": 0.0}) == {}
+
+
 def test_table_names_reused_baselines_and_weights(bench):
     data = run_record()
     data["results"] += [

@@ -36,6 +36,7 @@ def table(data: dict) -> str:
         f"{data['epochs']} epochs, batch {data['batch_size']}, "
         f"{'AdamW weight decay %g, ' % data['weight_decay'] if data.get('weight_decay') else ''}"
         f"{'augmented' if data['augment'] else 'no augmentation'}, "
+        f"{'random erasing %g, ' % data['erase'] if data.get('erase') else ''}"
         f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches), seed {data.get('seed', 0)}",
         "",
         "| switch | ParaDiS | individual | slimmable | ParaDiS - individual | MACs per device |",
@@ -77,8 +78,8 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "weight_decay", "augment", "label_mix",
-          "train_images")
+RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "weight_decay", "augment", "erase",
+          "label_mix", "train_images")
 
 
 # Options that are not part of the recipe (--baselines accepts other values),
@@ -88,8 +89,8 @@ VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "wi
 
 
 def recipe_diff(old: dict, new: dict) -> dict:
-    """Recipe options whose values differ: ``{option: (old, new)}`` (label_mix, weight_decay 0 when absent)."""
-    get = lambda d, k: d.get(k, 0.0 if k in ("label_mix", "weight_decay") else None)  # noqa: E731
+    """Recipe options whose values differ: ``{option: (old, new)}`` (label_mix, weight_decay, erase 0 when absent)."""
+    get = lambda d, k: d.get(k, 0.0 if k in ("label_mix", "weight_decay", "erase") else None)  # noqa: E731
     return {k: (get(old, k), get(new, k)) for k in RECIPE if get(old, k) != get(new, k)}
 
 
@@ -255,6 +256,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=0.0, help="decoupled (AdamW) weight decay (%(default)s)")
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--erase", type=float, default=0.0, metavar="P",
+                    help="random erasing probability per training image, every model (%(default)s)")
     ap.add_argument("--label-mix", type=float, default=0.0,
                     help="label-loss weight of the distilled ParaDiS switches (%(default)s)")
     ap.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
@@ -276,7 +279,7 @@ def main(argv=None) -> int:
                     help="where to save the trained ParaDiS model (default: docs/benchmarks/fashion_mnist_paradis_e{epochs}.keras)")
     ap.add_argument("--baselines", default=None, metavar="JSON",
                     help="take the rows of the models this run does not train (--only) from this earlier "
-                         "run (same recipe: epochs, width, depth, batch, lr, weight decay, augmentation, label "
+                         "run (same recipe: epochs, width, depth, batch, lr, weight decay, augmentation, erasing, label "
                          "mix, train images) instead of training them again; for trying ParaDiS-only options such as "
                          "--switch-weight (default --only paradis)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
@@ -310,7 +313,7 @@ def main(argv=None) -> int:
     xt, yt = load_fashion_mnist("test")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       warmup_epochs=0.5, weight_decay=args.weight_decay,
-                      augment=not args.no_augment, seed=args.seed)
+                      augment=not args.no_augment, erase=args.erase, seed=args.seed)
 
     weights = parse_switch_weights(args.switch_weight)
 
@@ -323,7 +326,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
-            "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
+            "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
             "teacher": args.teacher, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():

@@ -33,6 +33,8 @@ def register(sub) -> None:
                    help="decoupled (AdamW) weight decay of the kernels (0.05 on Fashion-MNIST, 10 epochs: +0.55 on "
                         "ParaDiS 1x0.25, -0.3 to -0.65 on the multi-device switches; docs/BENCHMARKS.md)")
     t.add_argument("--augment", action="store_true", help="random flip and translation")
+    t.add_argument("--erase", type=float, default=0.0, metavar="P",
+                   help="random erasing: with probability P, one rectangle of each training image becomes noise")
     t.add_argument("--label-mix", type=float, default=0.5,
                    help="label-loss weight for distilled switches (0.5 beat pure distillation by 0.4-1.5 points "
                         "on Fashion-MNIST, docs/BENCHMARKS.md)")
@@ -95,7 +97,7 @@ def run(args) -> int:
     xt, yt, _ = load_source(dataset, folder, "test", shape, limit=args.limit)
     model = build_model(args, x.shape[1:], len(labels), labels)
     cfg = TrainConfig(epochs=args.epochs, batch_size=min(args.batch_size, len(x)), learning_rate=args.lr,
-                      weight_decay=args.weight_decay, augment=args.augment, seed=args.seed)
+                      weight_decay=args.weight_decay, augment=args.augment, erase=args.erase, seed=args.seed)
     result = train(model, x, y, cfg, verbose=0 if args.json else "auto")
     model.save(args.out)
     accs = evaluate(model, xt, yt)

@@ -20,7 +20,7 @@ def preprocess(images: np.ndarray, preprocessing: dict | None = None) -> np.ndar
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int = 128, training: bool = False,
                  augment: bool = False, preprocessing: dict | None = None, seed: int = 0,
-                 drop_remainder: bool | None = None):
+                 drop_remainder: bool | None = None, erase: float = 0.0):
     """A batched `tf.data.Dataset` of preprocessed (images, labels).
 
     Args:
@@ -32,8 +32,15 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
             1/14 of the size (pad-and-crop), training only.
         preprocessing: ``{"scale", "offset"}`` of the model.
         seed: shuffle/augmentation seed.
+        erase: random erasing (Zhong et al. 2020), training only: each
+            image, with this probability, gets one rectangle (2-40% of its
+            area, aspect ratio 0.3-3.3) replaced by uniform noise over the
+            input range.
     """
     import tensorflow as tf
+
+    if not 0.0 <= float(erase) <= 1.0:
+        raise ValueError(f"Expected an erasing probability 0 <= erase <= 1. Received erase={erase!r}.")
 
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
@@ -53,15 +60,50 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
         x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
         return tf.image.random_crop(x, tf.concat([tf.shape(x)[:1], [h, w, images.shape[3]]], 0))
 
+    def erasing(x):
+        return random_erasing(x, float(erase), (offset, 255.0 * scale + offset))
+
     ds = tf.data.Dataset.from_tensor_slices((images, labels) if labels is not None else images)
     if training:
         ds = ds.shuffle(min(len(images), 60000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
     if labels is not None:
-        if training and augment:
-            ds = ds.map(lambda x, y: (aug(prep(x)), y), num_parallel_calls=tf.data.AUTOTUNE)
+        if training and (augment or erase):
+            def train_map(x, y):
+                x = prep(x)
+                x = aug(x) if augment else x
+                return (erasing(x) if erase else x), y
+
+            ds = ds.map(train_map, num_parallel_calls=tf.data.AUTOTUNE)
         else:
             ds = ds.map(lambda x, y: (prep(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def random_erasing(x, probability: float, value_range: tuple[float, float],
+                   area: tuple[float, float] = (0.02, 0.4), aspect: tuple[float, float] = (0.3, 1 / 0.3)):
+    """Random erasing of a batch (B, H, W, C): per image, with ``probability``,
+    one rectangle of ``area`` fraction and ``aspect`` ratio range filled with
+    uniform noise in ``value_range``; the rest of the image is untouched."""
+    import math
+
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    b, h, w = shape[0], shape[1], shape[2]
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    target = tf.random.uniform([b], area[0], area[1]) * hf * wf
+    ratio = tf.exp(tf.random.uniform([b], math.log(aspect[0]), math.log(aspect[1])))
+    eh = tf.clip_by_value(tf.round(tf.sqrt(target * ratio)), 1.0, hf)
+    ew = tf.clip_by_value(tf.round(tf.sqrt(target / ratio)), 1.0, wf)
+    y0 = tf.floor(tf.random.uniform([b]) * (hf - eh + 1.0))
+    x0 = tf.floor(tf.random.uniform([b]) * (wf - ew + 1.0))
+    on = tf.random.uniform([b]) < probability
+    ys = tf.cast(tf.range(h), tf.float32)[None, :, None]
+    xs = tf.cast(tf.range(w), tf.float32)[None, None, :]
+    col = lambda v: v[:, None, None]  # noqa: E731
+    mask = ((ys >= col(y0)) & (ys < col(y0 + eh)) & (xs >= col(x0)) & (xs < col(x0 + ew))) & col(on)
+    noise = tf.random.uniform(shape, value_range[0], value_range[1], dtype=x.dtype)
+    return tf.where(mask[..., None], noise, x)

@@ -24,6 +24,7 @@ class TrainConfig:
             classifier kernels; BN parameters, biases and logit scales are not
             decayed. 0 trains with plain Adam.
         augment: random flip and translation.
+        erase: random-erasing probability per training image (0: off).
         calibration_steps: batches used to re-estimate BN statistics per
             switch after training.
         seed: random seed (weights, shuffling, augmentation).
@@ -35,6 +36,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
     augment: bool = False
+    erase: float = 0.0
     calibration_steps: int = 20
     seed: int = 0
 
@@ -47,6 +49,8 @@ class TrainConfig:
             raise ValueError(f"Expected a strictly positive value. Received learning_rate={self.learning_rate}.")
         if not self.weight_decay >= 0:
             raise ValueError(f"Expected weight_decay >= 0 (0: no decay). Received weight_decay={self.weight_decay}.")
+        if not 0.0 <= self.erase <= 1.0:
+            raise ValueError(f"Expected an erasing probability 0 <= erase <= 1. Received erase={self.erase}.")
 
 
 # Variables never decayed: switchable BN's per-switch gamma_i / beta_i, biases,
@@ -101,7 +105,7 @@ def train(model, images: np.ndarray, labels: np.ndarray, config: TrainConfig = T
         )
     keras.utils.set_random_seed(config.seed)
     ds = make_dataset(images, labels, config.batch_size, training=True, augment=config.augment,
-                      preprocessing=model.preprocessing, seed=config.seed)
+                      preprocessing=model.preprocessing, seed=config.seed, erase=config.erase)
     calib = make_dataset(images, None, config.batch_size, training=False, preprocessing=model.preprocessing)
     steps = len(images) // config.batch_size
     if steps < 1:

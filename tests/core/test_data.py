@@ -89,6 +89,30 @@ def test_pipeline_preprocesses_and_checks_input():
         preprocess(np.zeros((1, 2, 2, 1), "float64"))
 
 
+def test_random_erasing_replaces_one_rectangle_with_noise_in_the_input_range():
+    """erase=1: every image gets exactly one solid rectangle of noise (2-40% of it); the rest is untouched."""
+    x = np.full((64, 20, 20, 1), 128, np.uint8)
+    y = np.zeros(64, int)
+    (got, _), = make_dataset(x, y, batch_size=64, training=True, erase=1.0, seed=3).take(1)
+    got = got.numpy()[..., 0]
+    changed = got != np.float32(128 / 255.0)
+    for img, c in zip(got, changed):
+        rows, cols = np.nonzero(c.any(1))[0], np.nonzero(c.any(0))[0]
+        box = c[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert box.all() and c.sum() == box.size  # one filled rectangle
+        assert 0.02 * 400 * 0.5 <= c.sum() <= 0.4 * 400 * 1.5
+        assert img.min() >= 0.0 and img.max() <= 1.0
+    assert len({tuple(np.argwhere(c)[0]) for c in changed}) > 10  # placed at random
+    (kept, _), = make_dataset(x, y, batch_size=64, training=True, erase=0.0).take(1)
+    assert (kept.numpy() == np.float32(128 / 255.0)).all()
+    (half, _), = make_dataset(x, y, batch_size=64, training=True, erase=0.5, seed=1).take(1)
+    assert 12 <= (half.numpy() != np.float32(128 / 255.0)).any(axis=(1, 2, 3)).sum() <= 52
+    (test, _), = make_dataset(x, y, batch_size=64, erase=1.0).take(1)  # evaluation: never erased
+    assert (test.numpy() == np.float32(128 / 255.0)).all()
+    with pytest.raises(ValueError, match="erase=1.5"):
+        make_dataset(x, y, erase=1.5)
+
+
 def test_cli_train_then_eval(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     out = tmp_path / "m.keras"

@@ -195,6 +195,8 @@ def test_weight_decay_shrinks_kernels_only():
     assert isinstance(plain, keras.optimizers.Adam) and not isinstance(plain, keras.optimizers.AdamW)
     with pytest.raises(ValueError, match="weight_decay=-0.1"):
         TrainConfig(weight_decay=-0.1)
+    with pytest.raises(ValueError, match="erase=-0.2"):
+        TrainConfig(erase=-0.2)
 
 
 def test_baseline_builders():
