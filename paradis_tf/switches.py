@@ -173,7 +173,8 @@ def widest_index(switches: Sequence[Switch]) -> int:
     return max(range(len(switches)), key=lambda i: (switches[i].total_width, -len(switches[i])))
 
 
-def teacher_indices(switches: Sequence[Switch], teacher: str = "widest") -> list[int | None]:
+def teacher_indices(switches: Sequence[Switch], teacher: str = "widest",
+                    teacher_of: "dict[str, str] | None" = None) -> list[int | None]:
     """Index of the switch each switch distils from (None: the labels).
 
     Args:
@@ -182,17 +183,62 @@ def teacher_indices(switches: Sequence[Switch], teacher: str = "widest") -> list
             ``"nested"``: from the cheapest other switch that contains it
             (`Switch.contains`, then `Switch.cost`), or the widest if none
             does.
+        teacher_of: ``{student: teacher}`` switch texts overriding the rule
+            for some switches (`check_teacher_of`).
     """
     if teacher not in TEACHERS:
         raise ValueError(f"Expected teacher to be one of {list(TEACHERS)}. Received teacher={teacher!r}.")
+    overrides = check_teacher_of(teacher_of, switches)
+    texts = [str(s) for s in switches]
     w = widest_index(switches)
     out: list[int | None] = []
     for i, s in enumerate(switches):
         if i == w:
             out.append(None)
             continue
+        if texts[i] in overrides:
+            out.append(texts.index(overrides[texts[i]]))
+            continue
         containers = [j for j, t in enumerate(switches) if j != i and t.contains(s)] if teacher == "nested" else []
         out.append(min(containers, key=lambda j: (switches[j].cost, len(switches[j]), j)) if containers else w)
+    for i in range(len(switches)):  # every chain of teachers must end at the widest switch
+        j, seen = i, []
+        while out[j] is not None:
+            seen.append(texts[j])
+            j = out[j]
+            if texts[j] in seen:
+                raise ValueError(f"teacher_of={overrides} makes the teachers of {texts[i]!r} loop "
+                                 f"({' <- '.join(seen + [texts[j]])}), so it never reaches the widest switch "
+                                 f"{texts[w]!r}; let one of them learn from a switch outside the loop.")
+    return out
+
+
+def check_teacher_of(teacher_of: "dict | None", switches: Sequence[Switch]) -> dict[str, str]:
+    """``{student: teacher}`` in canonical switch texts, checked.
+
+    Both must be switches of the network; the widest switch learns from the
+    labels, so it cannot be a student; a switch cannot teach itself.
+
+    Raises:
+        ValueError: naming the entry and the allowed switches.
+    """
+    if not teacher_of:
+        return {}
+    texts = [str(s) for s in switches]
+    widest = texts[widest_index(switches)]
+    out = {}
+    for student, teacher in dict(teacher_of).items():
+        a, b = str(Switch.parse(student)), str(Switch.parse(teacher))
+        for role, text in (("student", a), ("teacher", b)):
+            if text not in texts:
+                raise ValueError(f"teacher_of names {role} switch {text!r}, which the model does not have; "
+                                 f"its switches: {texts}.")
+        if a == widest:
+            raise ValueError(f"teacher_of gives the widest switch {a!r} a teacher; it learns from the labels. "
+                             "Name another student.")
+        if a == b:
+            raise ValueError(f"teacher_of makes switch {a!r} its own teacher; name another switch.")
+        out[a] = b
     return out
 
 

@@ -48,6 +48,25 @@ def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench,
     assert bench.recipe_diff(run_record(), {**run_record(), "erase": 0.0}) == {}
 
 
+def test_teacher_of_is_checked_before_any_data_is_read(bench, tmp_path):
+    with pytest.raises(SystemExit, match="--teacher-of: teacher_of gives the widest switch '1x1.0' a teacher"):
+        bench.main(["--teacher-of", "1x1.0=2x0.5", "--out", str(tmp_path / "out.json")])
+    with pytest.raises(SystemExit, match="expects STUDENT=TEACHER"):
+        bench.main(["--teacher-of", "1x0.25", "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_paradis_runs_of_another_teacher_of_are_not_averaged_and_the_table_names_it(bench, tmp_path):
+    """A record from before --teacher-of (no key) counts as no override."""
+    (tmp_path / "a.json").write_text(json.dumps(paradis_run(0, (0.9, 0.8))))
+    (tmp_path / "b.json").write_text(json.dumps(dict(paradis_run(1, (0.9, 0.8)), teacher_of={"1x0.25": "1x1.0"})))
+    with pytest.raises(SystemExit, match="teacher_of.*average runs of one configuration"):
+        bench.main(["--mean", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    data = dict(paradis_run(1, (0.9, 0.8)), teacher_of={"1x0.25": "1x1.0"})
+    data["timing"]["paradis_seconds"] = 90.0
+    assert "ParaDiS teachers overridden: 1x0.25 learns from 1x1.0." in bench.table(data)
+
+
 def test_table_names_reused_baselines_and_weights(bench):
     data = run_record()
     data["results"] += [

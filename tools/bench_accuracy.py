@@ -59,6 +59,9 @@ def table(data: dict) -> str:
         lines.insert(1, "Learned logit scale per switch (ParaDiS and slimmable).")
     if data.get("teacher", "widest") != "widest":
         lines.insert(1, f"Distillation teacher: {data['teacher']} (ParaDiS and slimmable).")
+    if data.get("teacher_of"):
+        lines.insert(2 if data.get("teacher", "widest") != "widest" else 1, "ParaDiS teachers overridden: "
+                     + ", ".join(f"{k} learns from {v}" for k, v in data["teacher_of"].items()) + ".")
     src = baselines_source(data)
     if src:
         lines += ["", f"Rows of {' and '.join(src['models'])} reused from `{src['file']}` (same recipe, seed {src['seed']}); "
@@ -85,7 +88,7 @@ RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "weight_dec
 # Options that are not part of the recipe (--baselines accepts other values),
 # with their value when a file predates them; an --out file's rows are reused
 # only when they match too.
-VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "widest"}
+VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "widest", "teacher_of": {}}
 
 
 def recipe_diff(old: dict, new: dict) -> dict:
@@ -103,7 +106,7 @@ def merge_rows(earlier: list[dict], base: list[dict], reused: list[str]) -> list
 
 # The options of VARIANT that shape each kind of model (seed excepted): runs
 # averaged together must agree on them.
-SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher"), "slimmable": ("logit_scale", "teacher"),
+SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher", "teacher_of"), "slimmable": ("logit_scale", "teacher"),
              "individual": ()}
 
 
@@ -194,7 +197,7 @@ def mean_table(data: dict) -> str:
     rows = {(r["model"], r["switch"]): r for r in data["results"]}
     kinds = [k for k in ("paradis", "individual", "slimmable") if k in data["seeds"]]
     label = {"paradis": "ParaDiS", "individual": "individual", "slimmable": "slimmable"}
-    opts = [f"{k} {data[k]}" for k in ("teacher", "switch_weights") if data.get(k)]
+    opts = [f"{k} {data[k]}" for k in ("teacher", "teacher_of", "switch_weights") if data.get(k)]
     lines = [
         f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, label mix {data.get('label_mix', 0.0):g}"
@@ -246,7 +249,7 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from paradis_tf.switches import TEACHERS
+    from paradis_tf.switches import TEACHERS, Switch, parse_switches, teacher_indices
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
@@ -268,6 +271,8 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher", choices=TEACHERS, default="widest",
                     help="whom the distilled switches of ParaDiS and slimmable learn from: the widest switch, or "
                          "the cheapest switch that contains them (teacher assistants) (%(default)s)")
+    ap.add_argument("--teacher-of", action="append", default=[], metavar="STUDENT=TEACHER",
+                    help="override --teacher for one ParaDiS switch, e.g. 1x0.25=1x1.0 (repeatable; ParaDiS only)")
     ap.add_argument("--seed", type=int, default=0, help="random seed of weights, shuffling and augmentation (%(default)s)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
@@ -298,6 +303,13 @@ def main(argv=None) -> int:
     bad = [s for s in args.individual or () if s not in SWITCHES]
     if bad:
         raise SystemExit(f"--individual {bad[0]}: not a benchmark switch; pass one of {', '.join(SWITCHES)}.")
+    from paradis_tf.cli.cmd_train import parse_teacher_of
+
+    try:
+        teacher_of = {str(Switch.parse(k)): str(Switch.parse(v)) for k, v in parse_teacher_of(args.teacher_of).items()}
+        teacher_indices(parse_switches(SWITCHES), args.teacher, teacher_of)
+    except ValueError as e:
+        raise SystemExit(f"--teacher-of: {e}") from None
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
@@ -321,13 +333,14 @@ def main(argv=None) -> int:
         return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth,
                             labels=FASHION_MNIST_LABELS, label_mix=args.label_mix,
                             switch_weights=weights if paradis else None,
-                            logit_scale=args.logit_scale and len(switches) > 1, teacher=args.teacher)
+                            logit_scale=args.logit_scale and len(switches) > 1, teacher=args.teacher,
+                            teacher_of=teacher_of if paradis else None)
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
             "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
-            "teacher": args.teacher, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
+            "teacher": args.teacher, "teacher_of": teacher_of, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())

@@ -46,10 +46,23 @@ def register(sub) -> None:
     t.add_argument("--sandwich", type=int, default=None, help="switches per step (default: all)")
     t.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
                    help="loss weight of one switch, e.g. 1x0.25=2 (repeatable; default 1 each)")
+    t.add_argument("--teacher-of", action="append", default=[], metavar="STUDENT=TEACHER",
+                   help="override --teacher for one switch, e.g. 1x0.25=1x1.0 (repeatable)")
     t.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print results as JSON")
     add_data_args(p)
     p.set_defaults(func=run)
+
+
+def parse_teacher_of(items) -> dict[str, str]:
+    """``["1x0.25=1x1.0", ...]`` -> ``{"1x0.25": "1x1.0"}`` (switches checked by the model)."""
+    out = {}
+    for item in items:
+        student, sep, teacher = item.partition("=")
+        if not sep or not student.strip() or not teacher.strip():
+            raise ValueError(f"--teacher-of expects STUDENT=TEACHER switches, e.g. 1x0.25=1x1.0. Received {item!r}.")
+        out[student.strip()] = teacher.strip()
+    return out
 
 
 def parse_switch_weights(items) -> dict[str, float]:
@@ -72,7 +85,7 @@ def build_model(args, image_shape, num_classes, labels):
     sync = [int(s) for s in args.sync_layers.split(",") if s.strip()]
     common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich,
                   switch_weights=parse_switch_weights(args.switch_weight), logit_scale=args.logit_scale,
-                  teacher=args.teacher)
+                  teacher=args.teacher, teacher_of=parse_teacher_of(args.teacher_of))
     if args.arch == "resnet":
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
         return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,

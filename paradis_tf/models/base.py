@@ -11,7 +11,7 @@ from keras import ops
 from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
 from paradis_tf.models.interpret import DeviceOps, PackedOps, ParaDiSOps, count_macs
-from paradis_tf.switches import TEACHERS, Switch, parse_switches, teacher_indices, widest_index
+from paradis_tf.switches import TEACHERS, Switch, check_teacher_of, parse_switches, teacher_indices, widest_index
 
 # Architecture bodies register here by name (see `register_architecture`).
 ARCHITECTURES: dict[str, type] = {}
@@ -75,6 +75,9 @@ class ParaDiSModel(keras.Model):
             2x0.5 learns from 1x1.0, 0.5+0.25+0.25 from 2x0.5, 4x0.25 and
             1x0.5 from 0.5+0.25+0.25, 1x0.25 from 1x0.5. A switch no other
             contains learns from the widest. `teachers` lists the choice.
+        teacher_of: optional ``{student switch: teacher switch}`` overriding
+            ``teacher`` for some switches, e.g. ``{"1x0.25": "1x1.0"}`` with
+            ``teacher="nested"``.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class ParaDiSModel(keras.Model):
         sandwich: int | None = None,
         switch_weights: dict | None = None,
         teacher: str = "widest",
+        teacher_of: dict | None = None,
         **kwargs,
     ):
         kwargs.setdefault("name", architecture)
@@ -122,6 +126,8 @@ class ParaDiSModel(keras.Model):
         self.sandwich = int(sandwich) if sandwich is not None else None
         self.switch_weights = _check_switch_weights(switch_weights, parsed)
         self.teacher = teacher
+        self.teacher_of = check_teacher_of(teacher_of, parsed)
+        teacher_indices(parsed, teacher, self.teacher_of)  # refuses loops now, not at the first step
         self.body = ARCHITECTURES[architecture](
             switches=[str(s) for s in parsed],
             input_shape=input_shape,
@@ -157,7 +163,7 @@ class ParaDiSModel(keras.Model):
     @property
     def teachers(self) -> list[int | None]:
         """Index of the switch each switch distils from (None: the labels)."""
-        return teacher_indices(self._switches, self.teacher)
+        return teacher_indices(self._switches, self.teacher, self.teacher_of)
 
     @property
     def narrowest_index(self) -> int:
@@ -400,6 +406,7 @@ class ParaDiSModel(keras.Model):
             "sandwich": self.sandwich,
             "switch_weights": self.switch_weights or None,
             "teacher": self.teacher,
+            "teacher_of": self.teacher_of or None,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -85,3 +85,20 @@ def test_teacher_indices_without_keras():
     assert teacher_indices(parse_switches(["4x0.25", "1x0.5", "1x0.25"]), "nested") == [None, 0, 1]
     with pytest.raises(ValueError, match=r"teacher to be one of \['widest', 'nested'\]. Received teacher='chain'"):
         teacher_indices(six, "chain")
+
+
+def test_teacher_of_overrides_the_rule_for_named_switches_and_refuses_what_cannot_teach():
+    six = parse_switches(["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"])
+    assert teacher_indices(six, "nested", {"1x0.25": "1x1.0"}) == [None, 0, 1, 2, 2, 0]
+    assert teacher_indices(six, "widest", {"4x0.25": "0.5+0.25+0.25"}) == [None, 0, 0, 2, 0, 0]
+    assert teacher_indices(six, "nested", {}) == teacher_indices(six, "nested")
+    with pytest.raises(ValueError, match="widest switch '1x1.0' a teacher"):
+        teacher_indices(six, "nested", {"1x1.0": "2x0.5"})
+    with pytest.raises(ValueError, match="'1x0.5' its own teacher"):
+        teacher_indices(six, "nested", {"1x0.5": "1x0.5"})
+    with pytest.raises(ValueError, match=r"teacher switch '2x0.25', which the model does not have"):
+        teacher_indices(six, "nested", {"1x0.5": "2x0.25"})
+    with pytest.raises(ValueError, match=r"student switch '3x0.25'"):
+        teacher_indices(six, "nested", {"3x0.25": "1x1.0"})
+    with pytest.raises(ValueError, match=r"teachers of '2x0.5' loop \(2x0.5 <- 4x0.25 <- 2x0.5\)"):
+        teacher_indices(six, "widest", {"2x0.5": "4x0.25", "4x0.25": "2x0.5"})

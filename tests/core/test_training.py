@@ -82,6 +82,27 @@ def test_nested_teachers_are_the_cheapest_containing_switch(tmp_path):
         mobilenet_v1((12, 12, 1), 4, SIX, width=0.25, depth=1, teacher="chain")
 
 
+def test_teacher_of_changes_whom_one_switch_distils_from_and_round_trips(tmp_path):
+    m = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=0.3,
+                     teacher="nested", teacher_of={"1x0.25": "1x1.0"})
+    assert m.teachers == [1, None, 1]
+    rng = np.random.default_rng(4)
+    logits = [rng.normal(size=(5, 4)).astype("float32") for _ in range(3)]
+    y = rng.integers(0, 4, 5)
+    ce = lambda z: -np.log(_softmax(z)[np.arange(5), y]).mean()  # noqa: E731
+    kd = lambda t, z: -(_softmax(t) * np.log(_softmax(z))).sum(-1).mean()  # noqa: E731
+    ref = ce(logits[1]) + (0.7 * kd(logits[1], logits[2]) + 0.3 * ce(logits[2])) \
+        + (0.7 * kd(logits[1], logits[0]) + 0.3 * ce(logits[0]))
+    assert float(m.compute_loss(y=y, y_pred=logits)) == pytest.approx(ref, rel=1e-5)
+    path = tmp_path / "t.keras"
+    m.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.teacher_of == {"1x0.25": "1x1.0"} and loaded.teachers == [1, None, 1]
+    with pytest.raises(ValueError, match="loop"):
+        mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1,
+                     teacher_of={"1x0.25": "1x0.5", "1x0.5": "1x0.25"})
+
+
 def test_nested_loss_distils_each_switch_from_its_teacher():
     m = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=0.3,
                      teacher="nested", switch_weights={"1x0.25": 2})
