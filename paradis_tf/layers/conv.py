@@ -152,7 +152,7 @@ class ParaDiSConv2D(keras.layers.Layer):
             in_ranges = s.channel_ranges(self.in_channels, self.name)
             w = self.kernel[:, :, : in_ranges[-1][1], :cout]
             if self.role == "split" and len(s) > 1:
-                w = w * block_diagonal_mask(in_ranges, out_ranges)
+                w = w * ops.cast(block_diagonal_mask(in_ranges, out_ranges), w.dtype)
         return [w] if self.bias is None else [w, self.bias[:cout]]
 
     def call(self, inputs, switch="1x1.0", packed=False):
