@@ -25,6 +25,17 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
+def _three_switch_logits(seed):
+    """Random logits of three switches for 5 samples of 4 classes, labels, and NumPy
+    references of the label loss ``ce(z)`` and the distillation loss ``kd(teacher, z)``."""
+    rng = np.random.default_rng(seed)
+    logits = [rng.normal(size=(5, 4)).astype("float32") for _ in range(3)]
+    y = rng.integers(0, 4, 5)
+    ce = lambda z: -np.log(_softmax(z)[np.arange(5), y]).mean()  # noqa: E731
+    kd = lambda t, z: -(_softmax(t) * np.log(_softmax(z))).sum(-1).mean()  # noqa: E731
+    return logits, y, ce, kd
+
+
 @pytest.mark.parametrize("label_mix", [0.0, 0.3])
 def test_compute_loss_is_label_ce_plus_distillation(label_mix):
     m = mobilenet_v1((12, 12, 1), 4, ["1x0.5", "1x1.0", "2x0.5"], width=0.25, depth=1, label_mix=label_mix)
@@ -86,11 +97,7 @@ def test_teacher_of_changes_whom_one_switch_distils_from_and_round_trips(tmp_pat
     m = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=0.3,
                      teacher="nested", teacher_of={"1x0.25": "1x1.0"})
     assert m.teachers == [1, None, 1]
-    rng = np.random.default_rng(4)
-    logits = [rng.normal(size=(5, 4)).astype("float32") for _ in range(3)]
-    y = rng.integers(0, 4, 5)
-    ce = lambda z: -np.log(_softmax(z)[np.arange(5), y]).mean()  # noqa: E731
-    kd = lambda t, z: -(_softmax(t) * np.log(_softmax(z))).sum(-1).mean()  # noqa: E731
+    logits, y, ce, kd = _three_switch_logits(4)
     ref = ce(logits[1]) + (0.7 * kd(logits[1], logits[2]) + 0.3 * ce(logits[2])) \
         + (0.7 * kd(logits[1], logits[0]) + 0.3 * ce(logits[0]))
     assert float(m.compute_loss(y=y, y_pred=logits)) == pytest.approx(ref, rel=1e-5)
@@ -107,11 +114,7 @@ def test_nested_loss_distils_each_switch_from_its_teacher():
     m = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=0.3,
                      teacher="nested", switch_weights={"1x0.25": 2})
     assert m.teachers == [2, None, 1]
-    rng = np.random.default_rng(2)
-    logits = [rng.normal(size=(5, 4)).astype("float32") for _ in range(3)]
-    y = rng.integers(0, 4, 5)
-    ce = lambda z: -np.log(_softmax(z)[np.arange(5), y]).mean()  # noqa: E731
-    kd = lambda t, z: -(_softmax(t) * np.log(_softmax(z))).sum(-1).mean()  # noqa: E731
+    logits, y, ce, kd = _three_switch_logits(2)
     ref = ce(logits[1]) + (0.7 * kd(logits[1], logits[2]) + 0.3 * ce(logits[2])) \
         + 2 * (0.7 * kd(logits[2], logits[0]) + 0.3 * ce(logits[0]))
     assert float(m.compute_loss(y=y, y_pred=logits)) == pytest.approx(ref, rel=1e-5)
