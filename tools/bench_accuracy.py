@@ -249,7 +249,7 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from paradis_tf.switches import TEACHERS, Switch, parse_switches, teacher_indices
+    from paradis_tf.switches import TEACHERS, check_teacher_of, parse_switches, teacher_indices
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
@@ -306,8 +306,9 @@ def main(argv=None) -> int:
     from paradis_tf.cli.cmd_train import parse_teacher_of
 
     try:
-        teacher_of = {str(Switch.parse(k)): str(Switch.parse(v)) for k, v in parse_teacher_of(args.teacher_of).items()}
-        teacher_indices(parse_switches(SWITCHES), args.teacher, teacher_of)
+        switches = parse_switches(SWITCHES)
+        teacher_of = check_teacher_of(parse_teacher_of(args.teacher_of), switches)  # canonical switch texts
+        teacher_indices(switches, args.teacher, teacher_of)  # refuses loops
     except ValueError as e:
         raise SystemExit(f"--teacher-of: {e}") from None
     if args.model_out is None:
