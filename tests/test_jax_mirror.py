@@ -1,0 +1,122 @@
+"""tools/jax_mirror.py computes what paradis_tf computes: the same switch rules,
+the same logits for the same weights (training and inference BN), the same loss."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from paradis_tf.switches import channel_divisor, parse_switches, teacher_indices, widest_index
+
+ROOT = Path(__file__).resolve().parents[1]
+SIX = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+
+
+@pytest.fixture(scope="module")
+def mirror():
+    spec = importlib.util.spec_from_file_location("jax_mirror", ROOT / "tools" / "jax_mirror.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("texts", [SIX, ["1x1.0", "1x0.5", "1x0.25"], ["2x0.5"],
+                                   ["4x0.25", "1x0.25", "0.5+0.25+0.25", "1x0.5"]])
+def test_switch_rules_match_paradis(mirror, texts):
+    ours = parse_switches(texts)
+    theirs = [mirror.parse(t) for t in texts]
+    assert [tuple(s.widths) for s in ours] == theirs
+    assert mirror.widest_index(theirs) == widest_index(ours)
+    assert mirror.divisor(theirs) == channel_divisor(ours)
+    for rule in ("widest", "nested"):
+        assert mirror.teacher_indices(theirs, rule) == teacher_indices(ours, rule)
+    for s, ws in zip(ours, theirs):
+        assert mirror.ranges(48, ws) == s.channel_ranges(48)
+
+
+@pytest.fixture(scope="module")
+def paradis_model():
+    from paradis_tf.models import mobilenet_v1
+
+    model = mobilenet_v1((28, 28, 1), 10, SIX, width=0.25, depth=3, teacher="nested", label_mix=0.3,
+                         switch_weights={"1x0.25": 2.0, "2x0.5": 0.5})
+    rng = np.random.default_rng(0)
+    # Private BN parameters and statistics differ per switch, so a mirror that
+    # read another switch's would disagree.
+    for bn in model.body.bn_layers():
+        for group, low in ((bn.gammas, 0.5), (bn.betas, -0.5), (bn.moving_means, -0.5), (bn.moving_vars, 0.5)):
+            for v in group:
+                v.assign(rng.uniform(low, low + 1.0, v.shape).astype(np.float32))
+    model.body.head.bias.assign(rng.normal(0, 0.1, 10).astype(np.float32))
+    return model
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_matches_paradis_model(mirror, paradis_model, training):
+    import jax.numpy as jnp
+    import tensorflow as tf
+
+    texts, layers, params, stats = mirror.params_from_paradis(paradis_model)
+    assert texts == SIX
+    forward = mirror.make_forward([mirror.parse(t) for t in texts], layers)
+    x = np.random.default_rng(1).uniform(0, 1, (16, 28, 28, 1)).astype(np.float32)
+    for i, s in enumerate(SIX):
+        want = paradis_model.forward(s, tf.constant(x), training=training).numpy()
+        got, _ = forward(params, jnp.asarray(x), i, None if training else stats[i])
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4, err_msg=f"switch {s}")
+
+
+def test_forward_refuses_sync_layers(mirror):
+    from paradis_tf.models import mobilenet_v1
+
+    model = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5"], width=0.25, depth=2, sync_layers=[1])
+    with pytest.raises(ValueError, match="sync_layers=\\[1\\]"):
+        mirror.params_from_paradis(model)
+
+
+def test_loss_matches_compute_loss(mirror, paradis_model):
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(2)
+    logits = [rng.normal(0, 2, (32, 10)).astype(np.float32) for _ in SIX]
+    labels = rng.integers(0, 10, 32)
+    want = float(paradis_model.compute_loss(y=labels, y_pred=logits))
+    switches = [mirror.parse(t) for t in SIX]
+    weights = [paradis_model.switch_weights.get(t, 1.0) for t in SIX]
+    got = float(mirror.distill_loss([jnp.asarray(l) for l in logits], jnp.asarray(labels),
+                                    mirror.teacher_indices(switches, "nested"), 0.3, weights))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_training_runs_members_independently(mirror):
+    """Two members with the same seed and recipe train to the same weights;
+    a third with another seed does not (each member draws its own batches)."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (512, 28, 28, 1), dtype=np.uint8)
+    y = (x.reshape(512, -1).mean(1) > 127).astype(np.int32)  # a learnable label
+    group = {"name": "tiny", "switches": ["2x0.5"], "width": 0.25, "depth": 1, "epochs": 2,
+             "members": [{"seed": 0}, {"seed": 0}, {"seed": 5}]}
+    rows = mirror.run_group(group, (x, y, x[:200], y[:200]), deadline=float("inf"), log=lambda m: None)
+    top = [r["top1"]["2x0.5"] for r in rows]
+    loss = [r["final_loss"] for r in rows]
+    assert np.isfinite(loss).all()
+    assert top[0] == top[1] and loss[0] == loss[1]
+    assert loss[2] != loss[0]
+
+
+def test_summary_gaps_and_targets(mirror):
+    def row(switches, top1, seed, **member):
+        return {"group": "g", "member": {"seed": seed, **member}, "teacher": "nested", "width": 0.5, "depth": 7,
+                "epochs": 20, "top1": dict(zip(switches, top1))}
+
+    rows = [row(["1x1.0", "4x0.25", "1x0.25"], [0.93, 0.915, 0.90], 0, label_mix=0.5),
+            row(["1x1.0", "4x0.25", "1x0.25"], [0.932, 0.913, 0.90], 1, label_mix=0.5),
+            row(["1x1.0"], [0.935], 0), row(["4x0.25"], [0.92], 0), row(["1x0.25"], [0.89], 0),
+            row(["1x1.0", "1x0.5", "1x0.25"], [0.93, 0.91, 0.898], 0)]
+    text = mirror.summary(json.loads(json.dumps(rows)))
+    assert "| 1x1.0 | 93.10 +- 0.14 (2) | 93.50 +- nan (1) | -0.40 | 93.00 (1) |" in text
+    assert "within 0.3 of individual: 1 of 3 (1x0.25)" in text
+    assert "4x0.25 over slimmable 1x0.25: +1.60" in text
+    assert "1x1.0 >= 93.0: 93.10" in text
