@@ -120,3 +120,37 @@ def test_summary_gaps_and_targets(mirror):
     assert "within 0.3 of individual: 1 of 3 (1x0.25)" in text
     assert "4x0.25 over slimmable 1x0.25: +1.60" in text
     assert "1x1.0 >= 93.0: 93.10" in text
+
+
+def test_committed_plan_is_valid(mirror):
+    mirror.check_plan(json.loads((ROOT / "docs/benchmarks/jax_mirror_e20_plan.json").read_text()))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"switches": ["3x0.5"]}, "switch '3x0.5'"),
+    ({"switches": ["1x1.0", "two"]}, "switch 'two'"),
+    ({"teacher": "best"}, "teacher='best'"),
+    ({"depth": 14}, "depth=14"),
+    ({"members": []}, "has no members"),
+    ({"members": [{"seed": 0, "lr_peak": 1}]}, "unknown keys \\['lr_peak'\\]"),
+    ({"members": [{"seed": 0, "switch_weights": {"1x0.5": 2}}]}, "switch_weights names \\['1x0.5'\\]"),
+])
+def test_plan_errors_name_the_group_and_value(mirror, change, message):
+    group = {"name": "g1", "switches": ["1x1.0", "2x0.5"], "teacher": "nested", "width": 0.5, "depth": 7,
+             "epochs": 2, "members": [{"seed": 0}]}
+    group.update(change)
+    with pytest.raises(ValueError, match=f"Plan group 'g1'.*{message}|{message}.*"):
+        mirror.check_plan([group])
+
+
+def test_command_line_refuses_a_bad_plan_before_loading_anything(mirror, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"name": "g", "switches": ["1x1.0"], "width": 0.5, "depth": 7, "epochs": 1,
+                                 "members": [{"seed": 0, "lr_peak": 1}]}]))
+    with pytest.raises(SystemExit, match="--plan .*plan.json: Plan group 'g'"):
+        mirror.main(["--plan", str(plan), "--out", str(tmp_path / "r.jsonl"), "--data", str(tmp_path)])
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"name": "g", "switches": ["1x1.0"], "width": 0.5, "depth": 7, "epochs": 1,
+                                 "members": [{"seed": 0}]}]))
+    with pytest.raises(SystemExit, match="--data .*: no Fashion-MNIST IDX files"):
+        mirror.main(["--plan", str(good), "--out", str(tmp_path / "r.jsonl"), "--data", str(tmp_path)])
