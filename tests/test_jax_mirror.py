@@ -154,3 +154,15 @@ def test_command_line_refuses_a_bad_plan_before_loading_anything(mirror, tmp_pat
                                  "members": [{"seed": 0}]}]))
     with pytest.raises(SystemExit, match="--data .*: no Fashion-MNIST IDX files"):
         mirror.main(["--plan", str(good), "--out", str(tmp_path / "r.jsonl"), "--data", str(tmp_path)])
+
+
+def test_summary_keeps_precisions_apart(mirror):
+    base = {"group": "g", "teacher": "nested", "width": 0.5, "depth": 7, "epochs": 20}
+    rows = [dict(base, member={"seed": 0}, top1={"1x1.0": 0.92, "2x0.5": 0.91}),
+            dict(base, member={"seed": 1}, top1={"1x1.0": 0.90, "2x0.5": 0.89}, precision="highest"),
+            dict(base, member={"seed": 0}, top1={"1x1.0": 0.93})]
+    text = mirror.summary(rows)
+    assert text.count("\nParaDiS width") == 2
+    assert "precision default" in text and "precision highest" in text
+    assert "| 1x1.0 | 92.00 +- nan (1) | 93.00 +- nan (1) | -1.00 | - |" in text
+    assert "| 1x1.0 | 90.00 +- nan (1) | - | - | - |" in text

@@ -477,7 +477,8 @@ def summary(rows: list[dict]) -> str:
     ParaDiS gaps to the individual models and the issue's targets."""
     def recipe(r):
         m = r["member"]
-        return (r["width"], r["depth"], r["epochs"], float(m.get("lr", 2e-3)), float(m.get("weight_decay", 0.0)))
+        return (r["width"], r["depth"], r["epochs"], float(m.get("lr", 2e-3)), float(m.get("weight_decay", 0.0)),
+                r.get("precision", "default"))
 
     base: dict = {}
     variants: dict = {}
@@ -497,8 +498,9 @@ def summary(rows: list[dict]) -> str:
 
     out = []
     for (rec, teacher, m), rs in variants.items():
-        w, d, e, lr, wd = rec
-        out.append(f"\nParaDiS width {w} depth {d}, {e} epochs, lr {lr:g}, weight decay {wd:g}, teacher {teacher}, {m}")
+        w, d, e, lr, wd, precision = rec
+        out.append(f"\nParaDiS width {w} depth {d}, {e} epochs, lr {lr:g}, weight decay {wd:g}, precision {precision}, "
+                   f"teacher {teacher}, {m}")
         out.append("| switch | ParaDiS mean +- sd (n) | individual mean +- sd (n) | gap | slimmable mean (n) |")
         out.append("|---|---|---|---|---|")
         mean = {}
@@ -531,6 +533,9 @@ def main(argv=None):
     ap.add_argument("--summary", nargs="+", metavar="JSONL", help="print the means over seeds of result files and exit")
     ap.add_argument("--deadline", type=float, default=1e9, help="seconds from start after which no group starts")
     ap.add_argument("--grace", type=float, default=0.0, help="seconds past the deadline a started group may run")
+    ap.add_argument("--precision", choices=["default", "high", "highest"], default="default",
+                    help="JAX matmul/convolution precision: 'default' lets a GPU use TF32 (the recorded runs), "
+                         "'highest' computes in full float32 as TensorFlow on a CPU does (%(default)s)")
     ap.add_argument("--limit", type=int, default=None)
     args = ap.parse_args(argv)
     if args.summary:
@@ -554,7 +559,8 @@ def main(argv=None):
         raise SystemExit(f"--data {args.data}: no Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) there; "
                          "install Debian's dataset-fashion-mnist or pass the folder that holds them.")
     import jax
-    log(f"jax {jax.__version__} devices {jax.devices()}")
+    jax.config.update("jax_default_matmul_precision", args.precision)
+    log(f"jax {jax.__version__} devices {jax.devices()} precision {args.precision}")
     data = load(Path(args.data), args.limit)
     for g in plan:
         if time.time() > deadline:
@@ -566,6 +572,7 @@ def main(argv=None):
         if rows:
             with open(args.out, "a") as f:
                 for r in rows:
+                    r["precision"] = args.precision
                     f.write(json.dumps(r) + "\n")
                     log(f"    {r['member']}: " + " ".join(f"{s}={v:.4f}" for s, v in r["top1"].items()))
     return 0
