@@ -1,20 +1,13 @@
 """The accuracy benchmark's bookkeeping: reusing baselines only from the same recipe, and its table."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "tools" / "bench_accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(tool):
+    return tool("bench_accuracy")
 
 
 def run_record(epochs=10, label_mix=0.5, train_images=60000):

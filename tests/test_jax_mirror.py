@@ -1,7 +1,6 @@
 """tools/jax_mirror.py computes what paradis_tf computes: the same switch rules,
 the same logits for the same weights (training and inference BN), the same loss."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,11 +14,8 @@ SIX = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
 
 
 @pytest.fixture(scope="module")
-def mirror():
-    spec = importlib.util.spec_from_file_location("jax_mirror", ROOT / "tools" / "jax_mirror.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def mirror(tool):
+    return tool("jax_mirror")
 
 
 @pytest.mark.parametrize("texts", [SIX, ["1x1.0", "1x0.5", "1x0.25"], ["2x0.5"],
