@@ -4,7 +4,9 @@ Not the benchmark of record: `tools/bench_accuracy.py` (TensorFlow, 2 CPU
 cores) is. This script re-implements the same network and recipe in plain JAX
 so that many seeds and recipe variants can be trained side by side on a GPU
 (one vmapped program per model structure), to find which variants are worth
-a CPU run of the real benchmark. Mirrored from paradis_tf:
+a CPU run of the real benchmark. The switch rules (parsing, channel ranges,
+teachers) are paradis_tf's own (`paradis_tf.switches`, pure Python, so the
+checkout needs no TensorFlow there); the rest is mirrored from paradis_tf:
 
 - MobileNet v1 (`models/mobilenet.py`): stem 3x3 conv (stride 1 at 28x28),
   ``depth`` separable blocks, global average pool, classifier; channels
@@ -39,67 +41,18 @@ import json
 import math
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout (the accelerator machine has no paradis_tf installed)
+    sys.path.insert(0, str(ROOT))
+
+from paradis_tf.switches import Switch, channel_divisor, parse_switches, teacher_indices, widest_index  # noqa: E402
+
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
-
-
-# -- switches (paradis_tf/switches.py) -------------------------------------
-def parse(text: str) -> tuple[float, ...]:
-    if "x" in text:
-        n, w = text.split("x")
-        return (float(w),) * int(n)
-    return tuple(float(p) for p in text.split("+"))
-
-
-def offsets(ws):
-    out, acc = [], 0.0
-    for w in ws:
-        out.append(acc)
-        acc += w
-    return out
-
-
-def ranges(ch, ws):
-    return [(round(ch * o), round(ch * (o + w))) for o, w in zip(offsets(ws), ws)]
-
-
-def contains(a, b, eps=1e-9):
-    mine = [(o, o + w) for o, w in zip(offsets(a), a)]
-    return all(any(x - eps <= o and o + w <= y + eps for x, y in mine) for o, w in zip(offsets(b), b))
-
-
-def cost(ws):
-    return sum(w * w for w in ws)
-
-
-def widest_index(sw):
-    return max(range(len(sw)), key=lambda i: (sum(sw[i]), -len(sw[i])))
-
-
-def teacher_indices(sw, rule):
-    w = widest_index(sw)
-    out = []
-    for i, s in enumerate(sw):
-        if i == w:
-            out.append(None)
-            continue
-        cont = [j for j, t in enumerate(sw) if j != i and contains(t, s)] if rule == "nested" else []
-        out.append(min(cont, key=lambda j: (cost(sw[j]), len(sw[j]), j)) if cont else w)
-    return out
-
-
-def divisor(sw):
-    d = 1
-    for ws in sw:
-        for x in offsets(ws) + [o + w for o, w in zip(offsets(ws), ws)]:
-            den = Fraction(x).limit_denominator(1024).denominator
-            d = d * den // math.gcd(d, den)
-    return d
 
 
 # -- data ------------------------------------------------------------------
@@ -122,8 +75,8 @@ def load(data: Path, limit=None):
 
 # -- the network -----------------------------------------------------------
 def build_spec(switch_texts, width, depth):
-    sw = [parse(s) for s in switch_texts]
-    d = divisor(sw)
+    sw = parse_switches(switch_texts)
+    d = channel_divisor(sw)
 
     def channels(c):
         return max(d, int(-(-round(c) // d) * d))
@@ -175,7 +128,7 @@ def make_forward(sw, layers):
             if kind == "stem":
                 m.append(None)
                 continue
-            ri, ro = ranges(cin, ws), ranges(cout, ws)
+            ri, ro = ws.channel_ranges(cin), ws.channel_ranges(cout)
             mk = np.zeros((ri[-1][1], ro[-1][1]), np.float32)
             for (a, b), (c, d) in zip(ri, ro):
                 mk[a:b, c:d] = 1.0
@@ -202,13 +155,13 @@ def make_forward(sw, layers):
         st = None if stats is None else list(stats)
         for li, (kind, cin, cout, stride) in enumerate(layers):
             lp = p["layers"][li]
-            uo = ranges(cout, ws)[-1][1]
+            uo = ws.used_channels(cout)
             if kind == "stem":
                 x = lax.conv_general_dilated(x, lp["k"][..., :uo], (1, 1), "SAME",
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
                 x = relu6(bn(x, lp["bn"]["g"][si, :uo], lp["bn"]["b"][si, :uo], st, collect))
                 continue
-            ui = ranges(cin, ws)[-1][1]
+            ui = ws.used_channels(cin)
             x = lax.conv_general_dilated(x, lp["dw"][..., :ui], (stride, stride), "SAME",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=ui)
             x = relu6(bn(x, lp["dw_bn"]["g"][si, :ui], lp["dw_bn"]["b"][si, :ui], st, collect))
@@ -274,12 +227,12 @@ def params_from_paradis(model):
     for i, (ws, text) in enumerate(zip(sw, texts)):
         st = []
         for kind, cin, cout, _ in layers:
-            uo = ranges(cout, ws)[-1][1]
+            uo = ws.used_channels(cout)
             if kind == "stem":
                 m, v = moving(body.stem_bn, i)
                 st.append((m[:uo], v[:uo]))
         for (dw, dw_bn, pw, pw_bn), (kind, cin, cout, _) in zip(body.blocks, layers[1:]):
-            ui, uo = ranges(cin, ws)[-1][1], ranges(cout, ws)[-1][1]
+            ui, uo = ws.used_channels(cin), ws.used_channels(cout)
             m, v = moving(dw_bn, i)
             st.append((m[:ui], v[:ui]))
             m, v = moving(pw_bn, i)
@@ -306,14 +259,10 @@ def check_plan(plan) -> None:
         if missing:
             raise ValueError(f"Plan group {g.get('name', g)!r} lacks {missing}; each group needs {list(GROUP_KEYS)}.")
         name = g["name"]
-        for text in g["switches"]:
-            try:
-                ws = parse(text)
-            except (ValueError, TypeError):
-                ws = ()
-            if not ws or any(not w > 0 for w in ws) or sum(ws) > 1 + 1e-9:
-                raise ValueError(f"Plan group {name!r}: switch {text!r} is not NxW or W+W+... with positive "
-                                 "widths summing to at most 1 (e.g. 2x0.5, 0.5+0.25+0.25).")
+        try:
+            parse_switches(g["switches"])
+        except ValueError as e:
+            raise ValueError(f"Plan group {name!r}: {e}") from None
         if g.get("teacher", "widest") not in ("widest", "nested"):
             raise ValueError(f"Plan group {name!r}: teacher={g['teacher']!r}; use 'widest' or 'nested'.")
         if not g["width"] > 0 or not 1 <= int(g["depth"]) <= len(BLOCKS) or int(g["epochs"]) < 1:
@@ -467,7 +416,7 @@ def kind_of(row) -> str:
     sw = list(row["top1"])
     if len(sw) == 1:
         return "individual"
-    if all(len(parse(t)) == 1 for t in sw):
+    if all(len(Switch.parse(t)) == 1 for t in sw):
         return "slimmable"
     return "paradis"
 
