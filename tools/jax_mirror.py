@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout (the accelerator machine has no paradis_tf installed)
     sys.path.insert(0, str(ROOT))
 
-from paradis_tf.switches import Switch, channel_divisor, parse_switches, teacher_indices, widest_index  # noqa: E402
+from paradis_tf.switches import Switch, channel_divisor, parse_switches, teacher_indices  # noqa: E402
 
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
@@ -291,7 +291,6 @@ def run_group(g, data, deadline, log, grace=0.0):
     sw, layers, head_in = build_spec(g["switches"], g["width"], g["depth"])
     ns = len(sw)
     teachers = teacher_indices(sw, g.get("teacher", "widest"))
-    widest = widest_index(sw)
     forward = make_forward(sw, layers)
     members = g["members"]
     M = len(members)
