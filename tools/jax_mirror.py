@@ -211,9 +211,6 @@ def params_from_paradis(model):
         return {"g": np.stack([np.asarray(v) for v in layer.gammas]),
                 "b": np.stack([np.asarray(v) for v in layer.betas])}
 
-    def moving(layer, i):
-        return (np.asarray(layer.moving_means[i]), np.asarray(layer.moving_vars[i]))
-
     params = {"layers": [{"k": np.asarray(body.stem_conv.kernel), "bn": bn(body.stem_bn)}]}
     for dw, dw_bn, pw, pw_bn in body.blocks:
         params["layers"].append({
@@ -223,21 +220,10 @@ def params_from_paradis(model):
             "pw_bn": bn(pw_bn),
         })
     params["head"] = {"k": np.asarray(body.head.kernel), "b": np.asarray(body.head.bias)}
-    stats = []
-    for i, (ws, text) in enumerate(zip(sw, texts)):
-        st = []
-        for kind, cin, cout, _ in layers:
-            uo = ws.used_channels(cout)
-            if kind == "stem":
-                m, v = moving(body.stem_bn, i)
-                st.append((m[:uo], v[:uo]))
-        for (dw, dw_bn, pw, pw_bn), (kind, cin, cout, _) in zip(body.blocks, layers[1:]):
-            ui, uo = ws.used_channels(cin), ws.used_channels(cout)
-            m, v = moving(dw_bn, i)
-            st.append((m[:ui], v[:ui]))
-            m, v = moving(pw_bn, i)
-            st.append((m[:uo], v[:uo]))
-        stats.append(st)
+    # body.bn_layers() lists the BN layers in the order forward() meets them.
+    stats = [[(np.asarray(bn.moving_means[i])[:ws.used_channels(bn.channels)],
+               np.asarray(bn.moving_vars[i])[:ws.used_channels(bn.channels)]) for bn in body.bn_layers()]
+             for i, ws in enumerate(sw)]
     return texts, layers, params, stats
 
 
