@@ -60,6 +60,23 @@ def test_paradis_runs_of_another_teacher_of_are_not_averaged_and_the_table_names
     assert "ParaDiS teachers overridden: 1x0.25 learns from 1x1.0." in bench.table(data)
 
 
+def test_runs_of_another_distillation_temperature_are_not_averaged_and_tables_name_it(bench, tmp_path, capsys):
+    """A record from before --temperature (no key) counts as temperature 1."""
+    (tmp_path / "a.json").write_text(json.dumps(paradis_run(0, (0.9, 0.8))))
+    (tmp_path / "b.json").write_text(json.dumps(dict(paradis_run(1, (0.9, 0.8)), temperature=3.0)))
+    (tmp_path / "c.json").write_text(json.dumps(dict(paradis_run(2, (0.8, 0.7)), temperature=1.0)))
+    with pytest.raises(SystemExit, match="temperature.*average runs of one configuration"):
+        bench.main(["--mean", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert bench.main(["--mean", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 0
+    assert "temperature" not in capsys.readouterr().out
+    (tmp_path / "d.json").write_text(json.dumps(dict(paradis_run(2, (0.8, 0.7)), temperature=3.0)))
+    assert bench.main(["--mean", str(tmp_path / "b.json"), str(tmp_path / "d.json")]) == 0
+    assert "temperature 3" in capsys.readouterr().out
+    data = dict(paradis_run(1, (0.9, 0.8)), temperature=3.0)
+    data["timing"]["paradis_seconds"] = 90.0
+    assert "Distillation temperature 3 (ParaDiS and slimmable)." in bench.table(data)
+
+
 def test_table_names_reused_baselines_and_weights(bench):
     data = run_record()
     data["results"] += [

@@ -59,17 +59,22 @@ def test_forward_refuses_sync_layers(mirror):
         mirror.params_from_paradis(model)
 
 
-def test_loss_matches_compute_loss(mirror, paradis_model):
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_loss_matches_compute_loss(mirror, paradis_model, temperature):
     import jax.numpy as jnp
 
     rng = np.random.default_rng(2)
     logits = [rng.normal(0, 2, (32, 10)).astype(np.float32) for _ in SIX]
     labels = rng.integers(0, 10, 32)
-    want = float(paradis_model.compute_loss(y=labels, y_pred=logits))
+    paradis_model.temperature = temperature
+    try:
+        want = float(paradis_model.compute_loss(y=labels, y_pred=logits))
+    finally:
+        paradis_model.temperature = 1.0
     switches = parse_switches(SIX)
     weights = [paradis_model.switch_weights.get(t, 1.0) for t in SIX]
     got = float(mirror.distill_loss([jnp.asarray(l) for l in logits], jnp.asarray(labels),
-                                    teacher_indices(switches, "nested"), 0.3, weights))
+                                    teacher_indices(switches, "nested"), 0.3, weights, temperature))
     assert got == pytest.approx(want, rel=1e-5)
 
 
@@ -117,6 +122,8 @@ def test_committed_plan_is_valid(mirror):
     ({"members": []}, "has no members"),
     ({"members": [{"seed": 0, "lr_peak": 1}]}, "unknown keys \\['lr_peak'\\]"),
     ({"members": [{"seed": 0, "switch_weights": {"1x0.5": 2}}]}, "switch_weights names \\['1x0.5'\\]"),
+    ({"members": [{"seed": 0, "temperature": 0}]}, "temperature=0"),
+    ({"members": [{"seed": 0, "temperature": "hot"}]}, "temperature='hot'"),
 ])
 def test_plan_errors_name_the_group_and_value(mirror, change, message):
     group = {"name": "g1", "switches": ["1x1.0", "2x0.5"], "teacher": "nested", "width": 0.5, "depth": 7,

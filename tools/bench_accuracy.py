@@ -59,6 +59,8 @@ def table(data: dict) -> str:
         lines.insert(1, "Learned logit scale per switch (ParaDiS and slimmable).")
     if data.get("teacher", "widest") != "widest":
         lines.insert(1, f"Distillation teacher: {data['teacher']} (ParaDiS and slimmable).")
+    if data.get("temperature", 1.0) != 1.0:
+        lines.insert(1, f"Distillation temperature {data['temperature']:g} (ParaDiS and slimmable).")
     if data.get("teacher_of"):
         lines.insert(2 if data.get("teacher", "widest") != "widest" else 1, "ParaDiS teachers overridden: "
                      + ", ".join(f"{k} learns from {v}" for k, v in data["teacher_of"].items()) + ".")
@@ -88,7 +90,7 @@ RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "weight_dec
 # Options that are not part of the recipe (--baselines accepts other values),
 # with their value when a file predates them; an --out file's rows are reused
 # only when they match too.
-VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "widest", "teacher_of": {}}
+VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "widest", "teacher_of": {}, "temperature": 1.0}
 
 
 def recipe_diff(old: dict, new: dict) -> dict:
@@ -106,7 +108,8 @@ def merge_rows(earlier: list[dict], base: list[dict], reused: list[str]) -> list
 
 # The options of VARIANT that shape each kind of model (seed excepted): runs
 # averaged together must agree on them.
-SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher", "teacher_of"), "slimmable": ("logit_scale", "teacher"),
+SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher", "teacher_of", "temperature"),
+             "slimmable": ("logit_scale", "teacher", "temperature"),
              "individual": ()}
 
 
@@ -198,6 +201,8 @@ def mean_table(data: dict) -> str:
     kinds = [k for k in ("paradis", "individual", "slimmable") if k in data["seeds"]]
     label = {"paradis": "ParaDiS", "individual": "individual", "slimmable": "slimmable"}
     opts = [f"{k} {data[k]}" for k in ("teacher", "teacher_of", "switch_weights") if data.get(k)]
+    if data.get("temperature", 1.0) != 1.0:
+        opts.append(f"temperature {data['temperature']:g}")
     lines = [
         f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, label mix {data.get('label_mix', 0.0):g}"
@@ -273,6 +278,8 @@ def main(argv=None) -> int:
                          "the cheapest switch that contains them (teacher assistants) (%(default)s)")
     ap.add_argument("--teacher-of", action="append", default=[], metavar="STUDENT=TEACHER",
                     help="override --teacher for one ParaDiS switch, e.g. 1x0.25=1x1.0 (repeatable; ParaDiS only)")
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="distillation temperature of ParaDiS and slimmable (%(default)s: plain in-place distillation)")
     ap.add_argument("--seed", type=int, default=0, help="random seed of weights, shuffling and augmentation (%(default)s)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
@@ -335,13 +342,13 @@ def main(argv=None) -> int:
                             labels=FASHION_MNIST_LABELS, label_mix=args.label_mix,
                             switch_weights=weights if paradis else None,
                             logit_scale=args.logit_scale and len(switches) > 1, teacher=args.teacher,
-                            teacher_of=teacher_of if paradis else None)
+                            teacher_of=teacher_of if paradis else None, temperature=args.temperature)
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
             "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
-            "teacher": args.teacher, "teacher_of": teacher_of, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
+            "teacher": args.teacher, "teacher_of": teacher_of, "temperature": args.temperature, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())

@@ -17,8 +17,8 @@ checkout needs no TensorFlow there); the rest is mirrored from paradis_tf:
   block-diagonal mask; switchable BN keeps private gamma/beta per switch.
 - Loss (`ParaDiSModel.compute_loss`): the widest switch learns from labels,
   every other switch from its teacher's detached softmax (``widest`` or
-  ``nested`` rule), ``label_mix`` of the label loss mixed in, per-switch
-  weights.
+  ``nested`` rule) at a distillation ``temperature``, ``label_mix`` of the
+  label loss mixed in, per-switch weights.
 - Recipe (`training/recipe.py`): Adam (Keras defaults) or AdamW on kernels,
   cosine decay after a 0.5-epoch linear warm-up, batch 128, random flip and
   reflect-pad-2 crop, BN statistics re-estimated per switch on 20 batches.
@@ -27,7 +27,7 @@ Usage (on the accelerator machine):
     python tools/jax_mirror.py --data DIR --plan PLAN.json --out RESULTS.jsonl --deadline SECONDS
 PLAN.json: a list of groups, each ``{"name", "switches": [...], "teacher",
 "width", "depth", "epochs", "members": [{"seed", "lr", "label_mix",
-"weight_decay", "switch_weights": {...}}, ...]}``. The members of a group
+"weight_decay", "temperature", "switch_weights": {...}}, ...]}``. The members of a group
 train side by side in one vmapped program. Fashion-MNIST (28x28x1 IDX files)
 only; runs wherever JAX runs, but on a CPU the vmapped grouped convolutions
 are far slower than paradis_tf itself.
@@ -175,10 +175,11 @@ def make_forward(sw, layers):
     return forward
 
 
-def distill_loss(logits, labels, teachers, label_mix, weights):
+def distill_loss(logits, labels, teachers, label_mix, weights, temperature=1.0):
     """`ParaDiSModel.compute_loss`: cross-entropy of the switch without a
     teacher, plus for every other switch ``(1 - label_mix) * KD + label_mix *
-    CE`` against its teacher's detached softmax, each times its weight."""
+    CE`` against its teacher's detached softmax, each times its weight; KD at
+    ``temperature`` T is ``T**2 * CE(softmax(teacher / T), student / T)``."""
     import jax
     import jax.numpy as jnp
 
@@ -189,8 +190,8 @@ def distill_loss(logits, labels, teachers, label_mix, weights):
         if t is None:
             total = total + weights[i] * ce[i]
             continue
-        soft = jax.lax.stop_gradient(jax.nn.softmax(logits[t]))
-        kd = -jnp.mean(jnp.sum(soft * logp[i], axis=-1))
+        soft = jax.lax.stop_gradient(jax.nn.softmax(logits[t] / temperature))
+        kd = -jnp.mean(jnp.sum(soft * jax.nn.log_softmax(logits[i] / temperature), axis=-1)) * temperature ** 2
         total = total + weights[i] * ((1.0 - label_mix) * kd + label_mix * ce[i])
     return total
 
@@ -233,7 +234,7 @@ def is_kernel(path) -> bool:
 
 
 GROUP_KEYS = ("name", "switches", "width", "depth", "epochs", "members")
-MEMBER_KEYS = {"seed", "lr", "label_mix", "weight_decay", "switch_weights"}
+MEMBER_KEYS = {"seed", "lr", "label_mix", "weight_decay", "switch_weights", "temperature"}
 
 
 def check_plan(plan) -> None:
@@ -261,6 +262,10 @@ def check_plan(plan) -> None:
             if unknown:
                 raise ValueError(f"Plan group {name!r}: member {m} has unknown keys {sorted(unknown)}; "
                                  f"allowed: {sorted(MEMBER_KEYS)}.")
+            t = m.get("temperature", 1.0)
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < float("inf"):
+                raise ValueError(f"Plan group {name!r}: member {m} has temperature={m['temperature']!r}; "
+                                 "use a finite temperature > 0 (1: plain distillation).")
             bad = set(m.get("switch_weights", {})) - set(g["switches"])
             if bad:
                 raise ValueError(f"Plan group {name!r}: switch_weights names {sorted(bad)}, not among the "
@@ -289,7 +294,7 @@ def run_group(g, data, deadline, log, grace=0.0):
     def hp(name, default):
         return jnp.asarray([float(m.get(name, default)) for m in members], jnp.float32)
 
-    lr, mix, wd = hp("lr", 2e-3), hp("label_mix", 0.0), hp("weight_decay", 0.0)
+    lr, mix, wd, temp = hp("lr", 2e-3), hp("label_mix", 0.0), hp("weight_decay", 0.0), hp("temperature", 1.0)
     sweights = jnp.asarray([[float(m.get("switch_weights", {}).get(s, 1.0)) for s in g["switches"]]
                             for m in members], jnp.float32)
     seeds = [int(m.get("seed", 0)) for m in members]
@@ -312,9 +317,9 @@ def run_group(g, data, deadline, log, grace=0.0):
         off = jax.random.randint(kc, (imgs.shape[0], 2), 0, 5)
         return jax.vmap(lambda im, o: lax.dynamic_slice(im, (o[0], o[1], 0), (28, 28, 1)))(pad, off)
 
-    def loss_fn(p, imgs, labels, mix_m, sw_m):
+    def loss_fn(p, imgs, labels, mix_m, sw_m, t_m):
         logits = [forward(p, imgs, i)[0] for i in range(ns)]
-        return distill_loss(logits, labels, teachers, mix_m, sw_m)
+        return distill_loss(logits, labels, teachers, mix_m, sw_m, t_m)
 
     def schedule(step, peak):
         s = step.astype(jnp.float32)
@@ -322,9 +327,9 @@ def run_group(g, data, deadline, log, grace=0.0):
         frac = jnp.clip((s - warm) / max(total - warm, 1), 0.0, 1.0)
         return jnp.where(s < warm, warm_lr, peak * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
 
-    def member_step(p, o, idx, key, step, lr_m, mix_m, wd_m, sw_m):
+    def member_step(p, o, idx, key, step, lr_m, mix_m, wd_m, sw_m, t_m):
         imgs = augment(key, X[idx].astype(jnp.float32) / 255.0)
-        loss, grads = jax.value_and_grad(loss_fn)(p, imgs, Y[idx], mix_m, sw_m)
+        loss, grads = jax.value_and_grad(loss_fn)(p, imgs, Y[idx], mix_m, sw_m, t_m)
         t = o["t"] + 1.0
         a = schedule(step, lr_m)
         m = jax.tree_util.tree_map(lambda m_, g_: m_ + (g_ - m_) * 0.1, o["m"], grads)
@@ -335,14 +340,14 @@ def run_group(g, data, deadline, log, grace=0.0):
             p, m, v, decay_mask)
         return p, {"m": m, "v": v, "t": t}, loss
 
-    vstep = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0))
+    vstep = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0, 0))
 
     @jax.jit
     def epoch(p, o, idx, keys, start):
         def body(carry, inp):
             p, o = carry
             i, bidx, bkeys = inp
-            p, o, loss = vstep(p, o, bidx, bkeys, start + i, lr, mix, wd, sweights)
+            p, o, loss = vstep(p, o, bidx, bkeys, start + i, lr, mix, wd, sweights, temp)
             return (p, o), loss
         (p, o), losses = lax.scan(body, (p, o), (jnp.arange(steps), idx, keys))
         return p, o, losses.mean(axis=0)

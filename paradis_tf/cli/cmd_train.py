@@ -43,6 +43,9 @@ def register(sub) -> None:
                         "contains them (teacher assistants: 1x0.25 from 1x0.5, 4x0.25 from 0.5+0.25+0.25...; "
                         "on Fashion-MNIST, 10 epochs, three seeds: 1x1.0 91.59-91.66 against 91.26-91.39 with the widest "
                         "teacher, the other switches within seed noise; docs/BENCHMARKS.md)")
+    t.add_argument("--temperature", type=float, default=1.0,
+                   help="distillation temperature T: distilled switches match softmax(teacher / T) with weight T^2 "
+                        "(%(default)s: plain in-place distillation)")
     t.add_argument("--sandwich", type=int, default=None, help="switches per step (default: all)")
     t.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
                    help="loss weight of one switch, e.g. 1x0.25=2 (repeatable; default 1 each)")
@@ -85,7 +88,8 @@ def build_model(args, image_shape, num_classes, labels):
     sync = [int(s) for s in args.sync_layers.split(",") if s.strip()]
     common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich,
                   switch_weights=parse_switch_weights(args.switch_weight), logit_scale=args.logit_scale,
-                  teacher=args.teacher, teacher_of=parse_teacher_of(args.teacher_of))
+                  teacher=args.teacher, teacher_of=parse_teacher_of(args.teacher_of),
+                  temperature=args.temperature)
     if args.arch == "resnet":
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
         return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,

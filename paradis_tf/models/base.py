@@ -78,6 +78,12 @@ class ParaDiSModel(keras.Model):
         teacher_of: optional ``{student switch: teacher switch}`` overriding
             ``teacher`` for some switches, e.g. ``{"1x0.25": "1x1.0"}`` with
             ``teacher="nested"``.
+        temperature: distillation temperature T (Hinton et al., "Distilling
+            the knowledge in a neural network"): the distillation term is
+            ``T**2 * CE(softmax(teacher / T), softmax(student / T))``, so a
+            T above 1 passes on more of the teacher's ranking of the wrong
+            classes; the ``T**2`` keeps its gradients on the scale of the
+            label term. 1 (the default) is plain in-place distillation.
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class ParaDiSModel(keras.Model):
         switch_weights: dict | None = None,
         teacher: str = "widest",
         teacher_of: dict | None = None,
+        temperature: float = 1.0,
         **kwargs,
     ):
         kwargs.setdefault("name", architecture)
@@ -109,6 +116,13 @@ class ParaDiSModel(keras.Model):
             raise ValueError(f"Expected 0 <= label_mix <= 1. Received label_mix={label_mix!r}.")
         if teacher not in TEACHERS:
             raise ValueError(f"Expected teacher to be one of {list(TEACHERS)}. Received teacher={teacher!r}.")
+        try:
+            temp = float(temperature)
+        except (TypeError, ValueError):
+            temp = float("nan")
+        if isinstance(temperature, bool) or not 0.0 < temp < float("inf"):
+            raise ValueError(f"Expected a finite distillation temperature > 0 (1: plain distillation). "
+                             f"Received temperature={temperature!r}.")
         parsed = parse_switches(switches)
         if sandwich is not None and not 2 <= int(sandwich) <= len(parsed):
             raise ValueError(
@@ -127,6 +141,7 @@ class ParaDiSModel(keras.Model):
         self.switch_weights = _check_switch_weights(switch_weights, parsed)
         self.teacher = teacher
         self.teacher_of = check_teacher_of(teacher_of, parsed)
+        self.temperature = temp
         teacher_indices(parsed, teacher, self.teacher_of)  # refuses loops now, not at the first step
         self.body = ARCHITECTURES[architecture](
             switches=[str(s) for s in parsed],
@@ -245,7 +260,8 @@ class ParaDiSModel(keras.Model):
         y = ops.cast(y, "int32")
         weight = [self.switch_weights.get(str(s), 1.0) for s in self._switches]
         total = weight[w] * ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits[w], from_logits=True))
-        soft = {w: ops.stop_gradient(ops.softmax(logits[w], axis=-1))}
+        temp = self.temperature
+        soft = {w: ops.stop_gradient(ops.softmax(logits[w] / temp, axis=-1))}
         teachers = self.teachers
         for i, student in enumerate(logits):
             t = teachers[i]
@@ -254,8 +270,11 @@ class ParaDiSModel(keras.Model):
             if t not in soft:
                 # A teacher the sandwich sample skipped (NaN logits): the
                 # widest switch, which always runs, teaches instead.
-                soft[t] = ops.where(ops.isnan(logits[t]), soft[w], ops.stop_gradient(ops.softmax(logits[t], axis=-1)))
-            kd = ops.mean(keras.losses.categorical_crossentropy(soft[t], student, from_logits=True))
+                soft[t] = ops.where(ops.isnan(logits[t]), soft[w],
+                                    ops.stop_gradient(ops.softmax(logits[t] / temp, axis=-1)))
+            kd = ops.mean(keras.losses.categorical_crossentropy(soft[t], student / temp, from_logits=True))
+            if temp != 1.0:
+                kd = kd * (temp * temp)
             term = kd
             if self.label_mix > 0.0:
                 ce = ops.mean(keras.losses.sparse_categorical_crossentropy(y, student, from_logits=True))
@@ -407,6 +426,7 @@ class ParaDiSModel(keras.Model):
             "switch_weights": self.switch_weights or None,
             "teacher": self.teacher,
             "teacher_of": self.teacher_of or None,
+            "temperature": self.temperature,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -124,6 +124,29 @@ def test_nested_loss_distils_each_switch_from_its_teacher():
     assert float(m.compute_loss(y=y, y_pred=skipped)) == pytest.approx(ref, rel=1e-5)
 
 
+def test_temperature_softens_teacher_and_student_and_scales_the_term_by_t_squared(tmp_path):
+    m = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=0.3,
+                     teacher="nested", temperature=3.0)
+    logits, y, ce, kd = _three_switch_logits(5)
+    kd_t = lambda t, z: 9.0 * kd(t / 3.0, z / 3.0)  # noqa: E731
+    ref = ce(logits[1]) + (0.7 * kd_t(logits[1], logits[2]) + 0.3 * ce(logits[2])) \
+        + (0.7 * kd_t(logits[2], logits[0]) + 0.3 * ce(logits[0]))
+    assert float(m.compute_loss(y=y, y_pred=logits)) == pytest.approx(ref, rel=1e-5)
+    # The label terms (and the widest switch's) are untouched: only the distillation term changes.
+    plain = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=1.0,
+                         teacher="nested")
+    hot = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=1.0,
+                       teacher="nested", temperature=4.0)
+    assert float(hot.compute_loss(y=y, y_pred=logits)) == pytest.approx(
+        float(plain.compute_loss(y=y, y_pred=logits)), rel=1e-6)
+    path = tmp_path / "t.keras"
+    m.save(path)
+    assert keras.saving.load_model(path).temperature == 3.0
+    for bad in (0, -1.0, float("inf"), float("nan"), "hot", True):
+        with pytest.raises(ValueError, match=r"finite distillation temperature > 0 .* Received temperature="):
+            mobilenet_v1((12, 12, 1), 4, SIX, width=0.25, depth=1, temperature=bad)
+
+
 def test_nested_teacher_trains_with_a_sandwich(fmnist):
     x, y, _, _ = fmnist
     m = mobilenet_v1((28, 28, 1), 10, SIX, width=0.25, depth=1, sandwich=3, teacher="nested", label_mix=0.5)
