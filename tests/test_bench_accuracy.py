@@ -41,11 +41,13 @@ def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench,
     assert bench.recipe_diff(run_record(), {**run_record(), "erase": 0.0}) == {}
 
 
-def test_teacher_of_is_checked_before_any_data_is_read(bench, tmp_path):
+def test_teacher_of_and_temperature_are_checked_before_any_data_is_read(bench, tmp_path):
     with pytest.raises(SystemExit, match="--teacher-of: teacher_of gives the widest switch '1x1.0' a teacher"):
         bench.main(["--teacher-of", "1x1.0=2x0.5", "--out", str(tmp_path / "out.json")])
     with pytest.raises(SystemExit, match="expects STUDENT=TEACHER"):
         bench.main(["--teacher-of", "1x0.25", "--out", str(tmp_path / "out.json")])
+    with pytest.raises(SystemExit, match="--temperature 0.0: use a finite temperature > 0"):
+        bench.main(["--temperature", "0", "--out", str(tmp_path / "out.json")])
     assert not (tmp_path / "out.json").exists()
 
 

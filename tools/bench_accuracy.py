@@ -318,6 +318,8 @@ def main(argv=None) -> int:
         teacher_indices(switches, args.teacher, teacher_of)  # refuses loops
     except ValueError as e:
         raise SystemExit(f"--teacher-of: {e}") from None
+    if not 0.0 < args.temperature < float("inf"):
+        raise SystemExit(f"--temperature {args.temperature}: use a finite temperature > 0 (1: plain distillation).")
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
