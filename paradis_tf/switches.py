@@ -213,6 +213,20 @@ def teacher_indices(switches: Sequence[Switch], teacher: str = "widest",
     return out
 
 
+def check_temperature(temperature) -> float:
+    """The distillation temperature as a float: finite and > 0 (1: plain
+    in-place distillation); anything else (a bool, text, 0, inf, NaN) is a
+    `ValueError` naming the value."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(temperature, bool) or not 0.0 < value < float("inf"):
+        raise ValueError(f"Expected a finite distillation temperature > 0 (1: plain distillation). "
+                         f"Received temperature={temperature!r}.")
+    return value
+
+
 def check_teacher_of(teacher_of: "dict | None", switches: Sequence[Switch]) -> dict[str, str]:
     """``{student: teacher}`` in canonical switch texts, checked.
 

@@ -254,7 +254,7 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from paradis_tf.switches import TEACHERS, check_teacher_of, parse_switches, teacher_indices
+    from paradis_tf.switches import TEACHERS, check_teacher_of, check_temperature, parse_switches, teacher_indices
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
@@ -318,8 +318,10 @@ def main(argv=None) -> int:
         teacher_indices(switches, args.teacher, teacher_of)  # refuses loops
     except ValueError as e:
         raise SystemExit(f"--teacher-of: {e}") from None
-    if not 0.0 < args.temperature < float("inf"):
-        raise SystemExit(f"--temperature {args.temperature}: use a finite temperature > 0 (1: plain distillation).")
+    try:
+        check_temperature(args.temperature)
+    except ValueError:
+        raise SystemExit(f"--temperature {args.temperature}: use a finite temperature > 0 (1: plain distillation).") from None
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:

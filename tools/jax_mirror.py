@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout (the accelerator machine has no paradis_tf installed)
     sys.path.insert(0, str(ROOT))
 
-from paradis_tf.switches import Switch, channel_divisor, parse_switches, teacher_indices  # noqa: E402
+from paradis_tf.switches import Switch, channel_divisor, check_temperature, parse_switches, teacher_indices  # noqa: E402
 
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
@@ -263,9 +263,13 @@ def check_plan(plan) -> None:
                 raise ValueError(f"Plan group {name!r}: member {m} has unknown keys {sorted(unknown)}; "
                                  f"allowed: {sorted(MEMBER_KEYS)}.")
             t = m.get("temperature", 1.0)
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < float("inf"):
+            try:
+                if not isinstance(t, (int, float)):  # a plan is JSON: "3" is a mistake, not a number
+                    raise TypeError(t)
+                check_temperature(t)
+            except (TypeError, ValueError):
                 raise ValueError(f"Plan group {name!r}: member {m} has temperature={m['temperature']!r}; "
-                                 "use a finite temperature > 0 (1: plain distillation).")
+                                 "use a finite temperature > 0 (1: plain distillation).") from None
             bad = set(m.get("switch_weights", {})) - set(g["switches"])
             if bad:
                 raise ValueError(f"Plan group {name!r}: switch_weights names {sorted(bad)}, not among the "

@@ -11,7 +11,8 @@ from keras import ops
 from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
 from paradis_tf.models.interpret import DeviceOps, PackedOps, ParaDiSOps, count_macs
-from paradis_tf.switches import TEACHERS, Switch, check_teacher_of, parse_switches, teacher_indices, widest_index
+from paradis_tf.switches import (TEACHERS, Switch, check_teacher_of, check_temperature, parse_switches, teacher_indices,
+                                 widest_index)
 
 # Architecture bodies register here by name (see `register_architecture`).
 ARCHITECTURES: dict[str, type] = {}
@@ -116,13 +117,7 @@ class ParaDiSModel(keras.Model):
             raise ValueError(f"Expected 0 <= label_mix <= 1. Received label_mix={label_mix!r}.")
         if teacher not in TEACHERS:
             raise ValueError(f"Expected teacher to be one of {list(TEACHERS)}. Received teacher={teacher!r}.")
-        try:
-            temp = float(temperature)
-        except (TypeError, ValueError):
-            temp = float("nan")
-        if isinstance(temperature, bool) or not 0.0 < temp < float("inf"):
-            raise ValueError(f"Expected a finite distillation temperature > 0 (1: plain distillation). "
-                             f"Received temperature={temperature!r}.")
+        temp = check_temperature(temperature)
         parsed = parse_switches(switches)
         if sandwich is not None and not 2 <= int(sandwich) <= len(parsed):
             raise ValueError(
