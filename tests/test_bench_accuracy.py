@@ -41,6 +41,29 @@ def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench,
     assert bench.recipe_diff(run_record(), {**run_record(), "erase": 0.0}) == {}
 
 
+def test_runs_of_another_optimizer_are_not_mixed_and_tables_name_it(bench, tmp_path, capsys):
+    """A file from before --optimizer existed is an Adam run: SGD baselines and means stay apart from it."""
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_record()))
+    with pytest.raises(SystemExit, match=r"optimizer.*\('adam', 'sgd'\)"):
+        bench.main(["--epochs", "10", "--label-mix", "0.5", "--optimizer", "sgd", "--lr", "2e-3", "--only", "paradis",
+                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+    sgd = dict(run_record(), optimizer="sgd", momentum=0.9, learning_rate=0.1, weight_decay=0.005, seed=1)
+    assert bench.recipe_diff(run_record(), {**run_record(), "optimizer": "adam", "momentum": 0.9}) == {}
+    assert bench.recipe_diff(sgd, {**sgd, "momentum": 0.8}) == {"momentum": (0.9, 0.8)}
+    (tmp_path / "sgd.json").write_text(json.dumps(sgd))
+    with pytest.raises(SystemExit, match="another recipe.*optimizer"):
+        bench.main(["--mean", str(base), str(tmp_path / "sgd.json")])
+    assert bench.table(sgd).startswith("Fashion-MNIST test top-1, MobileNet v1 width 0.5 depth 7, 10 epochs, batch 128, "
+                                       "SGD (Nesterov 0.9) lr 0.1 weight decay 0.005, augmented")
+    assert "batch 128, Adam lr 0.002, augmented" in bench.table(run_record())
+    bench.main(["--mean", str(tmp_path / "sgd.json")])
+    assert "10 epochs, SGD (Nesterov 0.9) lr 0.1 weight decay 0.005, label mix 0.5" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        bench.main(["--optimizer", "rmsprop", "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_teacher_of_and_temperature_are_checked_before_any_data_is_read(bench, tmp_path):
     with pytest.raises(SystemExit, match="--teacher-of: teacher_of gives the widest switch '1x1.0' a teacher"):
         bench.main(["--teacher-of", "1x1.0=2x0.5", "--out", str(tmp_path / "out.json")])

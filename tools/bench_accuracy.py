@@ -29,12 +29,22 @@ def signed(x: float) -> str:
     return f"{round(x, 2) + 0.0:+.2f}"
 
 
+def optimizer_text(data: dict) -> str:
+    """``Adam lr 0.002``, ``AdamW lr 0.002 weight decay 0.05``, ``SGD (Nesterov 0.9) lr 0.1 weight decay 0.005``."""
+    wd = data.get("weight_decay") or 0.0
+    if data.get("optimizer", "adam") == "sgd":
+        name = f"SGD (Nesterov {data.get('momentum', 0.9):g})"
+    else:
+        name = "AdamW" if wd else "Adam"
+    return f"{name} lr {data.get('learning_rate', 2e-3):g}" + (f" weight decay {wd:g}" if wd else "")
+
+
 def table(data: dict) -> str:
     rows = {(r["model"], r["switch"]): r for r in data["results"]}
     lines = [
         f"Fashion-MNIST test top-1, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, batch {data['batch_size']}, "
-        f"{'AdamW weight decay %g, ' % data['weight_decay'] if data.get('weight_decay') else ''}"
+        f"{optimizer_text(data)}, "
         f"{'augmented' if data['augment'] else 'no augmentation'}, "
         f"{'random erasing %g, ' % data['erase'] if data.get('erase') else ''}"
         f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches), seed {data.get('seed', 0)}",
@@ -83,8 +93,10 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-RECIPE = ("epochs", "width", "depth", "batch_size", "learning_rate", "weight_decay", "augment", "erase",
-          "label_mix", "train_images")
+RECIPE = ("epochs", "width", "depth", "batch_size", "optimizer", "momentum", "learning_rate", "weight_decay", "augment",
+          "erase", "label_mix", "train_images")
+# Values of recipe options that files written before the option existed had.
+RECIPE_DEFAULTS = {"label_mix": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9}
 
 
 # Options that are not part of the recipe (--baselines accepts other values),
@@ -94,8 +106,8 @@ VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "wi
 
 
 def recipe_diff(old: dict, new: dict) -> dict:
-    """Recipe options whose values differ: ``{option: (old, new)}`` (label_mix, weight_decay, erase 0 when absent)."""
-    get = lambda d, k: d.get(k, 0.0 if k in ("label_mix", "weight_decay", "erase") else None)  # noqa: E731
+    """Recipe options whose values differ: ``{option: (old, new)}`` (`RECIPE_DEFAULTS` when absent)."""
+    get = lambda d, k: d.get(k, RECIPE_DEFAULTS.get(k))  # noqa: E731
     return {k: (get(old, k), get(new, k)) for k in RECIPE if get(old, k) != get(new, k)}
 
 
@@ -205,7 +217,7 @@ def mean_table(data: dict) -> str:
         opts.append(f"temperature {data['temperature']:g}")
     lines = [
         f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
-        f"{data['epochs']} epochs, label mix {data.get('label_mix', 0.0):g}"
+        f"{data['epochs']} epochs, {optimizer_text(data)}, label mix {data.get('label_mix', 0.0):g}"
         + (f"; ParaDiS {', '.join(opts)}" if opts and "paradis" in kinds else ""),
         "",
         "Seeds: " + "; ".join(f"{label[k]} {', '.join(map(str, data['seeds'][k]))}" for k in kinds),
@@ -255,14 +267,19 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 def main(argv=None) -> int:
     from paradis_tf.switches import TEACHERS, check_teacher_of, check_temperature, parse_switches, teacher_indices
+    from paradis_tf.training.recipe import OPTIMIZERS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
     ap.add_argument("--width", type=float, default=0.5, help="MobileNet v1 width (%(default)s)")
     ap.add_argument("--depth", type=int, default=7, help="separable blocks (%(default)s)")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--weight-decay", type=float, default=0.0, help="decoupled (AdamW) weight decay (%(default)s)")
+    ap.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                    help="adam, or sgd with Nesterov momentum (%(default)s)")
+    ap.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (%(default)s)")
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (%(default)s)")
+    ap.add_argument("--weight-decay", type=float, default=0.0,
+                    help="decoupled weight decay: kernels times 1 - lr_t * wd each step (AdamW with adam) (%(default)s)")
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--erase", type=float, default=0.0, metavar="P",
                     help="random erasing probability per training image, every model (%(default)s)")
@@ -336,7 +353,7 @@ def main(argv=None) -> int:
     x, y = load_fashion_mnist("train", limit=args.limit)
     xt, yt = load_fashion_mnist("test")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                      warmup_epochs=0.5, weight_decay=args.weight_decay,
+                      warmup_epochs=0.5, weight_decay=args.weight_decay, optimizer=args.optimizer, momentum=args.momentum,
                       augment=not args.no_augment, erase=args.erase, seed=args.seed)
 
     weights = parse_switch_weights(args.switch_weight)
@@ -350,7 +367,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
-            "batch_size": args.batch_size, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
+            "batch_size": args.batch_size, "optimizer": args.optimizer, "momentum": args.momentum, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
             "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
             "teacher": args.teacher, "teacher_of": teacher_of, "temperature": args.temperature, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}

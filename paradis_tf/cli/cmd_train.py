@@ -6,6 +6,7 @@ import argparse
 
 from paradis_tf.cli._common import add_data_args, data_source, print_json, print_table
 from paradis_tf.switches import TEACHERS
+from paradis_tf.training.recipe import OPTIMIZERS
 
 DEFAULT_SWITCHES = "1x1.0,2x0.5,0.5+0.25+0.25,4x0.25,1x0.5,1x0.25"
 
@@ -28,10 +29,14 @@ def register(sub) -> None:
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine decay)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                   help="adam (AdamW with --weight-decay), or sgd with Nesterov momentum")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (--optimizer sgd)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
     t.add_argument("--weight-decay", type=float, default=0.0,
-                   help="decoupled (AdamW) weight decay of the kernels (0.05 on Fashion-MNIST, 10 epochs: +0.55 on "
-                        "ParaDiS 1x0.25, -0.3 to -0.65 on the multi-device switches; docs/BENCHMARKS.md)")
+                   help="decoupled weight decay of the kernels: times 1 - lr_t * wd each step (Adam: AdamW 0.05 on "
+                        "Fashion-MNIST, 10 epochs: +0.55 on ParaDiS 1x0.25, -0.3 to -0.65 on the multi-device "
+                        "switches; docs/BENCHMARKS.md)")
     t.add_argument("--augment", action="store_true", help="random flip and translation")
     t.add_argument("--erase", type=float, default=0.0, metavar="P",
                    help="random erasing: with probability P, one rectangle of each training image becomes noise")
@@ -115,7 +120,8 @@ def run(args) -> int:
     xt, yt, _ = load_source(dataset, folder, "test", shape, limit=args.limit)
     model = build_model(args, x.shape[1:], len(labels), labels)
     cfg = TrainConfig(epochs=args.epochs, batch_size=min(args.batch_size, len(x)), learning_rate=args.lr,
-                      weight_decay=args.weight_decay, augment=args.augment, erase=args.erase, seed=args.seed)
+                      weight_decay=args.weight_decay, optimizer=args.optimizer, momentum=args.momentum,
+                      augment=args.augment, erase=args.erase, seed=args.seed)
     result = train(model, x, y, cfg, verbose=0 if args.json else "auto")
     model.save(args.out)
     accs = evaluate(model, xt, yt)

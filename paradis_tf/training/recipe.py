@@ -10,6 +10,9 @@ import numpy as np
 from paradis_tf.errors import InputError
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a ParaDiS model (or a baseline) is trained.
@@ -17,12 +20,17 @@ class TrainConfig:
     Args:
         epochs: passes over the training set.
         batch_size: batch size.
-        learning_rate: peak Adam learning rate (cosine decay to 0 after a
+        learning_rate: peak learning rate (cosine decay to 0 after a
             linear warm-up of ``warmup_epochs``).
         warmup_epochs: warm-up length, may be fractional.
-        weight_decay: decoupled weight decay (AdamW) of the convolution and
-            classifier kernels; BN parameters, biases and logit scales are not
-            decayed. 0 trains with plain Adam.
+        weight_decay: decoupled weight decay of the convolution and
+            classifier kernels: every step multiplies them by
+            ``1 - lr_t * weight_decay`` (AdamW with Adam; with SGD the same
+            step, which equals L2 of ``weight_decay * (1 - momentum)``). BN
+            parameters, biases and logit scales are not decayed. 0: none.
+        optimizer: ``"adam"`` (Adam, AdamW with weight decay) or ``"sgd"``
+            (SGD with Nesterov momentum).
+        momentum: SGD momentum (``optimizer="sgd"`` only).
         augment: random flip and translation.
         erase: random-erasing probability per training image (0: off).
         calibration_steps: batches used to re-estimate BN statistics per
@@ -35,6 +43,8 @@ class TrainConfig:
     learning_rate: float = 2e-3
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
+    optimizer: str = "adam"
+    momentum: float = 0.9
     augment: bool = False
     erase: float = 0.0
     calibration_steps: int = 20
@@ -49,6 +59,10 @@ class TrainConfig:
             raise ValueError(f"Expected a strictly positive value. Received learning_rate={self.learning_rate}.")
         if not self.weight_decay >= 0:
             raise ValueError(f"Expected weight_decay >= 0 (0: no decay). Received weight_decay={self.weight_decay}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Expected optimizer one of {', '.join(OPTIMIZERS)}. Received optimizer={self.optimizer!r}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"Expected a momentum 0 <= momentum < 1. Received momentum={self.momentum}.")
         if not 0.0 <= self.erase <= 1.0:
             raise ValueError(f"Expected an erasing probability 0 <= erase <= 1. Received erase={self.erase}.")
 
@@ -71,10 +85,15 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int):
         warmup_target=config.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
-    if not config.weight_decay:
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True,
+                                         weight_decay=config.weight_decay or None)
+    elif not config.weight_decay:
         return keras.optimizers.Adam(schedule)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
+    else:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
     return optimizer
 
 

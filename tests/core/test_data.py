@@ -120,7 +120,8 @@ def test_cli_train_then_eval(tmp_path):
         [sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0,2x0.5",
          "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json",
          "--switch-weight", "2x0.5=2", "--logit-scale", "--weight-decay", "0.05", "--teacher", "nested",
-         "--teacher-of", "2x0.5=1x1.0", "--augment", "--erase", "0.5", "--temperature", "2.5"],
+         "--teacher-of", "2x0.5=1x1.0", "--augment", "--erase", "0.5", "--temperature", "2.5",
+         "--optimizer", "sgd", "--momentum", "0.8", "--lr", "0.05"],
         capture_output=True, text=True, env=env, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
     result = json.loads(train.stdout[train.stdout.index("{"):])
@@ -132,6 +133,8 @@ def test_cli_train_then_eval(tmp_path):
     loaded = keras.saving.load_model(out)
     assert loaded.switch_weights == {"2x0.5": 2.0} and loaded.body.head.logit_scale and loaded.teacher == "nested"
     assert loaded.teacher_of == {"2x0.5": "1x1.0"} and loaded.temperature == 2.5
+    opt = loaded.optimizer  # the recipe's optimizer is saved with the model
+    assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == 0.8 and opt.weight_decay == 0.05
     ev = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(out), "--limit", "256", "--json"],
                         capture_output=True, text=True, env=env, timeout=600)
     assert ev.returncode == 0, ev.stderr[-2000:]
@@ -145,6 +148,10 @@ def test_cli_train_then_eval(tmp_path):
     bad_wd = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0",
                              "--weight-decay", "-1", "--limit", "256"], capture_output=True, text=True, env=env, timeout=600)
     assert bad_wd.returncode == 1 and "weight_decay=-1.0" in bad_wd.stderr
+    bad_m = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0",
+                            "--optimizer", "sgd", "--momentum", "1", "--limit", "256"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert bad_m.returncode == 1 and "momentum=1.0" in bad_m.stderr
     bad_t = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0,1x0.5",
                             "--teacher-of", "1x0.5=1x0.25", "--limit", "256"], capture_output=True, text=True, env=env, timeout=600)
     assert bad_t.returncode == 1 and "teacher switch '1x0.25', which the model does not have" in bad_t.stderr

@@ -240,6 +240,22 @@ def test_weight_decay_shrinks_kernels_only():
     assert decayed == {"kernel", "depthwise_kernel"}
     plain = make_optimizer(TrainConfig(), 10)
     assert isinstance(plain, keras.optimizers.Adam) and not isinstance(plain, keras.optimizers.AdamW)
+    # SGD: zero gradients and an empty momentum buffer move nothing either, so
+    # its first step is the same decay, on the same variables.
+    for v in m.trainable_weights:
+        v.assign(before[v.path])
+    sgd = make_optimizer(TrainConfig(optimizer="sgd", momentum=0.8, learning_rate=lr, weight_decay=wd), 10)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.8
+    sgd.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in m.trainable_weights])
+    for v in m.trainable_weights:
+        factor = 1 - lr * wd if v.name in ("kernel", "depthwise_kernel") else 1.0
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(v), before[v.path] * factor, rtol=1e-6, err_msg=v.path)
+    plain_sgd = make_optimizer(TrainConfig(optimizer="sgd"), 10)
+    assert isinstance(plain_sgd, keras.optimizers.SGD) and plain_sgd.weight_decay is None
+    with pytest.raises(ValueError, match="optimizer='rmsprop'"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="momentum=1.0"):
+        TrainConfig(optimizer="sgd", momentum=1.0)
     with pytest.raises(ValueError, match="weight_decay=-0.1"):
         TrainConfig(weight_decay=-0.1)
     with pytest.raises(ValueError, match="erase=-0.2"):
