@@ -78,6 +78,38 @@ def test_loss_matches_compute_loss(mirror, paradis_model, temperature):
     assert got == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_optimizer_steps_match_keras(mirror, optimizer):
+    """Three steps of the mirror's update on a kernel (decayed) and a bias (not
+    decayed) equal Keras's Adam, AdamW and Nesterov SGD on the same gradients."""
+    import jax.numpy as jnp
+    import keras
+
+    lr, wd = 0.05, (0.0 if optimizer == "adam" else 0.2)
+    rng = np.random.default_rng(1)
+    start = {"kernel": rng.normal(size=(3, 4)).astype(np.float32), "bias": rng.normal(size=(4,)).astype(np.float32)}
+    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in start.items()} for _ in range(3)]
+    if optimizer == "sgd":
+        ref = keras.optimizers.SGD(lr, momentum=0.8, nesterov=True, weight_decay=wd)
+        update = lambda *a: mirror.sgd_update(*a, momentum=0.8)  # noqa: E731
+    else:
+        ref = keras.optimizers.AdamW(lr, weight_decay=wd) if wd else keras.optimizers.Adam(lr)
+        update = mirror.adam_update
+    if wd:
+        ref.exclude_from_weight_decay(var_names=["bias"])
+    variables = {k: keras.Variable(v, name=k) for k, v in start.items()}
+    p = {k: jnp.asarray(v) for k, v in start.items()}
+    zeros = {k: jnp.zeros_like(v) for k, v in p.items()}
+    o = {"m": zeros, "v": zeros, "t": jnp.float32(0.0)}
+    for g in grads:
+        ref.apply_gradients([(g[k], variables[k]) for k in start])
+        p, o = update(p, o, {k: jnp.asarray(v) for k, v in g.items()}, lr, wd, {"kernel": True, "bias": False})
+    for k in start:
+        np.testing.assert_allclose(np.asarray(p[k]), keras.ops.convert_to_numpy(variables[k]), rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
+    assert not np.allclose(np.asarray(p["kernel"]), start["kernel"])
+
+
 def test_training_runs_members_independently(mirror):
     """Two members with the same seed and recipe train to the same weights;
     a third with another seed does not (each member draws its own batches)."""
@@ -92,6 +124,11 @@ def test_training_runs_members_independently(mirror):
     assert np.isfinite(loss).all()
     assert top[0] == top[1] and loss[0] == loss[1]
     assert loss[2] != loss[0]
+    assert rows[0]["optimizer"] == "adam" and "momentum" not in rows[0]
+    sgd = mirror.run_group(dict(group, optimizer="sgd", momentum=0.5, members=[{"seed": 0, "lr": 0.05}]),
+                           (x, y, x[:200], y[:200]), deadline=float("inf"), log=lambda m: None)
+    assert sgd[0]["optimizer"] == "sgd" and sgd[0]["momentum"] == 0.5
+    assert np.isfinite(sgd[0]["final_loss"]) and sgd[0]["final_loss"] != loss[0]
 
 
 def test_summary_gaps_and_targets(mirror):
@@ -125,6 +162,9 @@ def test_committed_plans_are_valid(mirror, name):
     ({"members": [{"seed": 0, "switch_weights": {"1x0.5": 2}}]}, "switch_weights names \\['1x0.5'\\]"),
     ({"members": [{"seed": 0, "temperature": 0}]}, "temperature=0"),
     ({"members": [{"seed": 0, "temperature": "hot"}]}, "temperature='hot'"),
+    ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+    ({"optimizer": "sgd", "momentum": 1}, "momentum=1"),
+    ({"optimizer": "sgd", "momentum": "0.9"}, "momentum='0.9'"),
 ])
 def test_plan_errors_name_the_group_and_value(mirror, change, message):
     group = {"name": "g1", "switches": ["1x1.0", "2x0.5"], "teacher": "nested", "width": 0.5, "depth": 7,
@@ -157,3 +197,15 @@ def test_summary_keeps_precisions_apart(mirror):
     assert "precision default" in text and "precision highest" in text
     assert "| 1x1.0 | 92.00 +- nan (1) | 93.00 +- nan (1) | -1.00 | - |" in text
     assert "| 1x1.0 | 90.00 +- nan (1) | - | - | - |" in text
+
+
+def test_summary_keeps_optimizers_apart(mirror):
+    base = {"group": "g", "teacher": "nested", "width": 0.5, "depth": 7, "epochs": 20}
+    rows = [dict(base, member={"seed": 0}, top1={"1x1.0": 0.92, "2x0.5": 0.91}),
+            dict(base, member={"seed": 0}, optimizer="sgd", momentum=0.9, top1={"1x1.0": 0.93, "2x0.5": 0.92}),
+            dict(base, member={"seed": 0}, optimizer="sgd", momentum=0.9, top1={"1x1.0": 0.925}),
+            dict(base, member={"seed": 0}, top1={"1x1.0": 0.91})]
+    text = mirror.summary(rows)
+    assert "20 epochs, Adam, lr 0.002" in text and "20 epochs, SGD (Nesterov 0.9), lr 0.002" in text
+    assert "| 1x1.0 | 93.00 +- nan (1) | 92.50 +- nan (1) | +0.50 | - |" in text
+    assert "| 1x1.0 | 92.00 +- nan (1) | 91.00 +- nan (1) | +1.00 | - |" in text

@@ -20,13 +20,14 @@ checkout needs no TensorFlow there); the rest is mirrored from paradis_tf:
   ``nested`` rule) at a distillation ``temperature``, ``label_mix`` of the
   label loss mixed in, per-switch weights.
 - Recipe (`training/recipe.py`): Adam (Keras defaults) or AdamW on kernels,
-  cosine decay after a 0.5-epoch linear warm-up, batch 128, random flip and
+  or SGD with Nesterov momentum (group keys ``"optimizer": "sgd"``,
+  ``"momentum"``; the same decoupled decay), cosine decay after a 0.5-epoch linear warm-up, batch 128, random flip and
   reflect-pad-2 crop, BN statistics re-estimated per switch on 20 batches.
 
 Usage (on the accelerator machine):
     python tools/jax_mirror.py --data DIR --plan PLAN.json --out RESULTS.jsonl --deadline SECONDS
 PLAN.json: a list of groups, each ``{"name", "switches": [...], "teacher",
-"width", "depth", "epochs", "members": [{"seed", "lr", "label_mix",
+"optimizer", "momentum", "width", "depth", "epochs", "members": [{"seed", "lr", "label_mix",
 "weight_decay", "temperature", "switch_weights": {...}}, ...]}``. The members of a group
 train side by side in one vmapped program. Fashion-MNIST (28x28x1 IDX files)
 only; runs wherever JAX runs, but on a CPU the vmapped grouped convolutions
@@ -36,6 +37,7 @@ are far slower than paradis_tf itself.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import math
@@ -250,6 +252,11 @@ def check_plan(plan) -> None:
             parse_switches(g["switches"])
         except ValueError as e:
             raise ValueError(f"Plan group {name!r}: {e}") from None
+        if g.get("optimizer", "adam") not in ("adam", "sgd"):
+            raise ValueError(f"Plan group {name!r}: optimizer={g['optimizer']!r}; use 'adam' or 'sgd'.")
+        mom = g.get("momentum", 0.9)
+        if not isinstance(mom, (int, float)) or isinstance(mom, bool) or not 0 <= mom < 1:
+            raise ValueError(f"Plan group {name!r}: momentum={mom!r}; use a number 0 <= momentum < 1 (SGD only).")
         if g.get("teacher", "widest") not in ("widest", "nested"):
             raise ValueError(f"Plan group {name!r}: teacher={g['teacher']!r}; use 'widest' or 'nested'.")
         if not g["width"] > 0 or not 1 <= int(g["depth"]) <= len(BLOCKS) or int(g["epochs"]) < 1:
@@ -274,6 +281,34 @@ def check_plan(plan) -> None:
             if bad:
                 raise ValueError(f"Plan group {name!r}: switch_weights names {sorted(bad)}, not among the "
                                  f"group's switches {g['switches']}.")
+
+
+# -- optimizers (Keras 3's update rules, `training/recipe.py`) --------------
+def adam_update(p, o, grads, lr, wd, decay_mask):
+    """One step of Keras Adam (defaults), AdamW's decoupled decay ``w * wd * lr`` first on the kernels.
+    ``o``: ``{"m", "v", "t"}`` (moments and step count)."""
+    import jax
+    import jax.numpy as jnp
+
+    t = o["t"] + 1.0
+    m = jax.tree_util.tree_map(lambda m_, g_: m_ + (g_ - m_) * 0.1, o["m"], grads)
+    v = jax.tree_util.tree_map(lambda v_, g_: v_ + (g_ * g_ - v_) * 0.001, o["v"], grads)
+    alpha = lr * jnp.sqrt(1.0 - 0.999 ** t) / (1.0 - 0.9 ** t)
+    p = jax.tree_util.tree_map(
+        lambda w, m_, v_, dm: (w - w * wd * lr if dm else w) - alpha * m_ / (jnp.sqrt(v_) + 1e-7),
+        p, m, v, decay_mask)
+    return p, {"m": m, "v": v, "t": t}
+
+
+def sgd_update(p, o, grads, lr, wd, decay_mask, momentum=0.9):
+    """One step of Keras SGD with Nesterov momentum, the same decoupled decay first on the kernels.
+    ``o["m"]`` holds the velocities (``v = momentum * v - lr * g``; ``w += momentum * v - lr * g``)."""
+    import jax
+
+    p = jax.tree_util.tree_map(lambda w, dm: w - w * wd * lr if dm else w, p, decay_mask)
+    m = jax.tree_util.tree_map(lambda m_, g_: momentum * m_ - lr * g_, o["m"], grads)
+    p = jax.tree_util.tree_map(lambda w, m_, g_: w + momentum * m_ - lr * g_, p, m, grads)
+    return p, {**o, "m": m, "t": o["t"] + 1.0}
 
 
 # -- one group -------------------------------------------------------------
@@ -305,8 +340,10 @@ def run_group(g, data, deadline, log, grace=0.0):
 
     params = jax.vmap(lambda k: init_params(k, layers, head_in, ns))(
         jnp.stack([jax.random.PRNGKey(s) for s in seeds]))
+    optimizer, momentum = g.get("optimizer", "adam"), float(g.get("momentum", 0.9))
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     opt = {"m": zeros, "v": zeros, "t": jnp.zeros((M,), jnp.float32)}
+    update = adam_update if optimizer == "adam" else functools.partial(sgd_update, momentum=momentum)
     decay_mask = jax.tree_util.tree_map_with_path(lambda pth, _: is_kernel(pth), init_params(
         jax.random.PRNGKey(0), layers, head_in, ns))
 
@@ -334,15 +371,8 @@ def run_group(g, data, deadline, log, grace=0.0):
     def member_step(p, o, idx, key, step, lr_m, mix_m, wd_m, sw_m, t_m):
         imgs = augment(key, X[idx].astype(jnp.float32) / 255.0)
         loss, grads = jax.value_and_grad(loss_fn)(p, imgs, Y[idx], mix_m, sw_m, t_m)
-        t = o["t"] + 1.0
-        a = schedule(step, lr_m)
-        m = jax.tree_util.tree_map(lambda m_, g_: m_ + (g_ - m_) * 0.1, o["m"], grads)
-        v = jax.tree_util.tree_map(lambda v_, g_: v_ + (g_ * g_ - v_) * 0.001, o["v"], grads)
-        alpha = a * jnp.sqrt(1.0 - 0.999 ** t) / (1.0 - 0.9 ** t)
-        p = jax.tree_util.tree_map(
-            lambda w, m_, v_, dm: (w - w * wd_m * a if dm else w) - alpha * m_ / (jnp.sqrt(v_) + 1e-7),
-            p, m, v, decay_mask)
-        return p, {"m": m, "v": v, "t": t}, loss
+        p, o = update(p, o, grads, schedule(step, lr_m), wd_m, decay_mask)
+        return p, o, loss
 
     vstep = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0, 0))
 
@@ -398,7 +428,8 @@ def run_group(g, data, deadline, log, grace=0.0):
     top1 = (preds == yt[None, None, :]).mean(-1)
     out = []
     for mi, m in enumerate(members):
-        out.append({"group": g["name"], "member": m, "teacher": g.get("teacher", "widest"), "width": g["width"],
+        out.append({"group": g["name"], "member": m, "teacher": g.get("teacher", "widest"), "optimizer": optimizer,
+                    **({"momentum": momentum} if optimizer == "sgd" else {}), "width": g["width"],
                     "depth": g["depth"], "epochs": epochs,
                     "top1": {s: float(top1[mi, i]) for i, s in enumerate(g["switches"])},
                     "final_loss": history[-1][mi]})
@@ -415,13 +446,18 @@ def kind_of(row) -> str:
     return "paradis"
 
 
+def optimizer_text(row) -> str:
+    """``Adam`` or ``SGD (Nesterov 0.9)``: rows from before the option are Adam."""
+    return f"SGD (Nesterov {row.get('momentum', 0.9):g})" if row.get("optimizer", "adam") == "sgd" else "Adam"
+
+
 def summary(rows: list[dict]) -> str:
     """Mean and sample standard deviation over seeds of every variant, the
     ParaDiS gaps to the individual models and the issue's targets."""
     def recipe(r):
         m = r["member"]
         return (r["width"], r["depth"], r["epochs"], float(m.get("lr", 2e-3)), float(m.get("weight_decay", 0.0)),
-                r.get("precision", "default"))
+                r.get("precision", "default"), optimizer_text(r))
 
     base: dict = {}
     variants: dict = {}
@@ -441,9 +477,9 @@ def summary(rows: list[dict]) -> str:
 
     out = []
     for (rec, teacher, m), rs in variants.items():
-        w, d, e, lr, wd, precision = rec
-        out.append(f"\nParaDiS width {w} depth {d}, {e} epochs, lr {lr:g}, weight decay {wd:g}, precision {precision}, "
-                   f"teacher {teacher}, {m}")
+        w, d, e, lr, wd, precision, opt = rec
+        out.append(f"\nParaDiS width {w} depth {d}, {e} epochs, {opt}, lr {lr:g}, weight decay {wd:g}, "
+                   f"precision {precision}, teacher {teacher}, {m}")
         out.append("| switch | ParaDiS mean +- sd (n) | individual mean +- sd (n) | gap | slimmable mean (n) |")
         out.append("|---|---|---|---|---|")
         mean = {}
