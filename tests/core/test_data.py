@@ -113,6 +113,25 @@ def test_random_erasing_replaces_one_rectangle_with_noise_in_the_input_range():
         make_dataset(x, y, erase=1.5)
 
 
+def test_cli_train_recipe_defaults_follow_the_optimizer():
+    from paradis_tf.cli import build_parser
+    from paradis_tf.cli.cmd_train import train_config
+
+    def config(*argv, n=None):
+        return train_config(build_parser().parse_args(["train", "--out", "m.keras", *argv]), n)
+
+    sgd = config(n=100)
+    assert (sgd.optimizer, sgd.learning_rate, sgd.weight_decay, sgd.momentum) == ("sgd", 0.1, 0.005, 0.9)
+    assert sgd.batch_size == 100 and sgd.warmup_epochs == 0.5
+    adam = config("--optimizer", "adam")
+    assert (adam.optimizer, adam.learning_rate, adam.weight_decay, adam.batch_size) == ("adam", 2e-3, 0.0, 128)
+    given = config("--optimizer", "adam", "--lr", "0.01", "--weight-decay", "0")
+    assert (given.learning_rate, given.weight_decay) == (0.01, 0.0)
+    assert config("--weight-decay", "0").weight_decay == 0.0  # 0 given is not "silent"
+    with pytest.raises(ValueError, match="momentum=1.5"):
+        config("--momentum", "1.5")
+
+
 def test_cli_train_then_eval(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     out = tmp_path / "m.keras"
