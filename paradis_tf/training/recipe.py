@@ -17,6 +17,12 @@ OPTIMIZERS = ("adam", "sgd")
 class TrainConfig:
     """How a ParaDiS model (or a baseline) is trained.
 
+    The defaults are the first recipe (Adam, kept for the runs recorded with
+    it). The best measured one is ``TrainConfig(optimizer="sgd",
+    learning_rate=0.1, weight_decay=5e-3, warmup_epochs=0.5, augment=True)``
+    (docs/BENCHMARKS.md); `paradis train` uses its optimizer settings by
+    default (augmentation with ``--augment``), and so does the demo.
+
     Args:
         epochs: passes over the training set.
         batch_size: batch size.
@@ -26,7 +32,7 @@ class TrainConfig:
         weight_decay: decoupled weight decay of the convolution and
             classifier kernels: every step multiplies them by
             ``1 - lr_t * weight_decay`` (AdamW with Adam; with SGD the same
-            step, which equals L2 of ``weight_decay * (1 - momentum)``). BN
+            step, about L2 of ``weight_decay * (1 - momentum)``). BN
             parameters, biases and logit scales are not decayed. 0: none.
         optimizer: ``"adam"`` (Adam, AdamW with weight decay) or ``"sgd"``
             (SGD with Nesterov momentum).
