@@ -31,11 +31,10 @@ def signed(x: float) -> str:
 
 def optimizer_text(data: dict) -> str:
     """``Adam lr 0.002``, ``AdamW lr 0.002 weight decay 0.05``, ``SGD (Nesterov 0.9) lr 0.1 weight decay 0.005``."""
+    from paradis_tf.training.recipe import optimizer_name
+
     wd = data.get("weight_decay") or 0.0
-    if data.get("optimizer", "adam") == "sgd":
-        name = f"SGD (Nesterov {data.get('momentum', 0.9):g})"
-    else:
-        name = "AdamW" if wd else "Adam"
+    name = optimizer_name(data.get("optimizer", "adam"), data.get("momentum", 0.9), wd)
     return f"{name} lr {data.get('learning_rate', 2e-3):g}" + (f" weight decay {wd:g}" if wd else "")
 
 

@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:  # run from a checkout (the accelerator machine ha
     sys.path.insert(0, str(ROOT))
 
 from paradis_tf.switches import Switch, channel_divisor, check_temperature, parse_switches, teacher_indices  # noqa: E402
+from paradis_tf.training.recipe import OPTIMIZERS, optimizer_name  # noqa: E402
 
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
@@ -252,8 +253,8 @@ def check_plan(plan) -> None:
             parse_switches(g["switches"])
         except ValueError as e:
             raise ValueError(f"Plan group {name!r}: {e}") from None
-        if g.get("optimizer", "adam") not in ("adam", "sgd"):
-            raise ValueError(f"Plan group {name!r}: optimizer={g['optimizer']!r}; use 'adam' or 'sgd'.")
+        if g.get("optimizer", "adam") not in OPTIMIZERS:
+            raise ValueError(f"Plan group {name!r}: optimizer={g['optimizer']!r}; use one of {', '.join(OPTIMIZERS)}.")
         mom = g.get("momentum", 0.9)
         if not isinstance(mom, (int, float)) or isinstance(mom, bool) or not 0 <= mom < 1:
             raise ValueError(f"Plan group {name!r}: momentum={mom!r}; use a number 0 <= momentum < 1 (SGD only).")
@@ -446,18 +447,14 @@ def kind_of(row) -> str:
     return "paradis"
 
 
-def optimizer_text(row) -> str:
-    """``Adam`` or ``SGD (Nesterov 0.9)``: rows from before the option are Adam."""
-    return f"SGD (Nesterov {row.get('momentum', 0.9):g})" if row.get("optimizer", "adam") == "sgd" else "Adam"
-
-
 def summary(rows: list[dict]) -> str:
     """Mean and sample standard deviation over seeds of every variant, the
     ParaDiS gaps to the individual models and the issue's targets."""
     def recipe(r):
         m = r["member"]
         return (r["width"], r["depth"], r["epochs"], float(m.get("lr", 2e-3)), float(m.get("weight_decay", 0.0)),
-                r.get("precision", "default"), optimizer_text(r))
+                r.get("precision", "default"),
+                optimizer_name(r.get("optimizer", "adam"), r.get("momentum", 0.9), float(m.get("weight_decay", 0.0))))
 
     base: dict = {}
     variants: dict = {}

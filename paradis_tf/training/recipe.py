@@ -13,6 +13,13 @@ from paradis_tf.errors import InputError
 OPTIMIZERS = ("adam", "sgd")
 
 
+def optimizer_name(optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0) -> str:
+    """What `make_optimizer` builds, for tables: ``Adam``, ``AdamW`` or ``SGD (Nesterov 0.9)``."""
+    if optimizer == "sgd":
+        return f"SGD (Nesterov {momentum:g})"
+    return "AdamW" if weight_decay else "Adam"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a ParaDiS model (or a baseline) is trained.
