@@ -21,8 +21,9 @@ checkout needs no TensorFlow there); the rest is mirrored from paradis_tf:
   label loss mixed in, per-switch weights.
 - Recipe (`training/recipe.py`): Adam (Keras defaults) or AdamW on kernels,
   or SGD with Nesterov momentum (group keys ``"optimizer": "sgd"``,
-  ``"momentum"``; the same decoupled decay), cosine decay after a 0.5-epoch linear warm-up, batch 128, random flip and
-  reflect-pad-2 crop, BN statistics re-estimated per switch on 20 batches.
+  ``"momentum"``; the same decoupled decay), cosine decay after a
+  0.5-epoch linear warm-up, batch 128, random flip and reflect-pad-2 crop,
+  BN statistics re-estimated per switch on 20 batches.
 
 Usage (on the accelerator machine):
     python tools/jax_mirror.py --data DIR --plan PLAN.json --out RESULTS.jsonl --deadline SECONDS
