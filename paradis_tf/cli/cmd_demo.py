@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from paradis_tf.cli._common import print_table
+from paradis_tf.cli.cmd_train import RECIPE_DEFAULTS, WARMUP_EPOCHS
 
 DEMO_SWITCHES = ["1x1.0", "4x0.25", "3x0.25", "2x0.25", "1x0.25"]
 
@@ -66,8 +67,9 @@ def run(args) -> int:
                              label_mix=0.5)
         # SGD, the benchmark's recipe: 2 epochs on 20k images gave 83.8-88.3 % on the five switches
         # (1,000 test images) against 73.6-83.1 with Adam at 3e-3 before (docs/BENCHMARKS.md)
-        r = train(model, x, y, TrainConfig(epochs=args.epochs, batch_size=128, optimizer="sgd", learning_rate=0.1,
-                                           weight_decay=5e-3, warmup_epochs=0.5))
+        sgd = RECIPE_DEFAULTS["sgd"]
+        r = train(model, x, y, TrainConfig(epochs=args.epochs, batch_size=128, optimizer="sgd", learning_rate=sgd["lr"],
+                                           weight_decay=sgd["weight_decay"], warmup_epochs=WARMUP_EPOCHS))
         model.save(model_path)
         print(f"trained in {r['train_seconds']:.0f} s -> {model_path}")
     accs = evaluate(model, xt, yt)

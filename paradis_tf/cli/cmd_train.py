@@ -11,6 +11,7 @@ from paradis_tf.training.recipe import OPTIMIZERS
 DEFAULT_SWITCHES = "1x1.0,2x0.5,0.5+0.25+0.25,4x0.25,1x0.5,1x0.25"
 # Peak learning rate and weight decay per optimizer when the command line gives none.
 RECIPE_DEFAULTS = {"sgd": {"lr": 0.1, "weight_decay": 5e-3}, "adam": {"lr": 2e-3, "weight_decay": 0.0}}
+WARMUP_EPOCHS = 0.5  # linear warm-up before the cosine decay, as in tools/bench_accuracy.py
 
 
 def register(sub) -> None:
@@ -117,7 +118,7 @@ def train_config(args, n_images: int | None = None):
     defaults = RECIPE_DEFAULTS[args.optimizer]
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size if n_images is None else min(args.batch_size, n_images),
-        warmup_epochs=0.5, learning_rate=defaults["lr"] if args.lr is None else args.lr,
+        warmup_epochs=WARMUP_EPOCHS, learning_rate=defaults["lr"] if args.lr is None else args.lr,
         weight_decay=defaults["weight_decay"] if args.weight_decay is None else args.weight_decay,
         optimizer=args.optimizer, momentum=args.momentum, augment=args.augment, erase=args.erase, seed=args.seed)
 
