@@ -453,9 +453,9 @@ def summary(rows: list[dict]) -> str:
     ParaDiS gaps to the individual models and the issue's targets."""
     def recipe(r):
         m = r["member"]
-        return (r["width"], r["depth"], r["epochs"], float(m.get("lr", 2e-3)), float(m.get("weight_decay", 0.0)),
-                r.get("precision", "default"),
-                optimizer_name(r.get("optimizer", "adam"), r.get("momentum", 0.9), float(m.get("weight_decay", 0.0))))
+        wd = float(m.get("weight_decay", 0.0))
+        return (r["width"], r["depth"], r["epochs"], float(m.get("lr", 2e-3)), wd, r.get("precision", "default"),
+                optimizer_name(r.get("optimizer", "adam"), r.get("momentum", 0.9), wd))
 
     base: dict = {}
     variants: dict = {}
