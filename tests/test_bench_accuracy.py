@@ -239,3 +239,29 @@ def test_some_individual_switches_train_alone_and_their_table_names_each_time(be
     text = capsys.readouterr().out
     assert "no joint-vs-individual ratio" in text
     assert f"individual 1x0.25 {mine[0]['train_seconds']:.0f} s" in text
+
+
+def test_sandwich_is_checked_first_kept_in_the_record_and_not_averaged_with_full_runs(bench, tmp_path, capsys):
+    """--sandwich N trains N ParaDiS switches per step; a record without the key trained all of them."""
+    with pytest.raises(SystemExit, match="--sandwich 1: pass 2 to 6 switches per step"):
+        bench.main(["--sandwich", "1", "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+    out, model = tmp_path / "s.json", tmp_path / "s.keras"
+    assert bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "128",
+                       "--only", "paradis", "--sandwich", "3", "--out", str(out), "--model-out", str(model)]) == 0
+    data = json.loads(out.read_text())
+    assert data["sandwich"] == 3
+    assert sorted(r["switch"] for r in data["results"]) == sorted(bench.SWITCHES)
+    import keras
+
+    assert keras.saving.load_model(model).sandwich == 3  # the trained model sampled 3 switches per step
+    data["timing"]["paradis_seconds"] = 90.0
+    assert "ParaDiS sandwich sample: 3 of the 6 switches per step" in bench.table(data)
+    (tmp_path / "a.json").write_text(json.dumps(paradis_run(0, (0.9, 0.8))))
+    (tmp_path / "b.json").write_text(json.dumps(dict(paradis_run(1, (0.9, 0.8)), sandwich=3)))
+    with pytest.raises(SystemExit, match="sandwich.*average runs of one configuration"):
+        bench.main(["--mean", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    (tmp_path / "c.json").write_text(json.dumps(dict(paradis_run(2, (0.8, 0.7)), sandwich=3)))
+    capsys.readouterr()
+    assert bench.main(["--mean", str(tmp_path / "b.json"), str(tmp_path / "c.json")]) == 0
+    assert "sandwich 3" in capsys.readouterr().out

@@ -70,6 +70,9 @@ def table(data: dict) -> str:
         lines.insert(1, f"Distillation teacher: {data['teacher']} (ParaDiS and slimmable).")
     if data.get("temperature", 1.0) != 1.0:
         lines.insert(1, f"Distillation temperature {data['temperature']:g} (ParaDiS and slimmable).")
+    if data.get("sandwich"):
+        lines.insert(1, f"ParaDiS sandwich sample: {data['sandwich']} of the {len(data['switches'])} switches per step "
+                     "(the widest, the narrowest and random others).")
     if data.get("teacher_of"):
         lines.insert(2 if data.get("teacher", "widest") != "widest" else 1, "ParaDiS teachers overridden: "
                      + ", ".join(f"{k} learns from {v}" for k, v in data["teacher_of"].items()) + ".")
@@ -101,7 +104,8 @@ RECIPE_DEFAULTS = {"label_mix": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimiz
 # Options that are not part of the recipe (--baselines accepts other values),
 # with their value when a file predates them; an --out file's rows are reused
 # only when they match too.
-VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "widest", "teacher_of": {}, "temperature": 1.0}
+VARIANT = {"switch_weights": {}, "logit_scale": False, "seed": 0, "teacher": "widest", "teacher_of": {}, "temperature": 1.0,
+           "sandwich": None}
 
 
 def recipe_diff(old: dict, new: dict) -> dict:
@@ -119,7 +123,7 @@ def merge_rows(earlier: list[dict], base: list[dict], reused: list[str]) -> list
 
 # The options of VARIANT that shape each kind of model (seed excepted): runs
 # averaged together must agree on them.
-SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher", "teacher_of", "temperature"),
+SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher", "teacher_of", "temperature", "sandwich"),
              "slimmable": ("logit_scale", "teacher", "temperature"),
              "individual": ()}
 
@@ -214,6 +218,8 @@ def mean_table(data: dict) -> str:
     opts = [f"{k} {data[k]}" for k in ("teacher", "teacher_of", "switch_weights") if data.get(k)]
     if data.get("temperature", 1.0) != 1.0:
         opts.append(f"temperature {data['temperature']:g}")
+    if data.get("sandwich"):
+        opts.append(f"sandwich {data['sandwich']}")
     lines = [
         f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, {optimizer_text(data)}, label mix {data.get('label_mix', 0.0):g}"
@@ -296,6 +302,9 @@ def main(argv=None) -> int:
                     help="override --teacher for one ParaDiS switch, e.g. 1x0.25=1x1.0 (repeatable; ParaDiS only)")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="distillation temperature of ParaDiS and slimmable (%(default)s: plain in-place distillation)")
+    ap.add_argument("--sandwich", type=int, default=None, metavar="N",
+                    help="train N of the ParaDiS switches per step (the widest, the narrowest and N-2 random "
+                         "others) instead of all of them; the baselines are unaffected")
     ap.add_argument("--seed", type=int, default=0, help="random seed of weights, shuffling and augmentation (%(default)s)")
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--only", choices=["paradis", "individual", "slimmable"], action="append")
@@ -338,6 +347,9 @@ def main(argv=None) -> int:
         check_temperature(args.temperature)
     except ValueError:
         raise SystemExit(f"--temperature {args.temperature}: use a finite temperature > 0 (1: plain distillation).") from None
+    if args.sandwich is not None and not 2 <= args.sandwich <= len(SWITCHES):
+        raise SystemExit(f"--sandwich {args.sandwich}: pass 2 to {len(SWITCHES)} switches per step, "
+                         "or leave it out to train all of them every step.")
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
@@ -362,13 +374,14 @@ def main(argv=None) -> int:
                             labels=FASHION_MNIST_LABELS, label_mix=args.label_mix,
                             switch_weights=weights if paradis else None,
                             logit_scale=args.logit_scale and len(switches) > 1, teacher=args.teacher,
-                            teacher_of=teacher_of if paradis else None, temperature=args.temperature)
+                            teacher_of=teacher_of if paradis else None, temperature=args.temperature,
+                            sandwich=args.sandwich if paradis else None)
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "optimizer": args.optimizer, "momentum": args.momentum, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
             "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
-            "teacher": args.teacher, "teacher_of": teacher_of, "temperature": args.temperature, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
+            "teacher": args.teacher, "teacher_of": teacher_of, "temperature": args.temperature, "sandwich": args.sandwich, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():
         old = json.loads(out.read_text())

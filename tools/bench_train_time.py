@@ -39,8 +39,14 @@ def main(argv=None) -> int:
     ap.add_argument("--per-device", action="store_true",
                     help="also time the joint model run per device (one kernel per device and layer, "
                          "ParaDiSOps) instead of packed, side by side")
+    ap.add_argument("--sandwich", type=int, nargs="+", default=[], metavar="N",
+                    help="also time the joint model training a sandwich sample of N switches per step "
+                         "(the widest, the narrowest and N-2 random others), side by side")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/train_time.json"))
     args = ap.parse_args(argv)
+    bad = [n for n in args.sandwich if not 2 <= n <= len(SWITCHES)]
+    if bad:
+        raise SystemExit(f"--sandwich {bad[0]}: pass 2 to {len(SWITCHES)} switches per step.")
 
     import keras
     import numpy as np
@@ -56,9 +62,12 @@ def main(argv=None) -> int:
         models["paradis per device"] = SWITCHES
     if args.xla:
         models["paradis XLA"] = SWITCHES
+    for n in args.sandwich:
+        models[f"paradis sandwich {n}"] = SWITCHES
     built = {}
     for name, sw in models.items():
-        m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth)
+        sandwich = int(name.rpartition(" ")[2]) if "sandwich" in name else None
+        m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth, sandwich=sandwich)
         m.packed = not name.endswith("per device")
         m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=name.endswith("XLA"))
         m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace and warm up
@@ -83,6 +92,9 @@ def main(argv=None) -> int:
         **({"xla_over_default": med["paradis XLA"] / med["paradis"]} if args.xla else {}),
         **({"packed_over_per_device": med["paradis"] / med["paradis per device"],
             "packed_over_per_device_cpu": med_cpu["paradis"] / med_cpu["paradis per device"]} if args.per_device else {}),
+        **({"sandwich_over_all": {n: med[f"paradis sandwich {n}"] / med["paradis"] for n in args.sandwich},
+            "sandwich_over_all_cpu": {n: med_cpu[f"paradis sandwich {n}"] / med_cpu["paradis"] for n in args.sandwich}}
+           if args.sandwich else {}),
         "command": "python tools/bench_train_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -96,6 +108,9 @@ def main(argv=None) -> int:
     if args.per_device:
         print(f"joint packed / per device = {result['packed_over_per_device']:.2f} wall, "
               f"{result['packed_over_per_device_cpu']:.2f} CPU time")
+    for n in args.sandwich:
+        print(f"joint with a sandwich of {n} / all six switches = {result['sandwich_over_all'][n]:.2f} wall, "
+              f"{result['sandwich_over_all_cpu'][n]:.2f} CPU time")
     return 0
 
 
