@@ -41,6 +41,22 @@ def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench,
     assert bench.recipe_diff(run_record(), {**run_record(), "erase": 0.0}) == {}
 
 
+
+def test_baselines_shifted_per_batch_are_refused_for_a_run_shifting_each_image(bench, tmp_path):
+    """A file from before --translate existed (no "translate" key) shifted whole batches."""
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_record()))
+    with pytest.raises(SystemExit, match=r"'translate': \('batch', 'image'\)"):
+        bench.main(["--epochs", "10", "--label-mix", "0.5", "--translate", "image", "--only", "paradis",
+                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+    assert bench.recipe_diff(run_record(), {**run_record(), "translate": "batch"}) == {}
+    data = {**run_record(), "translate": "image", "seed": 0}
+    assert "augmented (a shift per image), " in bench.table(data)
+    assert "augmented, " in bench.table(run_record() | {"seed": 0})
+    text = bench.mean_table(bench.mean_over_runs([("a.json", data, ["individual"])]))
+    assert "label mix 0.5, augmented with a shift per image" in text
+    assert "| switch | individual |" in text  # a table of one kind still closes its header row
+
 def test_runs_of_another_optimizer_are_not_mixed_and_tables_name_it(bench, tmp_path, capsys):
     """A file from before --optimizer existed is an Adam run: SGD baselines and means stay apart from it."""
     base = tmp_path / "base.json"

@@ -129,6 +129,10 @@ def test_training_runs_members_independently(mirror):
                            (x, y, x[:200], y[:200]), deadline=float("inf"), log=lambda m: None)
     assert sgd[0]["optimizer"] == "sgd" and sgd[0]["momentum"] == 0.5
     assert np.isfinite(sgd[0]["final_loss"]) and sgd[0]["final_loss"] != loss[0]
+    assert rows[0]["translate"] == "image"  # a plan without the key crops per image, as before it existed
+    batch = mirror.run_group(dict(group, translate="batch", members=[{"seed": 0}]),
+                             (x, y, x[:200], y[:200]), deadline=float("inf"), log=lambda m: None)
+    assert batch[0]["translate"] == "batch" and batch[0]["final_loss"] != loss[0]  # other crops, other weights
 
 
 def test_summary_gaps_and_targets(mirror):
@@ -165,6 +169,7 @@ def test_committed_plans_are_valid(mirror, name):
     ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
     ({"optimizer": "sgd", "momentum": 1}, "momentum=1"),
     ({"optimizer": "sgd", "momentum": "0.9"}, "momentum='0.9'"),
+    ({"translate": "pixel"}, "translate='pixel'"),
 ])
 def test_plan_errors_name_the_group_and_value(mirror, change, message):
     group = {"name": "g1", "switches": ["1x1.0", "2x0.5"], "teacher": "nested", "width": 0.5, "depth": 7,
@@ -197,6 +202,18 @@ def test_summary_keeps_precisions_apart(mirror):
     assert "precision default" in text and "precision highest" in text
     assert "| 1x1.0 | 92.00 +- nan (1) | 93.00 +- nan (1) | -1.00 | - |" in text
     assert "| 1x1.0 | 90.00 +- nan (1) | - | - | - |" in text
+
+
+def test_summary_keeps_crops_per_batch_and_per_image_apart(mirror):
+    """A row without "translate" (every run before session 13) cropped per image."""
+    base = {"group": "g", "teacher": "nested", "width": 0.5, "depth": 7, "epochs": 20}
+    rows = [dict(base, member={"seed": 0}, top1={"1x1.0": 0.92, "2x0.5": 0.91}),
+            dict(base, member={"seed": 1}, top1={"1x1.0": 0.90, "2x0.5": 0.89}, translate="image"),
+            dict(base, member={"seed": 0}, top1={"1x1.0": 0.93, "2x0.5": 0.92}, translate="batch")]
+    text = mirror.summary(rows)
+    assert text.count("\nParaDiS width") == 2
+    assert "crop per image" in text and "crop per batch" in text
+    assert "| 1x1.0 | 91.00 +- 1.41 (2) | - | - | - |" in text
 
 
 def test_summary_keeps_optimizers_apart(mirror):

@@ -44,7 +44,8 @@ def table(data: dict) -> str:
         f"Fashion-MNIST test top-1, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, batch {data['batch_size']}, "
         f"{optimizer_text(data)}, "
-        f"{'augmented' if data['augment'] else 'no augmentation'}, "
+        f"{'augmented' if data['augment'] else 'no augmentation'}"
+        f"{' (a shift per image)' if data['augment'] and data.get('translate') == 'image' else ''}, "
         f"{'random erasing %g, ' % data['erase'] if data.get('erase') else ''}"
         f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches), seed {data.get('seed', 0)}",
         "",
@@ -96,9 +97,10 @@ def table(data: dict) -> str:
 
 
 RECIPE = ("epochs", "width", "depth", "batch_size", "optimizer", "momentum", "learning_rate", "weight_decay", "augment",
-          "erase", "label_mix", "train_images")
+          "translate", "erase", "label_mix", "train_images")
 # Values of recipe options that files written before the option existed had.
-RECIPE_DEFAULTS = {"label_mix": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9}
+RECIPE_DEFAULTS = {"label_mix": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9,
+                   "translate": "batch"}
 
 
 # Options that are not part of the recipe (--baselines accepts other values),
@@ -223,12 +225,13 @@ def mean_table(data: dict) -> str:
     lines = [
         f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, {optimizer_text(data)}, label mix {data.get('label_mix', 0.0):g}"
+        + (", augmented with a shift per image" if data.get("augment") and data.get("translate") == "image" else "")
         + (f"; ParaDiS {', '.join(opts)}" if opts and "paradis" in kinds else ""),
         "",
         "Seeds: " + "; ".join(f"{label[k]} {', '.join(map(str, data['seeds'][k]))}" for k in kinds),
         "",
         "| switch | " + " | ".join(label[k] for k in kinds) + (" | ParaDiS - individual |" if
-                                                              {"paradis", "individual"} <= set(kinds) else ""),
+                                                              {"paradis", "individual"} <= set(kinds) else " |"),
         "|---|" + "---|" * (len(kinds) + ({"paradis", "individual"} <= set(kinds))),
     ]
     for s in data["switches"]:
@@ -286,6 +289,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weight-decay", type=float, default=0.0,
                     help="decoupled weight decay: kernels times 1 - lr_t * wd each step (AdamW with adam) (%(default)s)")
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--translate", choices=("batch", "image"), default="batch",
+                    help="augmentation shifts the whole batch by one random offset (%(default)s) or each image by its own")
     ap.add_argument("--erase", type=float, default=0.0, metavar="P",
                     help="random erasing probability per training image, every model (%(default)s)")
     ap.add_argument("--label-mix", type=float, default=0.0,
@@ -365,7 +370,7 @@ def main(argv=None) -> int:
     xt, yt = load_fashion_mnist("test")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       warmup_epochs=0.5, weight_decay=args.weight_decay, optimizer=args.optimizer, momentum=args.momentum,
-                      augment=not args.no_augment, erase=args.erase, seed=args.seed)
+                      augment=not args.no_augment, translate=args.translate, erase=args.erase, seed=args.seed)
 
     weights = parse_switch_weights(args.switch_weight)
 
@@ -380,7 +385,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
             "batch_size": args.batch_size, "optimizer": args.optimizer, "momentum": args.momentum, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
-            "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
+            "translate": args.translate, "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
             "teacher": args.teacher, "teacher_of": teacher_of, "temperature": args.temperature, "sandwich": args.sandwich, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():

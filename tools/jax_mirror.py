@@ -23,12 +23,16 @@ checkout needs no TensorFlow there); the rest is mirrored from paradis_tf:
   or SGD with Nesterov momentum (group keys ``"optimizer": "sgd"``,
   ``"momentum"``; the same decoupled decay), cosine decay after a
   0.5-epoch linear warm-up, batch 128, random flip and reflect-pad-2 crop,
-  BN statistics re-estimated per switch on 20 batches.
+  BN statistics re-estimated per switch on 20 batches. The crop takes one
+  offset per batch as paradis_tf's pipeline does (group key ``"translate":
+  "batch"``) or one per image (``"image"``, the default when a plan says
+  nothing: every run recorded before session 13 cropped per image, while
+  TensorFlow cropped per batch).
 
 Usage (on the accelerator machine):
     python tools/jax_mirror.py --data DIR --plan PLAN.json --out RESULTS.jsonl --deadline SECONDS
 PLAN.json: a list of groups, each ``{"name", "switches": [...], "teacher",
-"optimizer", "momentum", "width", "depth", "epochs", "members": [{"seed", "lr", "label_mix",
+"optimizer", "momentum", "translate", "width", "depth", "epochs", "members": [{"seed", "lr", "label_mix",
 "weight_decay", "temperature", "switch_weights": {...}}, ...]}``. The members of a group
 train side by side in one vmapped program. Fashion-MNIST (28x28x1 IDX files)
 only; runs wherever JAX runs, but on a CPU the vmapped grouped convolutions
@@ -259,6 +263,9 @@ def check_plan(plan) -> None:
         mom = g.get("momentum", 0.9)
         if not isinstance(mom, (int, float)) or isinstance(mom, bool) or not 0 <= mom < 1:
             raise ValueError(f"Plan group {name!r}: momentum={mom!r}; use a number 0 <= momentum < 1 (SGD only).")
+        if g.get("translate", "image") not in ("batch", "image"):
+            raise ValueError(f"Plan group {name!r}: translate={g['translate']!r}; use 'batch' (one crop offset per "
+                             "batch, as paradis_tf) or 'image' (one per image).")
         if g.get("teacher", "widest") not in ("widest", "nested"):
             raise ValueError(f"Plan group {name!r}: teacher={g['teacher']!r}; use 'widest' or 'nested'.")
         if not g["width"] > 0 or not 1 <= int(g["depth"]) <= len(BLOCKS) or int(g["epochs"]) < 1:
@@ -331,6 +338,7 @@ def run_group(g, data, deadline, log, grace=0.0):
     epochs = g["epochs"]
     total = epochs * steps
     warm = int(0.5 * steps)
+    per_image = g.get("translate", "image") == "image"
 
     def hp(name, default):
         return jnp.asarray([float(m.get(name, default)) for m in members], jnp.float32)
@@ -357,7 +365,8 @@ def run_group(g, data, deadline, log, grace=0.0):
         flip = jax.random.bernoulli(kf, 0.5, (imgs.shape[0],))
         imgs = jnp.where(flip[:, None, None, None], imgs[:, :, ::-1], imgs)
         pad = jnp.pad(imgs, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
-        off = jax.random.randint(kc, (imgs.shape[0], 2), 0, 5)
+        off = jax.random.randint(kc, (imgs.shape[0] if per_image else 1, 2), 0, 5)
+        off = jnp.broadcast_to(off, (imgs.shape[0], 2))
         return jax.vmap(lambda im, o: lax.dynamic_slice(im, (o[0], o[1], 0), (28, 28, 1)))(pad, off)
 
     def loss_fn(p, imgs, labels, mix_m, sw_m, t_m):
@@ -431,7 +440,8 @@ def run_group(g, data, deadline, log, grace=0.0):
     out = []
     for mi, m in enumerate(members):
         out.append({"group": g["name"], "member": m, "teacher": g.get("teacher", "widest"), "optimizer": optimizer,
-                    **({"momentum": momentum} if optimizer == "sgd" else {}), "width": g["width"],
+                    **({"momentum": momentum} if optimizer == "sgd" else {}),
+                    "translate": "image" if per_image else "batch", "width": g["width"],
                     "depth": g["depth"], "epochs": epochs,
                     "top1": {s: float(top1[mi, i]) for i, s in enumerate(g["switches"])},
                     "final_loss": history[-1][mi]})
@@ -455,7 +465,7 @@ def summary(rows: list[dict]) -> str:
         m = r["member"]
         wd = float(m.get("weight_decay", 0.0))
         return (r["width"], r["depth"], r["epochs"], float(m.get("lr", 2e-3)), wd, r.get("precision", "default"),
-                optimizer_name(r.get("optimizer", "adam"), r.get("momentum", 0.9), wd))
+                optimizer_name(r.get("optimizer", "adam"), r.get("momentum", 0.9), wd), r.get("translate", "image"))
 
     base: dict = {}
     variants: dict = {}
@@ -475,9 +485,9 @@ def summary(rows: list[dict]) -> str:
 
     out = []
     for (rec, teacher, m), rs in variants.items():
-        w, d, e, lr, wd, precision, opt = rec
+        w, d, e, lr, wd, precision, opt, translate = rec
         out.append(f"\nParaDiS width {w} depth {d}, {e} epochs, {opt}, lr {lr:g}, weight decay {wd:g}, "
-                   f"precision {precision}, teacher {teacher}, {m}")
+                   f"precision {precision}, crop per {translate}, teacher {teacher}, {m}")
         out.append("| switch | ParaDiS mean +- sd (n) | individual mean +- sd (n) | gap | slimmable mean (n) |")
         out.append("|---|---|---|---|---|")
         mean = {}

@@ -7,6 +7,7 @@ import numpy as np
 from paradis_tf.errors import InputError
 
 DEFAULT_PREPROCESSING = {"scale": 1.0 / 255.0, "offset": 0.0}
+TRANSLATIONS = ("batch", "image")
 
 
 def preprocess(images: np.ndarray, preprocessing: dict | None = None) -> np.ndarray:
@@ -20,7 +21,7 @@ def preprocess(images: np.ndarray, preprocessing: dict | None = None) -> np.ndar
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int = 128, training: bool = False,
                  augment: bool = False, preprocessing: dict | None = None, seed: int = 0,
-                 drop_remainder: bool | None = None, erase: float = 0.0):
+                 drop_remainder: bool | None = None, erase: float = 0.0, translate: str = "batch"):
     """A batched `tf.data.Dataset` of preprocessed (images, labels).
 
     Args:
@@ -28,19 +29,26 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
         labels: int (N,) or None.
         batch_size: batch size.
         training: shuffle every epoch (and drop the last partial batch).
-        augment: random horizontal flip and random translation by up to
-            1/14 of the size (pad-and-crop), training only.
+        augment: random horizontal flip (each image its own) and random
+            translation by up to 1/14 of the size (reflect-pad and crop),
+            training only.
         preprocessing: ``{"scale", "offset"}`` of the model.
         seed: shuffle/augmentation seed.
         erase: random erasing (Zhong et al. 2020), training only: each
             image, with this probability, gets one rectangle (2-40% of its
             area, aspect ratio 0.3-3.3) replaced by uniform noise over the
             input range.
+        translate: ``"batch"``: one random shift for the whole batch (every
+            recorded benchmark run trained so; over the epochs each image
+            still meets every shift); ``"image"``: each image its own shift.
     """
     import tensorflow as tf
 
     if not 0.0 <= float(erase) <= 1.0:
         raise ValueError(f"Expected an erasing probability 0 <= erase <= 1. Received erase={erase!r}.")
+    if translate not in TRANSLATIONS:
+        raise ValueError(f"Expected translate one of {', '.join(TRANSLATIONS)} (a shift per batch or per image). "
+                         f"Received translate={translate!r}.")
 
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
@@ -58,7 +66,13 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
     def aug(x):
         x = tf.image.random_flip_left_right(x)
         x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-        return tf.image.random_crop(x, tf.concat([tf.shape(x)[:1], [h, w, images.shape[3]]], 0))
+        if translate == "batch":
+            return tf.image.random_crop(x, tf.concat([tf.shape(x)[:1], [h, w, images.shape[3]]], 0))
+        b = tf.shape(x)[0]
+        oy = tf.random.uniform([b], 0, 2 * pad + 1, dtype=tf.int32)
+        ox = tf.random.uniform([b], 0, 2 * pad + 1, dtype=tf.int32)
+        x = tf.gather(x, oy[:, None] + tf.range(h)[None, :], axis=1, batch_dims=1)
+        return tf.gather(x, ox[:, None] + tf.range(w)[None, :], axis=2, batch_dims=1)
 
     def erasing(x):
         return random_erasing(x, float(erase), (offset, 255.0 * scale + offset))

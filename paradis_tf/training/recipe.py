@@ -45,6 +45,9 @@ class TrainConfig:
             (SGD with Nesterov momentum).
         momentum: SGD momentum (``optimizer="sgd"`` only).
         augment: random flip and translation.
+        translate: ``"batch"`` (one random shift per batch, the recipe of
+            every recorded run) or ``"image"`` (a shift per image); see
+            `make_dataset`.
         erase: random-erasing probability per training image (0: off).
         calibration_steps: batches used to re-estimate BN statistics per
             switch after training.
@@ -59,6 +62,7 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float = 0.9
     augment: bool = False
+    translate: str = "batch"
     erase: float = 0.0
     calibration_steps: int = 20
     seed: int = 0
@@ -76,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"Expected optimizer one of {', '.join(OPTIMIZERS)}. Received optimizer={self.optimizer!r}.")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"Expected a momentum 0 <= momentum < 1. Received momentum={self.momentum}.")
+        if self.translate not in ("batch", "image"):
+            raise ValueError(f"Expected translate 'batch' or 'image'. Received translate={self.translate!r}.")
         if not 0.0 <= self.erase <= 1.0:
             raise ValueError(f"Expected an erasing probability 0 <= erase <= 1. Received erase={self.erase}.")
 
@@ -137,7 +143,8 @@ def train(model, images: np.ndarray, labels: np.ndarray, config: TrainConfig = T
         )
     keras.utils.set_random_seed(config.seed)
     ds = make_dataset(images, labels, config.batch_size, training=True, augment=config.augment,
-                      preprocessing=model.preprocessing, seed=config.seed, erase=config.erase)
+                      preprocessing=model.preprocessing, seed=config.seed, erase=config.erase,
+                      translate=config.translate)
     calib = make_dataset(images, None, config.batch_size, training=False, preprocessing=model.preprocessing)
     steps = len(images) // config.batch_size
     if steps < 1:

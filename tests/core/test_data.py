@@ -139,7 +139,8 @@ def test_cli_train_then_eval(tmp_path):
         [sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0,2x0.5",
          "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json",
          "--switch-weight", "2x0.5=2", "--logit-scale", "--weight-decay", "0.05", "--teacher", "nested",
-         "--teacher-of", "2x0.5=1x1.0", "--augment", "--erase", "0.5", "--temperature", "2.5",
+         "--teacher-of", "2x0.5=1x1.0", "--augment", "--translate", "image", "--erase", "0.5",
+         "--temperature", "2.5",
          "--optimizer", "sgd", "--momentum", "0.8", "--lr", "0.05"],
         capture_output=True, text=True, env=env, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
@@ -181,3 +182,25 @@ def test_cli_train_then_eval(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(tmp_path / "none.keras")],
                              capture_output=True, text=True, env=env, timeout=600)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def _shifts(batch):
+    """The (row, column) centre of the bright square in each image of a batch."""
+    return {tuple(np.argwhere(img[..., 0] > 0.5).mean(0)) for img in batch.numpy()}
+
+
+def test_translation_shifts_the_whole_batch_or_each_image():
+    """An 8x8 square in the middle of 28x28 images: 'batch' moves all images alike, 'image' each its own
+    way, up to 2 pixels (28 // 14) in each direction; flipping never moves a centred square."""
+    x = np.zeros((256, 28, 28, 1), np.uint8)
+    x[:, 10:18, 10:18] = 255
+    y = np.zeros(256, int)
+    for b, _ in make_dataset(x, y, batch_size=128, training=True, augment=True, seed=1):
+        assert len(_shifts(b)) == 1
+    (b, _), = make_dataset(x, y, batch_size=256, training=True, augment=True, seed=1, translate="image").take(1)
+    centres = np.array(sorted(_shifts(b)))
+    assert len(centres) > 15  # 25 possible shifts, 256 draws
+    assert centres.min() >= 13.5 - 2 and centres.max() <= 13.5 + 2
+    assert float(b.numpy().sum()) == pytest.approx(256 * 64)  # shifted, never cut: 2 px of padding suffice
+    with pytest.raises(ValueError, match="translate one of batch, image.*Received translate='pixel'"):
+        make_dataset(x, y, training=True, augment=True, translate="pixel")

@@ -260,6 +260,8 @@ def test_weight_decay_shrinks_kernels_only():
         TrainConfig(weight_decay=-0.1)
     with pytest.raises(ValueError, match="erase=-0.2"):
         TrainConfig(erase=-0.2)
+    with pytest.raises(ValueError, match="translate='pixel'"):
+        TrainConfig(translate="pixel")
 
 
 def test_baseline_builders():
