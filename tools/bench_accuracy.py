@@ -275,6 +275,7 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 def main(argv=None) -> int:
     from paradis_tf.switches import TEACHERS, check_teacher_of, check_temperature, parse_switches, teacher_indices
+    from paradis_tf.data.pipeline import TRANSLATIONS
     from paradis_tf.training.recipe import OPTIMIZERS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
     ap.add_argument("--weight-decay", type=float, default=0.0,
                     help="decoupled weight decay: kernels times 1 - lr_t * wd each step (AdamW with adam) (%(default)s)")
     ap.add_argument("--no-augment", action="store_true")
-    ap.add_argument("--translate", choices=("batch", "image"), default="batch",
+    ap.add_argument("--translate", choices=TRANSLATIONS, default="batch",
                     help="augmentation shifts the whole batch by one random offset (%(default)s) or each image by its own")
     ap.add_argument("--erase", type=float, default=0.0, metavar="P",
                     help="random erasing probability per training image, every model (%(default)s)")

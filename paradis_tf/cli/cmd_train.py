@@ -6,6 +6,7 @@ import argparse
 
 from paradis_tf.cli._common import add_data_args, data_source, print_json, print_table
 from paradis_tf.switches import TEACHERS
+from paradis_tf.data.pipeline import TRANSLATIONS
 from paradis_tf.training.recipe import OPTIMIZERS
 
 DEFAULT_SWITCHES = "1x1.0,2x0.5,0.5+0.25+0.25,4x0.25,1x0.5,1x0.25"
@@ -45,7 +46,7 @@ def register(sub) -> None:
                         "sgd, 0 with adam; AdamW 0.05 on Fashion-MNIST, 10 epochs: +0.55 on ParaDiS 1x0.25, -0.3 to "
                         "-0.65 on the multi-device switches)")
     t.add_argument("--augment", action="store_true", help="random flip and translation")
-    t.add_argument("--translate", choices=("batch", "image"), default="batch",
+    t.add_argument("--translate", choices=TRANSLATIONS, default="batch",
                    help="with --augment: one random shift per batch (%(default)s, every recorded run) or one per "
                         "image (Fashion-MNIST, individual 1x1.0, 10 epochs, two seeds: 92.66 against 92.72; "
                         "docs/BENCHMARKS.md)")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from paradis_tf.data.pipeline import TRANSLATIONS
 from paradis_tf.errors import InputError
 
 
@@ -80,8 +81,8 @@ class TrainConfig:
             raise ValueError(f"Expected optimizer one of {', '.join(OPTIMIZERS)}. Received optimizer={self.optimizer!r}.")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"Expected a momentum 0 <= momentum < 1. Received momentum={self.momentum}.")
-        if self.translate not in ("batch", "image"):
-            raise ValueError(f"Expected translate 'batch' or 'image'. Received translate={self.translate!r}.")
+        if self.translate not in TRANSLATIONS:
+            raise ValueError(f"Expected translate one of {', '.join(TRANSLATIONS)}. Received translate={self.translate!r}.")
         if not 0.0 <= self.erase <= 1.0:
             raise ValueError(f"Expected an erasing probability 0 <= erase <= 1. Received erase={self.erase}.")
 
