@@ -213,6 +213,17 @@ def teacher_indices(switches: Sequence[Switch], teacher: str = "widest",
     return out
 
 
+def check_sandwich(sandwich, n_switches: int) -> int | None:
+    """The sandwich sample size as an int, or None (every switch every
+    step); a `ValueError` naming the value unless 2 <= sandwich <= n_switches."""
+    if sandwich is not None and not 2 <= int(sandwich) <= n_switches:
+        raise ValueError(
+            f"Expected sandwich between 2 and the number of switches ({n_switches}), or None. "
+            f"Received sandwich={sandwich!r}."
+        )
+    return None if sandwich is None else int(sandwich)
+
+
 def check_temperature(temperature) -> float:
     """The distillation temperature as a float: finite and > 0 (1: plain
     in-place distillation); anything else (a bool, text, 0, inf, NaN) is a

@@ -274,7 +274,8 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from paradis_tf.switches import TEACHERS, check_teacher_of, check_temperature, parse_switches, teacher_indices
+    from paradis_tf.switches import (TEACHERS, check_sandwich, check_teacher_of, check_temperature, parse_switches,
+                                     teacher_indices)
     from paradis_tf.data.pipeline import TRANSLATIONS
     from paradis_tf.training.recipe import OPTIMIZERS
 
@@ -353,9 +354,11 @@ def main(argv=None) -> int:
         check_temperature(args.temperature)
     except ValueError:
         raise SystemExit(f"--temperature {args.temperature}: use a finite temperature > 0 (1: plain distillation).") from None
-    if args.sandwich is not None and not 2 <= args.sandwich <= len(SWITCHES):
+    try:
+        check_sandwich(args.sandwich, len(SWITCHES))
+    except ValueError:
         raise SystemExit(f"--sandwich {args.sandwich}: pass 2 to {len(SWITCHES)} switches per step, "
-                         "or leave it out to train all of them every step.")
+                         "or leave it out to train all of them every step.") from None
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:

@@ -44,9 +44,13 @@ def main(argv=None) -> int:
                          "(the widest, the narrowest and N-2 random others), side by side")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/train_time.json"))
     args = ap.parse_args(argv)
-    bad = [n for n in args.sandwich if not 2 <= n <= len(SWITCHES)]
-    if bad:
-        raise SystemExit(f"--sandwich {bad[0]}: pass 2 to {len(SWITCHES)} switches per step.")
+    from paradis_tf.switches import check_sandwich
+
+    for n in args.sandwich:
+        try:
+            check_sandwich(n, len(SWITCHES))
+        except ValueError:
+            raise SystemExit(f"--sandwich {n}: pass 2 to {len(SWITCHES)} switches per step.") from None
 
     import keras
     import numpy as np

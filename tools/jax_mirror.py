@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout (the accelerator machine has no paradis_tf installed)
     sys.path.insert(0, str(ROOT))
 
+from paradis_tf.data.pipeline import TRANSLATIONS  # noqa: E402
 from paradis_tf.switches import Switch, channel_divisor, check_temperature, parse_switches, teacher_indices  # noqa: E402
 from paradis_tf.training.recipe import OPTIMIZERS, optimizer_name  # noqa: E402
 
@@ -263,7 +264,7 @@ def check_plan(plan) -> None:
         mom = g.get("momentum", 0.9)
         if not isinstance(mom, (int, float)) or isinstance(mom, bool) or not 0 <= mom < 1:
             raise ValueError(f"Plan group {name!r}: momentum={mom!r}; use a number 0 <= momentum < 1 (SGD only).")
-        if g.get("translate", "image") not in ("batch", "image"):
+        if g.get("translate", "image") not in TRANSLATIONS:
             raise ValueError(f"Plan group {name!r}: translate={g['translate']!r}; use 'batch' (one crop offset per "
                              "batch, as paradis_tf) or 'image' (one per image).")
         if g.get("teacher", "widest") not in ("widest", "nested"):

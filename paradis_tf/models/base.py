@@ -11,8 +11,8 @@ from keras import ops
 from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
 from paradis_tf.models.interpret import DeviceOps, PackedOps, ParaDiSOps, count_macs
-from paradis_tf.switches import (TEACHERS, Switch, check_teacher_of, check_temperature, parse_switches, teacher_indices,
-                                 widest_index)
+from paradis_tf.switches import (TEACHERS, Switch, check_sandwich, check_teacher_of, check_temperature, parse_switches,
+                                 teacher_indices, widest_index)
 
 # Architecture bodies register here by name (see `register_architecture`).
 ARCHITECTURES: dict[str, type] = {}
@@ -119,11 +119,7 @@ class ParaDiSModel(keras.Model):
             raise ValueError(f"Expected teacher to be one of {list(TEACHERS)}. Received teacher={teacher!r}.")
         temp = check_temperature(temperature)
         parsed = parse_switches(switches)
-        if sandwich is not None and not 2 <= int(sandwich) <= len(parsed):
-            raise ValueError(
-                f"Expected sandwich between 2 and the number of switches ({len(parsed)}), or None. "
-                f"Received sandwich={sandwich!r}."
-            )
+        sandwich = check_sandwich(sandwich, len(parsed))
         self.architecture = architecture
         self._switches = parsed
         self.image_shape = input_shape
@@ -132,7 +128,7 @@ class ParaDiSModel(keras.Model):
         self.preprocessing = dict(preprocessing or DEFAULT_PREPROCESSING)
         self.labels = list(labels) if labels is not None else None
         self.label_mix = float(label_mix)
-        self.sandwich = int(sandwich) if sandwich is not None else None
+        self.sandwich = sandwich
         self.switch_weights = _check_switch_weights(switch_weights, parsed)
         self.teacher = teacher
         self.teacher_of = check_teacher_of(teacher_of, parsed)
