@@ -281,3 +281,38 @@ def test_sandwich_is_checked_first_kept_in_the_record_and_not_averaged_with_full
     capsys.readouterr()
     assert bench.main(["--mean", str(tmp_path / "b.json"), str(tmp_path / "c.json")]) == 0
     assert "sandwich 3" in capsys.readouterr().out
+
+
+def test_sync_layers_are_checked_first_shape_every_model_and_are_part_of_the_recipe(bench, tmp_path):
+    """--sync-layers builds every model with sync pointwise convolutions there: a recipe key, so
+    baselines without them are refused and runs with and without them are not averaged."""
+    with pytest.raises(SystemExit, match="--sync-layers 7: block 7 does not exist; the network has 7 blocks"):
+        bench.main(["--sync-layers", "7", "--out", str(tmp_path / "out.json")])
+    with pytest.raises(SystemExit, match="comma-separated block indices, e.g. 1,3. Received 'one'"):
+        bench.main(["--sync-layers", "one", "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_record()))
+    with pytest.raises(SystemExit, match=r"'sync_layers': \(\[\], \[1\]\)"):
+        bench.main(["--epochs", "10", "--label-mix", "0.5", "--sync-layers", "1", "--only", "paradis",
+                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+    assert bench.recipe_diff(run_record(), {**run_record(), "sync_layers": []}) == {}
+    out, model = tmp_path / "s.json", tmp_path / "s.keras"
+    small = ["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64", "--only", "paradis"]
+    assert bench.main(small + ["--sync-layers", "1", "--out", str(out), "--model-out", str(model)]) == 0
+    data = json.loads(out.read_text())
+    assert data["sync_layers"] == [1]
+    import keras
+
+    from paradis_tf.models import mobilenet_v1
+
+    assert keras.saving.load_model(model).body.sync_layers == [1]
+    plain = mobilenet_v1((28, 28, 1), 10, bench.SWITCHES, width=0.25, depth=2)
+    macs = {r["switch"]: r["macs_per_device"] for r in data["results"]}
+    assert macs["1x1.0"] == [d["macs"] for d in plain.device_stats("1x1.0")]  # one device: the plain conv
+    assert all(a > d["macs"] for a, d in zip(macs["4x0.25"], plain.device_stats("4x0.25")))  # reads all channels
+    assert "augmented, sync pointwise convolution in block 1, label mix" in bench.table(data)
+    with pytest.raises(SystemExit, match="another recipe.*sync_layers"):
+        bench.main(["--mean", f"{out}:paradis", f"{base}:individual"])
+    assert "1 epochs, sync pointwise convolution in block 1, Adam" in bench.mean_table(
+        bench.mean_over_runs([("s.json", data, ["paradis"])]))

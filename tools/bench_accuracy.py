@@ -38,6 +38,14 @@ def optimizer_text(data: dict) -> str:
     return f"{name} lr {data.get('learning_rate', 2e-3):g}" + (f" weight decay {wd:g}" if wd else "")
 
 
+def sync_text(data: dict) -> str:
+    """``sync pointwise convolution in blocks 1, 3, `` (empty without sync layers)."""
+    sync = data.get("sync_layers") or []
+    if not sync:
+        return ""
+    return f"sync pointwise convolution in block{'s' if len(sync) > 1 else ''} {', '.join(map(str, sync))}, "
+
+
 def table(data: dict) -> str:
     rows = {(r["model"], r["switch"]): r for r in data["results"]}
     lines = [
@@ -47,6 +55,7 @@ def table(data: dict) -> str:
         f"{'augmented' if data['augment'] else 'no augmentation'}"
         f"{' (a shift per image)' if data['augment'] and data.get('translate') == 'image' else ''}, "
         f"{'random erasing %g, ' % data['erase'] if data.get('erase') else ''}"
+        f"{sync_text(data)}"
         f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches), seed {data.get('seed', 0)}",
         "",
         "| switch | ParaDiS | individual | slimmable | ParaDiS - individual | MACs per device |",
@@ -96,10 +105,10 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-RECIPE = ("epochs", "width", "depth", "batch_size", "optimizer", "momentum", "learning_rate", "weight_decay", "augment",
-          "translate", "erase", "label_mix", "train_images")
+RECIPE = ("epochs", "width", "depth", "sync_layers", "batch_size", "optimizer", "momentum", "learning_rate", "weight_decay",
+          "augment", "translate", "erase", "label_mix", "train_images")
 # Values of recipe options that files written before the option existed had.
-RECIPE_DEFAULTS = {"label_mix": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9,
+RECIPE_DEFAULTS = {"sync_layers": [], "label_mix": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9,
                    "translate": "batch"}
 
 
@@ -224,7 +233,7 @@ def mean_table(data: dict) -> str:
         opts.append(f"sandwich {data['sandwich']}")
     lines = [
         f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
-        f"{data['epochs']} epochs, {optimizer_text(data)}, label mix {data.get('label_mix', 0.0):g}"
+        f"{data['epochs']} epochs, {sync_text(data)}{optimizer_text(data)}, label mix {data.get('label_mix', 0.0):g}"
         + (", augmented with a shift per image" if data.get("augment") and data.get("translate") == "image" else "")
         + (f"; ParaDiS {', '.join(opts)}" if opts and "paradis" in kinds else ""),
         "",
@@ -283,6 +292,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
     ap.add_argument("--width", type=float, default=0.5, help="MobileNet v1 width (%(default)s)")
     ap.add_argument("--depth", type=int, default=7, help="separable blocks (%(default)s)")
+    ap.add_argument("--sync-layers", default="", metavar="BLOCKS",
+                    help="comma-separated blocks whose pointwise convolution reads all devices' channels, "
+                         "e.g. 1,3 (every model; default: none, devices exchange nothing before the fusion)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                     help="adam, or sgd with Nesterov momentum (%(default)s)")
@@ -342,7 +354,7 @@ def main(argv=None) -> int:
     bad = [s for s in args.individual or () if s not in SWITCHES]
     if bad:
         raise SystemExit(f"--individual {bad[0]}: not a benchmark switch; pass one of {', '.join(SWITCHES)}.")
-    from paradis_tf.cli.cmd_train import parse_teacher_of
+    from paradis_tf.cli.cmd_train import parse_sync_layers, parse_teacher_of
 
     try:
         switches = parse_switches(SWITCHES)
@@ -359,6 +371,14 @@ def main(argv=None) -> int:
     except ValueError:
         raise SystemExit(f"--sandwich {args.sandwich}: pass 2 to {len(SWITCHES)} switches per step, "
                          "or leave it out to train all of them every step.") from None
+    try:
+        sync = sorted(set(parse_sync_layers(args.sync_layers)))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    bad = [i for i in sync if not 0 <= i < args.depth]
+    if bad:
+        raise SystemExit(f"--sync-layers {args.sync_layers}: block {bad[0]} does not exist; the network has "
+                         f"{args.depth} blocks (--depth), numbered 0 to {args.depth - 1}.")
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
@@ -379,7 +399,7 @@ def main(argv=None) -> int:
     weights = parse_switch_weights(args.switch_weight)
 
     def build(switches, paradis=False):
-        return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth,
+        return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth, sync_layers=sync,
                             labels=FASHION_MNIST_LABELS, label_mix=args.label_mix,
                             switch_weights=weights if paradis else None,
                             logit_scale=args.logit_scale and len(switches) > 1, teacher=args.teacher,
@@ -387,7 +407,7 @@ def main(argv=None) -> int:
                             sandwich=args.sandwich if paradis else None)
 
     out = Path(args.out)
-    data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth,
+    data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth, "sync_layers": sync,
             "batch_size": args.batch_size, "optimizer": args.optimizer, "momentum": args.momentum, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
             "translate": args.translate, "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
             "teacher": args.teacher, "teacher_of": teacher_of, "temperature": args.temperature, "sandwich": args.sandwich, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],

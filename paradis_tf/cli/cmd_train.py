@@ -100,10 +100,23 @@ def parse_switch_weights(items) -> dict[str, float]:
     return out
 
 
+def parse_sync_layers(text: str) -> list[int]:
+    """``"1,3"`` -> ``[1, 3]`` (block indices; the model checks their range)."""
+    out = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise ValueError(f"--sync-layers expects comma-separated block indices, e.g. 1,3. Received {text!r}.") from None
+    return out
+
+
 def build_model(args, image_shape, num_classes, labels):
     from paradis_tf.models import mobilenet_v1, resnet
 
-    sync = [int(s) for s in args.sync_layers.split(",") if s.strip()]
+    sync = parse_sync_layers(args.sync_layers)
     common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich,
                   switch_weights=parse_switch_weights(args.switch_weight), logit_scale=args.logit_scale,
                   teacher=args.teacher, teacher_of=parse_teacher_of(args.teacher_of),
