@@ -165,7 +165,7 @@ def test_a_second_run_into_the_same_out_keeps_its_paradis_rows(bench):
     row = lambda model, top: {"model": model, "switch": "1x1.0", "top1": top}  # noqa: E731
     earlier = [row("paradis", 0.5), row("individual", 0.1)]
     base = [row("paradis", 0.2), row("individual", 0.91), row("slimmable", 0.9)]
-    merged = bench.merge_rows(earlier, base, reused=["individual"])
+    merged = bench.merge_rows(earlier, base, reused=[("individual", "1x1.0")])
     assert sorted((r["model"], r["top1"]) for r in merged) == [("individual", 0.91), ("paradis", 0.5)]
 
 
@@ -316,3 +316,43 @@ def test_sync_layers_are_checked_first_shape_every_model_and_are_part_of_the_rec
         bench.main(["--mean", f"{out}:paradis", f"{base}:individual"])
     assert "1 epochs, sync pointwise convolution in block 1, Adam" in bench.mean_table(
         bench.mean_over_runs([("s.json", data, ["paradis"])]))
+
+
+def test_baselines_without_sync_layers_give_only_their_single_device_rows(bench, tmp_path):
+    """A sync convolution on one device is the plain convolution: a run with sync layers takes the
+    single-device rows of a run without them, trains the multi-device ones, and says which rows are whose."""
+    rows = [{"model": "individual", "switch": s, "top1": 0.8, "macs_per_device": [1], "params": 1, "train_seconds": 1.0}
+            for s in bench.SWITCHES]
+    rows += [{"model": "slimmable", "switch": s, "top1": 0.7, "macs_per_device": [1], "params": 1, "train_seconds": 1.0}
+             for s in ("1x1.0", "1x0.5", "1x0.25")]
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({
+        "dataset": "fashion_mnist", "epochs": 1, "width": 0.25, "depth": 2, "sync_layers": [], "batch_size": 32,
+        "optimizer": "adam", "momentum": 0.9, "learning_rate": 2e-3, "weight_decay": 0.0, "augment": True,
+        "translate": "batch", "erase": 0.0, "label_mix": 0.0, "train_images": 64, "seed": 0,
+        "switches": bench.SWITCHES, "results": rows, "timing": {"individual_seconds": 60.0, "slimmable_seconds": 30.0}}))
+    out = tmp_path / "out.json"
+    assert bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64",
+                       "--sync-layers", "1", "--only", "individual", "--individual", "2x0.5", "--baselines", str(base),
+                       "--out", str(out), "--model-out", str(tmp_path / "m.keras")]) == 0
+    data = json.loads(out.read_text())
+    got = {(r["model"], r["switch"]): r for r in data["results"]}
+    assert set(got) == {("individual", "2x0.5"), ("individual", "1x1.0"), ("individual", "1x0.5"),
+                        ("individual", "1x0.25"), ("slimmable", "1x1.0"), ("slimmable", "1x0.5"), ("slimmable", "1x0.25")}
+    assert got[("individual", "2x0.5")]["train_seconds"] != 1.0  # trained here, with the sync layer
+    assert got[("individual", "1x1.0")]["top1"] == 0.8 and got[("slimmable", "1x0.25")]["top1"] == 0.7
+    src = data["baselines_from"]
+    assert src["without_sync"] and sorted(map(tuple, src["rows"])) == sorted(k for k in got if k != ("individual", "2x0.5"))
+    assert data["timing"]["slimmable_seconds"] == 30.0 and "individual_seconds" not in data["timing"]
+    text = bench.table(data)
+    assert ("Rows of individual 1x1.0, 1x0.5, 1x0.25 and slimmable reused from "
+            f"`{base}` (same recipe but without sync layers") in text
+    assert bench.trained_here(data) == ["individual"] and bench.reused_kinds(data) == ["slimmable"]
+    with pytest.raises(SystemExit, match="mix seed 1 and rows of seed 0"):
+        bench.mean_over_runs([("x.json", dict(data, seed=1), ["individual"])])
+    other = tmp_path / "other.json"
+    other.write_text(base.read_text())
+    with pytest.raises(SystemExit, match="already holds rows from"):
+        bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64",
+                    "--sync-layers", "1", "--only", "individual", "--individual", "4x0.25", "--baselines", str(other),
+                    "--out", str(out)])

@@ -88,8 +88,18 @@ def table(data: dict) -> str:
                      + ", ".join(f"{k} learns from {v}" for k, v in data["teacher_of"].items()) + ".")
     src = baselines_source(data)
     if src:
-        lines += ["", f"Rows of {' and '.join(src['models'])} reused from `{src['file']}` (same recipe, seed {src['seed']}); "
-                  f"the other rows were trained with this recipe (ParaDiS: {t['paradis_seconds']:.0f} s)."]
+        keys = {tuple(k) for k in src["rows"]}
+        parts = []
+        for kind in ("individual", "slimmable"):
+            if kind in mixed_kinds(data):  # name the switches
+                parts.append(f"{kind} " + ", ".join(s for s in data["switches"] if (kind, s) in keys))
+            elif kind in reused_kinds(data):
+                parts.append(kind)
+        same = ("same recipe but without sync layers: they are single-device models, which a sync layer does not change"
+                if src.get("without_sync") else "same recipe")
+        here = f"ParaDiS: {t['paradis_seconds']:.0f} s" if "paradis_seconds" in t else ""
+        lines += ["", f"Rows of {' and '.join(parts)} reused from `{src['file']}` ({same}, seed {src['seed']}); "
+                  f"the other rows were trained with this recipe{f' ({here})' if here else ''}."]
     elif "joint_over_individual" in t:
         lines += [
             "",
@@ -125,11 +135,26 @@ def recipe_diff(old: dict, new: dict) -> dict:
     return {k: (get(old, k), get(new, k)) for k in RECIPE if get(old, k) != get(new, k)}
 
 
-def merge_rows(earlier: list[dict], base: list[dict], reused: list[str]) -> list[dict]:
-    """Result rows of a ``--baselines`` run: the ``reused`` kinds from ``base``,
-    the others from an earlier run into the same ``--out`` with the same recipe
-    (so ``--only slimmable`` after ``--only paradis`` keeps the ParaDiS rows)."""
-    return [r for r in earlier if r["model"] not in reused] + [r for r in base if r["model"] in reused]
+def merge_rows(earlier: list[dict], base: list[dict], reused: list[tuple[str, str]]) -> list[dict]:
+    """Result rows of a ``--baselines`` run: the ``reused`` (model, switch) rows
+    from ``base``, the others from an earlier run into the same ``--out`` with
+    the same recipe (so ``--only slimmable`` after ``--only paradis`` keeps the
+    ParaDiS rows)."""
+    keys = {tuple(k) for k in reused}
+    return ([r for r in earlier if (r["model"], r["switch"]) not in keys]
+            + [r for r in base if (r["model"], r["switch"]) in keys])
+
+
+def reusable_rows(base: dict, trained: set[tuple[str, str]], one_device_only: bool) -> list[tuple[str, str]]:
+    """The baseline rows of ``base`` that a ``--baselines`` run takes: those it
+    does not train itself and, when the two runs differ only in their sync
+    layers, only single-device models (a sync convolution on one device is
+    the plain convolution, so those models are the same)."""
+    from paradis_tf.switches import Switch
+
+    return [(r["model"], r["switch"]) for r in base["results"]
+            if r["model"] in ("individual", "slimmable") and (r["model"], r["switch"]) not in trained
+            and (not one_device_only or len(Switch.parse(r["switch"])) == 1)]
 
 
 # The options of VARIANT that shape each kind of model (seed excepted): runs
@@ -140,23 +165,40 @@ SHAPED_BY = {"paradis": ("switch_weights", "logit_scale", "teacher", "teacher_of
 
 
 def baselines_source(data: dict) -> dict | None:
-    """``{"file", "models", "seed"}`` of the run a record took rows from with --baselines
-    (records before the models and seed were kept: a file name, individual and slimmable, seed 0)."""
+    """``{"file", "models", "seed", "rows"}`` of the run a record took rows from with --baselines
+    (records before the models and seed were kept: a file name, individual and slimmable, seed 0;
+    before the rows were: every row of those models)."""
     src = data.get("baselines_from")
     if not src:
         return None
     src = src if isinstance(src, dict) else {"file": src, "models": ["individual", "slimmable"]}
-    return {"seed": 0, **src}
+    src = {"seed": 0, **src}
+    if "rows" not in src:
+        src["rows"] = [[r["model"], r["switch"]] for r in data["results"] if r["model"] in src["models"]]
+    return src
 
 
 def reused_kinds(data: dict) -> list[str]:
-    """The kinds of model a run took from --baselines (their rows are that run's)."""
+    """The kinds of model whose rows a run all took from --baselines (those rows are that run's)."""
     src = baselines_source(data)
-    return src["models"] if src else []
+    if not src:
+        return []
+    keys = {tuple(k) for k in src["rows"]}
+    kinds = {r["model"] for r in data["results"]}
+    return sorted(k for k in kinds if all((r["model"], r["switch"]) in keys for r in data["results"] if r["model"] == k))
+
+
+def mixed_kinds(data: dict) -> list[str]:
+    """The kinds of model with some rows trained by the run and some taken from --baselines."""
+    src = baselines_source(data)
+    if not src:
+        return []
+    keys = {tuple(k) for k in src["rows"]}
+    return sorted({m for m, _ in keys} - set(reused_kinds(data)))
 
 
 def trained_here(data: dict) -> list[str]:
-    """The kinds of model a run trained itself (not those it took from --baselines)."""
+    """The kinds of model a run trained itself, wholly or in part (not those it took all from --baselines)."""
     return sorted({r["model"] for r in data["results"]} - set(reused_kinds(data)))
 
 
@@ -198,6 +240,10 @@ def mean_over_runs(runs: list[tuple[str, dict, list[str] | None]]) -> dict:
         kinds = trained_here(data) if kinds is None else kinds
         reused = reused_kinds(data)
         for kind in kinds:
+            if kind in mixed_kinds(data) and baselines_source(data)["seed"] != data.get("seed", VARIANT["seed"]):
+                raise SystemExit(f"--mean: the {kind} rows of {name} mix seed {data.get('seed', VARIANT['seed'])} "
+                                 f"and rows of seed {baselines_source(data)['seed']} from --baselines; "
+                                 "average files whose rows of a kind share one seed.")
             # Rows taken from --baselines carry that run's seed (and, by
             # --baselines' own check, the options SHAPED_BY names).
             seed = baselines_source(data)["seed"] if kind in reused else data.get("seed", VARIANT["seed"])
@@ -416,31 +462,54 @@ def main(argv=None) -> int:
         old = json.loads(out.read_text())
         if not recipe_diff(old, data) and all(old.get(k, d) == data[k] for k, d in VARIANT.items()):
             data["results"], data["timing"] = old["results"], old.get("timing", {})
+            if old.get("baselines_from"):  # rows an earlier command took from --baselines
+                data["baselines_from"] = baselines_source(old)
             # the rows kept came from earlier commands: list them all, oldest first
             earlier = old.get("command", [])
             data["command"] = (earlier if isinstance(earlier, list) else [earlier]) + [data["command"]]
     kinds = args.only or (["paradis"] if args.baselines else ["paradis", "individual", "slimmable"])
+    chosen = [s for s in SWITCHES if s in (args.individual or SWITCHES)]
+    trained = ({("paradis", s) for s in SWITCHES} if "paradis" in kinds else set()) | (
+        {("individual", s) for s in chosen} if "individual" in kinds else set()) | (
+        {("slimmable", s) for s in SLIMMABLE_SWITCHES} if "slimmable" in kinds else set())
     if args.baselines:
         base = json.loads(Path(args.baselines).read_text())
         diff = recipe_diff(base, data)
-        if diff:
+        one_device_only = set(diff) == {"sync_layers"}
+        if diff and not one_device_only:
             raise SystemExit(f"--baselines {args.baselines} used another recipe (option: (that run, this run)): {diff}; "
                              "pass the same options or train the baselines again.")
-        reused = [k for k in ("individual", "slimmable") if k not in kinds]
+        earlier = data.get("baselines_from")
+        if earlier and earlier["file"] != args.baselines:
+            raise SystemExit(f"--baselines {args.baselines}: {out} already holds rows from {earlier['file']}; "
+                             "write to a new --out or pass that file.")
+        keys = reusable_rows(base, trained, one_device_only)
+        reused = sorted({k for k, _ in keys})
         for kind in reused:  # the options that shape a reused model must match
             for k in SHAPED_BY[kind]:
                 if base.get(k, VARIANT[k]) != data[k]:
                     raise SystemExit(f"--baselines {args.baselines}: its {kind} model was trained with "
                                      f"{k}={base.get(k, VARIANT[k])}, this run uses {data[k]}; "
                                      f"add --only {kind} to train it again.")
-        data["results"] = merge_rows(data["results"], base["results"], reused)
-        for k in reused:
-            if f"{k}_seconds" in base.get("timing", {}):
+        data["results"] = merge_rows(data["results"], base["results"], keys)
+        for k in reused:  # a kind's total time, where every row of it is reused
+            if f"{k}_seconds" in base.get("timing", {}) and all((r["model"], r["switch"]) in keys
+                                                                for r in base["results"] if r["model"] == k):
                 data["timing"][f"{k}_seconds"] = base["timing"][f"{k}_seconds"]
-        data["baselines_from"] = {"file": args.baselines, "models": reused, "seed": base.get("seed", 0)}
+        rows = [list(k) for k in (earlier or {}).get("rows", []) if tuple(k) not in set(keys)] + [list(k) for k in keys]
+        data["baselines_from"] = {"file": args.baselines, "models": sorted({m for m, _ in rows}), "seed": base.get("seed", 0),
+                                  "rows": rows}
+        if one_device_only:
+            data["baselines_from"]["without_sync"] = True
 
     def record(kind, model, accs, seconds, switches):
         data["results"] = [r for r in data["results"] if not (r["model"] == kind and r["switch"] in switches)]
+        src = data.get("baselines_from")
+        if src:  # rows trained now are no longer the --baselines file's
+            src["rows"] = [k for k in src["rows"] if not (k[0] == kind and k[1] in switches)]
+            src["models"] = sorted({m for m, _ in src["rows"]})
+            if not src["rows"]:
+                del data["baselines_from"]
         for s in switches:
             stats = model.device_stats(s)
             data["results"].append({
@@ -461,7 +530,6 @@ def main(argv=None) -> int:
         m.save(args.model_out)
     if "individual" in kinds:
         total = 0.0
-        chosen = [s for s in SWITCHES if s in (args.individual or SWITCHES)]
         for s in chosen:
             m = build([s])
             r = train(m, x, y, cfg, verbose=2)
