@@ -10,6 +10,21 @@ def bench(tool):
     return tool("bench_accuracy")
 
 
+@pytest.fixture(autouse=True)
+def no_full_training(monkeypatch):
+    """Tests train on a few dozen images; a run on the full set means a refusal they expected did not
+    happen (one such run took over an hour of CI): fail at once instead of training."""
+    import paradis_tf.training as training
+
+    real = training.train
+
+    def train(model, x, *args, **kwargs):
+        assert len(x) <= 1000, f"a test started training on {len(x)} images: an expected refusal did not happen"
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train", train)
+
+
 def run_record(epochs=10, label_mix=0.5, train_images=60000):
     rows = []
     for kind, top in (("individual", 0.91), ("slimmable", 0.90)):
@@ -285,7 +300,7 @@ def test_sandwich_is_checked_first_kept_in_the_record_and_not_averaged_with_full
 
 def test_sync_layers_are_checked_first_shape_every_model_and_are_part_of_the_recipe(bench, tmp_path):
     """--sync-layers builds every model with sync pointwise convolutions there: a recipe key, so
-    baselines without them are refused and runs with and without them are not averaged."""
+    baselines that differ in it and anything else are refused and runs with and without them are not averaged."""
     with pytest.raises(SystemExit, match="--sync-layers 7: block 7 does not exist; the network has 7 blocks"):
         bench.main(["--sync-layers", "7", "--out", str(tmp_path / "out.json")])
     with pytest.raises(SystemExit, match="comma-separated block indices, e.g. 1,3. Received 'one'"):
@@ -293,8 +308,8 @@ def test_sync_layers_are_checked_first_shape_every_model_and_are_part_of_the_rec
     assert not (tmp_path / "out.json").exists()
     base = tmp_path / "base.json"
     base.write_text(json.dumps(run_record()))
-    with pytest.raises(SystemExit, match=r"'sync_layers': \(\[\], \[1\]\)"):
-        bench.main(["--epochs", "10", "--label-mix", "0.5", "--sync-layers", "1", "--only", "paradis",
+    with pytest.raises(SystemExit, match=r"another recipe.*'sync_layers': \(\[\], \[1\]\).*'label_mix': \(0.5, 0.25\)"):
+        bench.main(["--epochs", "10", "--label-mix", "0.25", "--sync-layers", "1", "--only", "paradis",
                     "--baselines", str(base), "--out", str(tmp_path / "out.json")])
     assert bench.recipe_diff(run_record(), {**run_record(), "sync_layers": []}) == {}
     out, model = tmp_path / "s.json", tmp_path / "s.keras"

@@ -276,7 +276,10 @@ def test_packed_forward_computes_what_the_devices_compute(switch):
         np.testing.assert_allclose(y_p, y_d, rtol=1e-4, atol=1e-4)
         assert any(np.abs(g).max() > 0 for g in g_d)
         for v, a, b in zip(m.trainable_variables, g_p, g_d):
-            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=f"{switch} {v.path}")
+            # float32 sums in another order: an entry that cancels to near zero (a BN gamma's gradient
+            # is a sum over batch and pixels) is off by a fraction of the variable's largest entry
+            scale = float(np.abs(b).max())
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 + 1e-3 * scale, err_msg=f"{switch} {v.path}")
         for (ma, va), (mb_, vb) in zip(s_p, s_d):
             np.testing.assert_allclose(ma, mb_, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(va, vb, rtol=1e-4, atol=1e-5)
