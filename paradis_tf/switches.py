@@ -238,6 +238,20 @@ def check_temperature(temperature) -> float:
     return value
 
 
+def check_label_smoothing(label_smoothing) -> float:
+    """The label-smoothing epsilon as a float in [0, 1) (0: hard labels);
+    anything else (a bool, text, a negative value, 1 or more, NaN) is a
+    `ValueError` naming the value."""
+    try:
+        value = float(label_smoothing)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(label_smoothing, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"Expected a label smoothing 0 <= epsilon < 1 (0: hard labels; 0.1 is the usual value). "
+                         f"Received label_smoothing={label_smoothing!r}.")
+    return value
+
+
 def check_teacher_of(teacher_of: "dict | None", switches: Sequence[Switch]) -> dict[str, str]:
     """``{student: teacher}`` in canonical switch texts, checked.
 

@@ -57,6 +57,19 @@ def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench,
 
 
 
+def test_baselines_with_hard_labels_are_refused_for_a_label_smoothing_run(bench, tmp_path):
+    """A file from before --label-smoothing existed (no key) trained on hard labels."""
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_record()))
+    with pytest.raises(SystemExit, match=r"'label_smoothing': \(0.0, 0.1\)"):
+        bench.main(["--epochs", "10", "--label-mix", "0.5", "--label-smoothing", "0.1", "--only", "paradis",
+                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+    assert bench.recipe_diff(run_record(), {**run_record(), "label_smoothing": 0.0}) == {}
+    data = {**run_record(), "label_smoothing": 0.1, "seed": 0}
+    assert "distilled switches), label smoothing 0.1, seed 0" in bench.table(data)
+    assert "label smoothing" not in bench.table(run_record() | {"seed": 0})
+
+
 def test_baselines_shifted_per_batch_are_refused_for_a_run_shifting_each_image(bench, tmp_path):
     """A file from before --translate existed (no "translate" key) shifted whole batches."""
     base = tmp_path / "base.json"
@@ -102,6 +115,8 @@ def test_teacher_of_and_temperature_are_checked_before_any_data_is_read(bench, t
         bench.main(["--teacher-of", "1x0.25", "--out", str(tmp_path / "out.json")])
     with pytest.raises(SystemExit, match="--temperature 0.0: use a finite temperature > 0"):
         bench.main(["--temperature", "0", "--out", str(tmp_path / "out.json")])
+    with pytest.raises(SystemExit, match="--label-smoothing 1.0: pass 0 <= EPS < 1"):
+        bench.main(["--label-smoothing", "1", "--out", str(tmp_path / "out.json")])
     assert not (tmp_path / "out.json").exists()
 
 

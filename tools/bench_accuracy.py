@@ -46,6 +46,12 @@ def sync_text(data: dict) -> str:
     return f"sync pointwise convolution in block{'s' if len(sync) > 1 else ''} {', '.join(map(str, sync))}, "
 
 
+def smoothing_text(data: dict) -> str:
+    """``, label smoothing 0.1`` (empty for hard labels)."""
+    eps = data.get("label_smoothing") or 0.0
+    return f", label smoothing {eps:g}" if eps else ""
+
+
 def table(data: dict) -> str:
     rows = {(r["model"], r["switch"]): r for r in data["results"]}
     lines = [
@@ -56,7 +62,8 @@ def table(data: dict) -> str:
         f"{' (a shift per image)' if data['augment'] and data.get('translate') == 'image' else ''}, "
         f"{'random erasing %g, ' % data['erase'] if data.get('erase') else ''}"
         f"{sync_text(data)}"
-        f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches), seed {data.get('seed', 0)}",
+        f"label mix {data.get('label_mix', 0.0):g} (ParaDiS and slimmable distilled switches){smoothing_text(data)}, "
+        f"seed {data.get('seed', 0)}",
         "",
         "| switch | ParaDiS | individual | slimmable | ParaDiS - individual | MACs per device |",
         "|---|---|---|---|---|---|",
@@ -116,9 +123,9 @@ def table(data: dict) -> str:
 
 
 RECIPE = ("epochs", "width", "depth", "sync_layers", "batch_size", "optimizer", "momentum", "learning_rate", "weight_decay",
-          "augment", "translate", "erase", "label_mix", "train_images")
+          "augment", "translate", "erase", "label_mix", "label_smoothing", "train_images")
 # Values of recipe options that files written before the option existed had.
-RECIPE_DEFAULTS = {"sync_layers": [], "label_mix": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9,
+RECIPE_DEFAULTS = {"sync_layers": [], "label_mix": 0.0, "label_smoothing": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9,
                    "translate": "batch"}
 
 
@@ -280,6 +287,7 @@ def mean_table(data: dict) -> str:
     lines = [
         f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
         f"{data['epochs']} epochs, {sync_text(data)}{optimizer_text(data)}, label mix {data.get('label_mix', 0.0):g}"
+        + smoothing_text(data)
         + (", augmented with a shift per image" if data.get("augment") and data.get("translate") == "image" else "")
         + (f"; ParaDiS {', '.join(opts)}" if opts and "paradis" in kinds else ""),
         "",
@@ -329,7 +337,7 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from paradis_tf.switches import (TEACHERS, check_sandwich, check_teacher_of, check_temperature, parse_switches,
+    from paradis_tf.switches import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of, check_temperature, parse_switches,
                                      teacher_indices)
     from paradis_tf.data.pipeline import TRANSLATIONS
     from paradis_tf.training.recipe import OPTIMIZERS
@@ -365,6 +373,9 @@ def main(argv=None) -> int:
                          "the cheapest switch that contains them (teacher assistants) (%(default)s)")
     ap.add_argument("--teacher-of", action="append", default=[], metavar="STUDENT=TEACHER",
                     help="override --teacher for one ParaDiS switch, e.g. 1x0.25=1x1.0 (repeatable; ParaDiS only)")
+    ap.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
+                    help="label smoothing of every label term, every model: the true class gets 1 - EPS plus "
+                         "EPS / classes (%(default)s: hard labels)")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="distillation temperature of ParaDiS and slimmable (%(default)s: plain in-place distillation)")
     ap.add_argument("--sandwich", type=int, default=None, metavar="N",
@@ -413,6 +424,10 @@ def main(argv=None) -> int:
     except ValueError:
         raise SystemExit(f"--temperature {args.temperature}: use a finite temperature > 0 (1: plain distillation).") from None
     try:
+        check_label_smoothing(args.label_smoothing)
+    except ValueError:
+        raise SystemExit(f"--label-smoothing {args.label_smoothing}: pass 0 <= EPS < 1 (0: hard labels; 0.1 is usual).") from None
+    try:
         check_sandwich(args.sandwich, len(SWITCHES))
     except ValueError:
         raise SystemExit(f"--sandwich {args.sandwich}: pass 2 to {len(SWITCHES)} switches per step, "
@@ -450,12 +465,13 @@ def main(argv=None) -> int:
                             switch_weights=weights if paradis else None,
                             logit_scale=args.logit_scale and len(switches) > 1, teacher=args.teacher,
                             teacher_of=teacher_of if paradis else None, temperature=args.temperature,
+                            label_smoothing=args.label_smoothing,
                             sandwich=args.sandwich if paradis else None)
 
     out = Path(args.out)
     data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth, "sync_layers": sync,
             "batch_size": args.batch_size, "optimizer": args.optimizer, "momentum": args.momentum, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
-            "translate": args.translate, "erase": args.erase, "label_mix": args.label_mix, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
+            "translate": args.translate, "erase": args.erase, "label_mix": args.label_mix, "label_smoothing": args.label_smoothing, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
             "teacher": args.teacher, "teacher_of": teacher_of, "temperature": args.temperature, "sandwich": args.sandwich, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],
             "timing": {}, "command": "python tools/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if out.exists():

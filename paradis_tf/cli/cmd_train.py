@@ -64,6 +64,9 @@ def register(sub) -> None:
                    help="distillation temperature T: distilled switches match softmax(teacher / T) with weight T^2 "
                         "(%(default)s: plain in-place distillation; T=3 on Fashion-MNIST, 20 epochs, two seeds: no switch gained, "
                         "the multi-device and 1x0.5 switches lost up to 0.27, docs/BENCHMARKS.md)")
+    t.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
+                   help="label smoothing of the label terms: the true class gets 1 - EPS plus EPS / classes "
+                        "(%(default)s: hard labels)")
     t.add_argument("--sandwich", type=int, default=None, help="switches per step (default: all)")
     t.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
                    help="loss weight of one switch, e.g. 1x0.25=2 (repeatable; default 1 each)")
@@ -120,7 +123,7 @@ def build_model(args, image_shape, num_classes, labels):
     common = dict(labels=labels, label_mix=args.label_mix, sandwich=args.sandwich,
                   switch_weights=parse_switch_weights(args.switch_weight), logit_scale=args.logit_scale,
                   teacher=args.teacher, teacher_of=parse_teacher_of(args.teacher_of),
-                  temperature=args.temperature)
+                  temperature=args.temperature, label_smoothing=args.label_smoothing)
     if args.arch == "resnet":
         blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
         return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,

@@ -11,8 +11,8 @@ from keras import ops
 from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
 from paradis_tf.models.interpret import DeviceOps, PackedOps, ParaDiSOps, count_macs
-from paradis_tf.switches import (TEACHERS, Switch, check_sandwich, check_teacher_of, check_temperature, parse_switches,
-                                 teacher_indices, widest_index)
+from paradis_tf.switches import (TEACHERS, Switch, check_label_smoothing, check_sandwich, check_teacher_of,
+                                 check_temperature, parse_switches, teacher_indices, widest_index)
 
 # Architecture bodies register here by name (see `register_architecture`).
 ARCHITECTURES: dict[str, type] = {}
@@ -85,6 +85,12 @@ class ParaDiSModel(keras.Model):
             T above 1 passes on more of the teacher's ranking of the wrong
             classes; the ``T**2`` keeps its gradients on the scale of the
             label term. 1 (the default) is plain in-place distillation.
+        label_smoothing: epsilon of label smoothing (Szegedy et al.,
+            "Rethinking the Inception architecture"): every label term (the
+            widest switch's loss, and the ``label_mix`` part of the others')
+            targets ``1 - epsilon`` on the true class plus ``epsilon / K``
+            spread over all K classes. The distillation targets are the
+            teacher's predictions, unchanged. 0 (the default): hard labels.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class ParaDiSModel(keras.Model):
         teacher: str = "widest",
         teacher_of: dict | None = None,
         temperature: float = 1.0,
+        label_smoothing: float = 0.0,
         **kwargs,
     ):
         kwargs.setdefault("name", architecture)
@@ -118,6 +125,7 @@ class ParaDiSModel(keras.Model):
         if teacher not in TEACHERS:
             raise ValueError(f"Expected teacher to be one of {list(TEACHERS)}. Received teacher={teacher!r}.")
         temp = check_temperature(temperature)
+        smoothing = check_label_smoothing(label_smoothing)
         parsed = parse_switches(switches)
         sandwich = check_sandwich(sandwich, len(parsed))
         self.architecture = architecture
@@ -133,6 +141,7 @@ class ParaDiSModel(keras.Model):
         self.teacher = teacher
         self.teacher_of = check_teacher_of(teacher_of, parsed)
         self.temperature = temp
+        self.label_smoothing = smoothing
         teacher_indices(parsed, teacher, self.teacher_of)  # refuses loops now, not at the first step
         self.body = ARCHITECTURES[architecture](
             switches=[str(s) for s in parsed],
@@ -250,7 +259,16 @@ class ParaDiSModel(keras.Model):
         w = self.widest_index
         y = ops.cast(y, "int32")
         weight = [self.switch_weights.get(str(s), 1.0) for s in self._switches]
-        total = weight[w] * ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits[w], from_logits=True))
+        if self.label_smoothing > 0.0:
+            target = ops.one_hot(ops.reshape(y, (-1,)), self.num_classes)
+
+            def label_loss(z):
+                return ops.mean(keras.losses.categorical_crossentropy(
+                    target, z, from_logits=True, label_smoothing=self.label_smoothing))
+        else:
+            def label_loss(z):
+                return ops.mean(keras.losses.sparse_categorical_crossentropy(y, z, from_logits=True))
+        total = weight[w] * label_loss(logits[w])
         temp = self.temperature
         soft = {w: ops.stop_gradient(ops.softmax(logits[w] / temp, axis=-1))}
         teachers = self.teachers
@@ -268,7 +286,7 @@ class ParaDiSModel(keras.Model):
                 kd = kd * (temp * temp)
             term = kd
             if self.label_mix > 0.0:
-                ce = ops.mean(keras.losses.sparse_categorical_crossentropy(y, student, from_logits=True))
+                ce = label_loss(student)
                 term = (1.0 - self.label_mix) * kd + self.label_mix * ce
             # Switches skipped by the sandwich sample carry NaN logits.
             total = total + ops.where(ops.isnan(term), 0.0, weight[i] * term)
@@ -418,6 +436,7 @@ class ParaDiSModel(keras.Model):
             "teacher": self.teacher,
             "teacher_of": self.teacher_of or None,
             "temperature": self.temperature,
+            "label_smoothing": self.label_smoothing,
             "name": self.name,
             "trainable": self.trainable,
         }

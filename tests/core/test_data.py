@@ -140,7 +140,7 @@ def test_cli_train_then_eval(tmp_path):
          "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json",
          "--switch-weight", "2x0.5=2", "--logit-scale", "--weight-decay", "0.05", "--teacher", "nested",
          "--teacher-of", "2x0.5=1x1.0", "--augment", "--translate", "image", "--erase", "0.5",
-         "--temperature", "2.5",
+         "--temperature", "2.5", "--label-smoothing", "0.1",
          "--optimizer", "sgd", "--momentum", "0.8", "--lr", "0.05"],
         capture_output=True, text=True, env=env, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
@@ -152,7 +152,7 @@ def test_cli_train_then_eval(tmp_path):
 
     loaded = keras.saving.load_model(out)
     assert loaded.switch_weights == {"2x0.5": 2.0} and loaded.body.head.logit_scale and loaded.teacher == "nested"
-    assert loaded.teacher_of == {"2x0.5": "1x1.0"} and loaded.temperature == 2.5
+    assert loaded.teacher_of == {"2x0.5": "1x1.0"} and loaded.temperature == 2.5 and loaded.label_smoothing == 0.1
     opt = loaded.optimizer  # the recipe's optimizer is saved with the model
     assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == 0.8 and opt.weight_decay == 0.05
     ev = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(out), "--limit", "256", "--json"],
@@ -179,6 +179,10 @@ def test_cli_train_then_eval(tmp_path):
                                "1x1.0,1x0.5", "--temperature", "0", "--limit", "256"],
                               capture_output=True, text=True, env=env, timeout=600)
     assert bad_temp.returncode == 1 and "temperature=0.0" in bad_temp.stderr
+    bad_ls = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches",
+                             "1x1.0,1x0.5", "--label-smoothing", "1", "--limit", "256"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert bad_ls.returncode == 1 and "label_smoothing=1.0" in bad_ls.stderr
     missing = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(tmp_path / "none.keras")],
                              capture_output=True, text=True, env=env, timeout=600)
     assert missing.returncode == 1 and "does not exist" in missing.stderr

@@ -147,6 +147,32 @@ def test_temperature_softens_teacher_and_student_and_scales_the_term_by_t_square
             mobilenet_v1((12, 12, 1), 4, SIX, width=0.25, depth=1, temperature=bad)
 
 
+def test_label_smoothing_softens_the_label_terms_only_and_round_trips(tmp_path):
+    eps = 0.2
+    m = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, label_mix=0.3,
+                     teacher="nested", label_smoothing=eps)
+    logits, y, _, kd = _three_switch_logits(7)
+    target = np.full((5, 4), eps / 4)
+    target[np.arange(5), y] += 1 - eps
+    ce = lambda z: -(target * np.log(_softmax(z))).sum(-1).mean()  # noqa: E731
+    ref = ce(logits[1]) + (0.7 * kd(logits[1], logits[2]) + 0.3 * ce(logits[2])) \
+        + (0.7 * kd(logits[2], logits[0]) + 0.3 * ce(logits[0]))
+    assert float(m.compute_loss(y=y, y_pred=logits)) == pytest.approx(ref, rel=1e-5)
+    # Pure distillation of the students: only the widest switch's term changes.
+    hard = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, teacher="nested")
+    soft = mobilenet_v1((12, 12, 1), 4, ["1x0.25", "1x1.0", "1x0.5"], width=0.25, depth=1, teacher="nested",
+                        label_smoothing=eps)
+    hard_ce = lambda z: -np.log(_softmax(z)[np.arange(5), y]).mean()  # noqa: E731
+    diff = float(soft.compute_loss(y=y, y_pred=logits)) - float(hard.compute_loss(y=y, y_pred=logits))
+    assert diff == pytest.approx(ce(logits[1]) - hard_ce(logits[1]), rel=1e-4)
+    path = tmp_path / "ls.keras"
+    m.save(path)
+    assert keras.saving.load_model(path).label_smoothing == eps
+    for bad in (-0.1, 1.0, 1.5, float("nan"), "some", True):
+        with pytest.raises(ValueError, match=r"label smoothing 0 <= epsilon < 1 .* Received label_smoothing="):
+            mobilenet_v1((12, 12, 1), 4, SIX, width=0.25, depth=1, label_smoothing=bad)
+
+
 def test_nested_teacher_trains_with_a_sandwich(fmnist):
     x, y, _, _ = fmnist
     m = mobilenet_v1((28, 28, 1), 10, SIX, width=0.25, depth=1, sandwich=3, teacher="nested", label_mix=0.5)
