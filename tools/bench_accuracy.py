@@ -337,8 +337,8 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from paradis_tf.switches import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of, check_temperature, parse_switches,
-                                     teacher_indices)
+    from paradis_tf.switches import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of, check_temperature,
+                                     parse_switches, teacher_indices)
     from paradis_tf.data.pipeline import TRANSLATIONS
     from paradis_tf.training.recipe import OPTIMIZERS
 
