@@ -46,24 +46,27 @@ def test_baselines_from_another_recipe_are_refused(bench, tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
-def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench, tmp_path):
-    """A file from before --erase existed (no "erase" key) is a no-erasing recipe."""
+def main_against_old_baselines(bench, tmp_path, *options):
+    """`bench.main` of a ParaDiS-only 10-epoch run (label mix 0.5, plus ``options``) whose --baselines
+    file is `run_record()`, a record from before the newer recipe options existed."""
     base = tmp_path / "base.json"
     base.write_text(json.dumps(run_record()))
+    return bench.main(["--epochs", "10", "--label-mix", "0.5", *options, "--only", "paradis",
+                       "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+
+
+def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench, tmp_path):
+    """A file from before --erase existed (no "erase" key) is a no-erasing recipe."""
     with pytest.raises(SystemExit, match="erase"):
-        bench.main(["--epochs", "10", "--label-mix", "0.5", "--erase", "0.5", "--only", "paradis",
-                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+        main_against_old_baselines(bench, tmp_path, "--erase", "0.5")
     assert bench.recipe_diff(run_record(), {**run_record(), "erase": 0.0}) == {}
 
 
 
 def test_baselines_with_hard_labels_are_refused_for_a_label_smoothing_run(bench, tmp_path):
     """A file from before --label-smoothing existed (no key) trained on hard labels."""
-    base = tmp_path / "base.json"
-    base.write_text(json.dumps(run_record()))
     with pytest.raises(SystemExit, match=r"'label_smoothing': \(0.0, 0.1\)"):
-        bench.main(["--epochs", "10", "--label-mix", "0.5", "--label-smoothing", "0.1", "--only", "paradis",
-                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+        main_against_old_baselines(bench, tmp_path, "--label-smoothing", "0.1")
     assert bench.recipe_diff(run_record(), {**run_record(), "label_smoothing": 0.0}) == {}
     data = {**run_record(), "label_smoothing": 0.1, "seed": 0}
     assert "distilled switches), label smoothing 0.1, seed 0" in bench.table(data)
@@ -72,11 +75,8 @@ def test_baselines_with_hard_labels_are_refused_for_a_label_smoothing_run(bench,
 
 def test_baselines_shifted_per_batch_are_refused_for_a_run_shifting_each_image(bench, tmp_path):
     """A file from before --translate existed (no "translate" key) shifted whole batches."""
-    base = tmp_path / "base.json"
-    base.write_text(json.dumps(run_record()))
     with pytest.raises(SystemExit, match=r"'translate': \('batch', 'image'\)"):
-        bench.main(["--epochs", "10", "--label-mix", "0.5", "--translate", "image", "--only", "paradis",
-                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+        main_against_old_baselines(bench, tmp_path, "--translate", "image")
     assert bench.recipe_diff(run_record(), {**run_record(), "translate": "batch"}) == {}
     data = {**run_record(), "translate": "image", "seed": 0}
     assert "augmented (a shift per image), " in bench.table(data)
@@ -87,17 +87,14 @@ def test_baselines_shifted_per_batch_are_refused_for_a_run_shifting_each_image(b
 
 def test_runs_of_another_optimizer_are_not_mixed_and_tables_name_it(bench, tmp_path, capsys):
     """A file from before --optimizer existed is an Adam run: SGD baselines and means stay apart from it."""
-    base = tmp_path / "base.json"
-    base.write_text(json.dumps(run_record()))
     with pytest.raises(SystemExit, match=r"optimizer.*\('adam', 'sgd'\)"):
-        bench.main(["--epochs", "10", "--label-mix", "0.5", "--optimizer", "sgd", "--lr", "2e-3", "--only", "paradis",
-                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+        main_against_old_baselines(bench, tmp_path, "--optimizer", "sgd", "--lr", "2e-3")
     sgd = dict(run_record(), optimizer="sgd", momentum=0.9, learning_rate=0.1, weight_decay=0.005, seed=1)
     assert bench.recipe_diff(run_record(), {**run_record(), "optimizer": "adam", "momentum": 0.9}) == {}
     assert bench.recipe_diff(sgd, {**sgd, "momentum": 0.8}) == {"momentum": (0.9, 0.8)}
     (tmp_path / "sgd.json").write_text(json.dumps(sgd))
     with pytest.raises(SystemExit, match="another recipe.*optimizer"):
-        bench.main(["--mean", str(base), str(tmp_path / "sgd.json")])
+        bench.main(["--mean", str(tmp_path / "base.json"), str(tmp_path / "sgd.json")])
     assert bench.table(sgd).startswith("Fashion-MNIST test top-1, MobileNet v1 width 0.5 depth 7, 10 epochs, batch 128, "
                                        "SGD (Nesterov 0.9) lr 0.1 weight decay 0.005, augmented")
     assert "batch 128, Adam lr 0.002, augmented" in bench.table(run_record())
