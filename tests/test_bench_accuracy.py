@@ -46,13 +46,18 @@ def test_baselines_from_another_recipe_are_refused(bench, tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
-def main_against_old_baselines(bench, tmp_path, *options):
-    """`bench.main` of a ParaDiS-only 10-epoch run (label mix 0.5, plus ``options``) whose --baselines
-    file is `run_record()`, a record from before the newer recipe options existed."""
+def old_record_file(tmp_path):
+    """`run_record()`, a record from before the newer recipe options existed, written to a file."""
     base = tmp_path / "base.json"
     base.write_text(json.dumps(run_record()))
+    return base
+
+
+def main_against_old_baselines(bench, tmp_path, *options):
+    """`bench.main` of a ParaDiS-only 10-epoch run (label mix 0.5, plus ``options``) whose --baselines
+    file is `old_record_file`."""
     return bench.main(["--epochs", "10", "--label-mix", "0.5", *options, "--only", "paradis",
-                       "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+                       "--baselines", str(old_record_file(tmp_path)), "--out", str(tmp_path / "out.json")])
 
 
 def test_baselines_trained_without_erasing_are_refused_for_an_erasing_run(bench, tmp_path):
@@ -94,7 +99,7 @@ def test_runs_of_another_optimizer_are_not_mixed_and_tables_name_it(bench, tmp_p
     assert bench.recipe_diff(sgd, {**sgd, "momentum": 0.8}) == {"momentum": (0.9, 0.8)}
     (tmp_path / "sgd.json").write_text(json.dumps(sgd))
     with pytest.raises(SystemExit, match="another recipe.*optimizer"):
-        bench.main(["--mean", str(tmp_path / "base.json"), str(tmp_path / "sgd.json")])
+        bench.main(["--mean", str(old_record_file(tmp_path)), str(tmp_path / "sgd.json")])
     assert bench.table(sgd).startswith("Fashion-MNIST test top-1, MobileNet v1 width 0.5 depth 7, 10 epochs, batch 128, "
                                        "SGD (Nesterov 0.9) lr 0.1 weight decay 0.005, augmented")
     assert "batch 128, Adam lr 0.002, augmented" in bench.table(run_record())
