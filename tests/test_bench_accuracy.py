@@ -388,3 +388,51 @@ def test_baselines_without_sync_layers_give_only_their_single_device_rows(bench,
         bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64",
                     "--sync-layers", "1", "--only", "individual", "--individual", "4x0.25", "--baselines", str(other),
                     "--out", str(out)])
+
+
+def test_worker_command_lines_leave_out_the_options_jobs_decides(bench):
+    argv = ["--epochs", "2", "--jobs", "2", "--out=x.json", "--only", "paradis", "--individual", "1x0.5",
+            "--model-out", "m.keras", "--baselines=b.json", "--lr", "0.1"]
+    assert bench.worker_argv(argv) == ["--epochs", "2", "--lr", "0.1"]
+    assert [name for name, _ in bench.job_list(["individual", "paradis"], ["4x0.25", "1x0.25"])] == [
+        "paradis", "individual 4x0.25", "individual 1x0.25"]
+    with pytest.raises(SystemExit):  # no abbreviations, or a worker could get an --out of its own twice
+        bench.main(["--ou", "x.json", "--table"])
+
+
+def test_jobs_are_checked_against_the_cores(bench, tmp_path):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    for bad in (0, cores + 1):
+        with pytest.raises(SystemExit, match=f"--jobs {bad}: pass 1 to {cores}"):
+            bench.main(["--jobs", str(bad), "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_jobs_train_in_pinned_workers_and_a_failed_worker_loses_only_its_own_rows(bench, tmp_path, capsys):
+    """--jobs 2: each training in its own process on its own core, three trainings queued on two cores; when
+    one fails (here the ParaDiS worker cannot save its model) the others still train and keep their rows,
+    and the run exits naming its log."""
+    out = tmp_path / "out.json"
+    tiny = ["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64", "--jobs", "2"]
+    with pytest.raises(SystemExit, match=r"--jobs: 1 training\(s\) failed: paradis \(log .*paradis\.log\)"):
+        bench.main([*tiny, "--only", "paradis", "--only", "individual", "--individual", "1x0.25",
+                    "--individual", "4x0.25", "--out", str(out), "--model-out", str(tmp_path / "no" / "such" / "m.keras")])
+    printed = capsys.readouterr().out
+    assert "paradis failed (exit status 1)" in printed and "started paradis on core" in printed
+    data = json.loads(out.read_text())
+    assert sorted((r["model"], r["switch"]) for r in data["results"]) == [("individual", "1x0.25"),
+                                                                          ("individual", "4x0.25")]
+    assert data["jobs"] == 2 and all(0.0 <= r["top1"] <= 1.0 for r in data["results"])
+    assert "paradis_seconds" not in data["timing"] and data["timing"]["elapsed_seconds"] > 0
+
+    # the same --out again: the ParaDiS rows join the individual rows already there
+    assert bench.main([*tiny, "--only", "paradis", "--out", str(out), "--model-out", str(tmp_path / "m.keras")]) == 0
+    data = json.loads(out.read_text())
+    assert {r["model"] for r in data["results"]} == {"paradis", "individual"} and len(data["results"]) == 8
+    assert data["timing"]["paradis_seconds"] > 0 and data["timing"]["elapsed_seconds"] > 0
+    assert (tmp_path / "m.keras").exists()
+    capsys.readouterr()
+    assert bench.main(["--table", "--out", str(out)]) == 0
+    assert "Trained in 2 processes side by side, each on one core with one TensorFlow thread" in capsys.readouterr().out

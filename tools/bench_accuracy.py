@@ -9,6 +9,11 @@ table in docs/BENCHMARKS.md is made from the JSON by `--table`).
 
 Models run one after another in one process, so the wall-time ratio of the
 joint training to the six individual trainings is measured side by side.
+With ``--jobs 2`` the trainings run in two worker processes at once, each
+pinned to its own core with one TensorFlow thread (on 2 cores about 1.1x
+the images per second of one two-thread process); every time in the
+record is then a single-thread time, the ratio still compares like with
+like, and the record keeps the whole run's elapsed time.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -119,6 +126,10 @@ def table(data: dict) -> str:
         parts += [f"individual {s} {rows[('individual', s)]['train_seconds']:.0f} s" for s in data["switches"]
                   if ("individual", s) in rows]
         lines += ["", "Wall time (not a full run, so no joint-vs-individual ratio): " + ", ".join(parts) + "."]
+    if data.get("jobs", 1) > 1:
+        elapsed = f", {t['elapsed_seconds'] / 60:.0f} minutes in all" if "elapsed_seconds" in t else ""
+        lines.append(f"Trained in {data['jobs']} processes side by side, each on one core with one TensorFlow thread "
+                     f"(the times above are single-thread times){elapsed}.")
     return "\n".join(lines)
 
 
@@ -336,13 +347,110 @@ def targets(rows: dict, switches: list[str]) -> list[str]:
     return out
 
 
+# Options --jobs decides for each worker; the rest of the command line passes through.
+JOB_OPTIONS = ("--jobs", "--out", "--model-out", "--only", "--individual", "--baselines")
+
+
+def worker_argv(argv: list[str]) -> list[str]:
+    """``argv`` without the options in `JOB_OPTIONS` (``--opt value`` and ``--opt=value`` forms)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a.split("=", 1)[0] in JOB_OPTIONS:
+            skip = "=" not in a
+        else:
+            kept.append(a)
+    return kept
+
+
+def job_list(kinds: list[str], chosen: list[str]) -> list[tuple[str, list[str]]]:
+    """``(name, options)`` of each training, longest first: the joint model, slimmable, the individual models."""
+    jobs = [("paradis", ["--only", "paradis"])] if "paradis" in kinds else []
+    jobs += [("slimmable", ["--only", "slimmable"])] if "slimmable" in kinds else []
+    jobs += [(f"individual {s}", ["--only", "individual", "--individual", s]) for s in chosen] if "individual" in kinds else []
+    return jobs
+
+
+def run_jobs(args, argv: list[str], kinds: list[str], chosen: list[str], cores: list[int], data: dict, store) -> None:
+    """Runs each training of this benchmark in its own worker process (this tool, one kind or switch, its own
+    --out in a scratch folder), at most ``args.jobs`` at once, each pinned to a core of its own with one
+    TensorFlow thread; ``store(kind, rows)`` records each worker's rows into --out as it finishes. A failed
+    worker loses only its own training: the others still run, then this exits naming its log."""
+    start = time.perf_counter()
+    base = worker_argv(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="bench_accuracy_jobs_"))
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    print(f"{len(job_list(kinds, chosen))} trainings in {args.jobs} processes; logs in {scratch}", flush=True)
+    pending = job_list(kinds, chosen)
+    running: dict[int, tuple[str, subprocess.Popen, Path, Path, object]] = {}  # core -> job
+    failed: list[str] = []
+    seconds: dict[str, float] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                name, options = pending.pop(0)
+                core = next(c for c in cores[: args.jobs] if c not in running)
+                tag = name.replace(" ", "_").replace("+", "p")
+                result, log = scratch / f"{tag}.json", scratch / f"{tag}.log"
+                model_out = args.model_out if name == "paradis" else str(scratch / f"{tag}.keras")
+                cmd = [sys.executable, str(Path(__file__).resolve()), *base, *options, "--out", str(result),
+                       "--model-out", model_out]
+                pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
+                handle = open(log, "w")
+                running[core] = (name, subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                                        preexec_fn=pin), result, log, handle)
+                print(f"started {name} on core {core}", flush=True)
+            time.sleep(0.5)
+            for core, (name, proc, result, log, handle) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                handle.close()
+                del running[core]
+                if proc.returncode != 0:
+                    tail = log.read_text(errors="replace").splitlines()[-15:]
+                    print(f"{name} failed (exit status {proc.returncode}); the end of {log}:\n" + "\n".join(tail), flush=True)
+                    failed.append(f"{name} (log {log})")
+                    continue
+                done = json.loads(result.read_text())
+                for kind in ("paradis", "individual", "slimmable"):
+                    rows = [r for r in done["results"] if r["model"] == kind]
+                    if rows:
+                        store(kind, rows)
+                        seconds[name] = rows[0]["train_seconds"]
+                print(f"finished {name}: " + ", ".join(f"{r['switch']} {100 * r['top1']:.2f}" for r in done["results"])
+                      + f" ({seconds[name]:.0f} s)", flush=True)
+    finally:  # interrupted (Ctrl-C, an error here): no worker outlives this process
+        for name, proc, *_ in running.values():
+            proc.terminate()
+            proc.wait()
+    t = data["timing"]
+    for kind in ("paradis", "slimmable"):
+        if kind in seconds:
+            t[f"{kind}_seconds"] = seconds[kind]
+    if "individual" in kinds:
+        if chosen == SWITCHES and all(f"individual {s}" in seconds for s in chosen):
+            t["individual_seconds"] = sum(seconds[f"individual {s}"] for s in chosen)
+        else:  # an earlier run's total into the same --out no longer times these rows
+            t.pop("individual_seconds", None)
+    t["elapsed_seconds"] = round(time.perf_counter() - start, 1)
+    if failed:
+        t.pop("joint_over_individual", None)
+        Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
+        raise SystemExit(f"--jobs: {len(failed)} training(s) failed: {'; '.join(failed)}. The rows of the others "
+                         f"are in {args.out}; run the failed ones again with --only/--individual and the same --out.")
+
+
 def main(argv=None) -> int:
     from paradis_tf.switches import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of, check_temperature,
                                      parse_switches, teacher_indices)
     from paradis_tf.data.pipeline import TRANSLATIONS
     from paradis_tf.training.recipe import OPTIMIZERS
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # no abbreviated options: --jobs hands the workers this command line minus the options it owns
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
     ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
     ap.add_argument("--width", type=float, default=0.5, help="MobileNet v1 width (%(default)s)")
     ap.add_argument("--depth", type=int, default=7, help="separable blocks (%(default)s)")
@@ -395,6 +503,9 @@ def main(argv=None) -> int:
                          "run (same recipe: epochs, width, depth, batch, lr, weight decay, augmentation, erasing, label "
                          "mix, train images) instead of training them again; for trying ParaDiS-only options such as "
                          "--switch-weight (default --only paradis)")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="train in N worker processes at once, each pinned to one core with one TensorFlow thread "
+                         "(N <= the cores this process may use; default %(default)s: every model in this process)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     ap.add_argument("--mean", nargs="+", metavar="JSON[:KINDS]",
                     help="print the mean top-1 over runs of one recipe (seeds), each seed's value beside it, and "
@@ -440,6 +551,10 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"--sync-layers {args.sync_layers}: block {bad[0]} does not exist; the network has "
                          f"{args.depth} blocks (--depth), numbered 0 to {args.depth - 1}.")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if not 1 <= args.jobs <= len(cores):
+        raise SystemExit(f"--jobs {args.jobs}: pass 1 to {len(cores)} (the cores this process may use: "
+                         f"{', '.join(map(str, cores))}); each job takes one core.")
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
@@ -519,6 +634,14 @@ def main(argv=None) -> int:
             data["baselines_from"]["without_sync"] = True
 
     def record(kind, model, accs, seconds, switches):
+        store(kind, [{
+            "model": kind, "switch": s, "top1": round(accs[s], 4),
+            "macs_per_device": [d["macs"] for d in model.device_stats(s)], "params": int(model.count_params()),
+            "train_seconds": round(seconds, 1),
+        } for s in switches])
+
+    def store(kind, new_rows):
+        switches = [r["switch"] for r in new_rows]
         data["results"] = [r for r in data["results"] if not (r["model"] == kind and r["switch"] in switches)]
         src = data.get("baselines_from")
         if src:  # rows trained now are no longer the --baselines file's
@@ -526,17 +649,14 @@ def main(argv=None) -> int:
             src["models"] = sorted({m for m, _ in src["rows"]})
             if not src["rows"]:
                 del data["baselines_from"]
-        for s in switches:
-            stats = model.device_stats(s)
-            data["results"].append({
-                "model": kind, "switch": s, "top1": round(accs[s], 4),
-                "macs_per_device": [d["macs"] for d in stats], "params": int(model.count_params()),
-                "train_seconds": round(seconds, 1),
-            })
+        data["results"].extend(new_rows)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=2) + "\n")
 
-    if "paradis" in kinds:
+    if args.jobs > 1:
+        data["jobs"] = args.jobs
+        run_jobs(args, sys.argv[1:] if argv is None else argv, kinds, chosen, cores, data, store)
+    if args.jobs == 1 and "paradis" in kinds:
         m = build(SWITCHES, paradis=True)
         r = train(m, x, y, cfg, verbose=2)
         accs = evaluate(m, xt, yt)
@@ -544,7 +664,7 @@ def main(argv=None) -> int:
         data["timing"]["paradis_seconds"] = r["train_seconds"]
         record("paradis", m, accs, r["train_seconds"], SWITCHES)
         m.save(args.model_out)
-    if "individual" in kinds:
+    if args.jobs == 1 and "individual" in kinds:
         total = 0.0
         for s in chosen:
             m = build([s])
@@ -557,7 +677,7 @@ def main(argv=None) -> int:
             data["timing"]["individual_seconds"] = total
         else:  # an earlier run's total into the same --out no longer times these rows
             data["timing"].pop("individual_seconds", None)
-    if "slimmable" in kinds:
+    if args.jobs == 1 and "slimmable" in kinds:
         m = build(list(SLIMMABLE_SWITCHES))
         r = train(m, x, y, cfg, verbose=2)
         accs = evaluate(m, xt, yt)
