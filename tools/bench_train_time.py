@@ -42,10 +42,18 @@ def main(argv=None) -> int:
     ap.add_argument("--sandwich", type=int, nargs="+", default=[], metavar="N",
                     help="also time the joint model training a sandwich sample of N switches per step "
                          "(the widest, the narrowest and N-2 random others), side by side")
+    ap.add_argument("--also-batch", type=int, nargs="+", default=[], metavar="N",
+                    help="also time the joint model and the individual 1x1.0 at batch N (the same images per "
+                         "round: steps x batch-size / N steps), side by side; reports time per image against "
+                         "--batch-size")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/train_time.json"))
     args = ap.parse_args(argv)
     from paradis_tf.switches import check_sandwich
 
+    bad = [n for n in args.also_batch if n < 1 or (args.steps * args.batch_size) % n]
+    if bad:
+        raise SystemExit(f"--also-batch {bad[0]}: pass a batch size > 0 that divides steps x batch-size "
+                         f"({args.steps} x {args.batch_size}), so every model sees the same images per round.")
     for n in args.sandwich:
         try:
             check_sandwich(n, len(SWITCHES))
@@ -61,6 +69,7 @@ def main(argv=None) -> int:
 
     x, y = load_fashion_mnist("train", limit=args.batch_size * 50)
     ds = make_dataset(x, y, args.batch_size, training=True).repeat()
+    batch = {}  # model name -> batch size, where not --batch-size
     models = {"paradis": SWITCHES, **{f"individual {s}": [s] for s in SWITCHES}}
     if args.per_device:
         models["paradis per device"] = SWITCHES
@@ -68,27 +77,33 @@ def main(argv=None) -> int:
         models["paradis XLA"] = SWITCHES
     for n in args.sandwich:
         models[f"paradis sandwich {n}"] = SWITCHES
+    for n in args.also_batch:
+        for name, sw in (("paradis", SWITCHES), ("individual 1x1.0", ["1x1.0"])):
+            models[f"{name} batch {n}"] = sw
+            batch[f"{name} batch {n}"] = n
+    datasets = {n: make_dataset(x, y, n, training=True).repeat() for n in set(batch.values())}
+    steps = {name: args.steps * args.batch_size // batch.get(name, args.batch_size) for name in models}
     built = {}
     for name, sw in models.items():
         sandwich = int(name.rpartition(" ")[2]) if "sandwich" in name else None
         m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth, sandwich=sandwich)
         m.packed = not name.endswith("per device")
         m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=name.endswith("XLA"))
-        m.fit(ds, steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace and warm up
+        m.fit(datasets.get(batch.get(name), ds), steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace, warm up
         built[name] = m
     times: dict[str, list[float]] = {name: [] for name in models}
     cpu: dict[str, list[float]] = {name: [] for name in models}
     for r in range(args.rounds):
         for name, m in built.items():
             t0, c0 = time.perf_counter(), time.process_time()
-            m.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0, calibrate=False)
-            times[name].append((time.perf_counter() - t0) / args.steps)
-            cpu[name].append((time.process_time() - c0) / args.steps)
+            m.fit(datasets.get(batch.get(name), ds), steps_per_epoch=steps[name], epochs=1, verbose=0, calibrate=False)
+            times[name].append((time.perf_counter() - t0) / steps[name])
+            cpu[name].append((time.process_time() - c0) / steps[name])
         print(f"round {r + 1}: " + ", ".join(f"{n} {1000 * times[n][-1]:.0f} ms ({1000 * cpu[n][-1]:.0f} ms CPU)"
                                             for n in times), flush=True)
     med = {n: statistics.median(t) for n, t in times.items()}
     med_cpu = {n: statistics.median(t) for n, t in cpu.items()}
-    individual = sum(v for n, v in med.items() if n.startswith("individual"))
+    individual = sum(v for n, v in med.items() if n.startswith("individual") and n not in batch)
     result = {
         "width": args.width, "depth": args.depth, "batch_size": args.batch_size, "rounds": args.rounds,
         "steps": args.steps, "seconds_per_step": med, "cpu_seconds_per_step": med_cpu, "individual_sum": individual,
@@ -99,6 +114,12 @@ def main(argv=None) -> int:
         **({"sandwich_over_all": {n: med[f"paradis sandwich {n}"] / med["paradis"] for n in args.sandwich},
             "sandwich_over_all_cpu": {n: med_cpu[f"paradis sandwich {n}"] / med_cpu["paradis"] for n in args.sandwich}}
            if args.sandwich else {}),
+        # time per image at batch N over time per image at --batch-size (wall, CPU)
+        **({"per_image_over_default": {n: {m: med[f"{m} batch {n}"] * args.batch_size / (n * med[m])
+                                           for m in ("paradis", "individual 1x1.0")} for n in args.also_batch},
+            "per_image_over_default_cpu": {n: {m: med_cpu[f"{m} batch {n}"] * args.batch_size / (n * med_cpu[m])
+                                               for m in ("paradis", "individual 1x1.0")} for n in args.also_batch}}
+           if args.also_batch else {}),
         "command": "python tools/bench_train_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -112,6 +133,10 @@ def main(argv=None) -> int:
     if args.per_device:
         print(f"joint packed / per device = {result['packed_over_per_device']:.2f} wall, "
               f"{result['packed_over_per_device_cpu']:.2f} CPU time")
+    for n in args.also_batch:
+        for m in ("paradis", "individual 1x1.0"):
+            print(f"{m}: time per image at batch {n} / at batch {args.batch_size} = "
+                  f"{result['per_image_over_default'][n][m]:.2f} wall, {result['per_image_over_default_cpu'][n][m]:.2f} CPU time")
     for n in args.sandwich:
         print(f"joint with a sandwich of {n} / all six switches = {result['sandwich_over_all'][n]:.2f} wall, "
               f"{result['sandwich_over_all_cpu'][n]:.2f} CPU time")
