@@ -372,21 +372,25 @@ def job_list(kinds: list[str], chosen: list[str]) -> list[tuple[str, list[str]]]
     return jobs
 
 
-def run_jobs(args, argv: list[str], kinds: list[str], chosen: list[str], cores: list[int], data: dict, store) -> None:
+def run_jobs(args, argv: list[str], kinds: list[str], chosen: list[str], cores: list[int], data: dict, store,
+             seconds: dict[str, float]) -> list[str]:
     """Runs each training of this benchmark in its own worker process (this tool, one kind or switch, its own
     --out in a scratch folder), at most ``args.jobs`` at once, each pinned to a core of its own with one
-    TensorFlow thread; ``store(kind, rows)`` records each worker's rows into --out as it finishes. A failed
-    worker loses only its own training: the others still run, then this exits naming its log."""
+    TensorFlow thread; ``store(kind, rows)`` records each worker's rows into --out as it finishes, and
+    ``seconds[training]`` its time. A failed worker loses only its own training: the others still run.
+
+    Returns:
+        The failed trainings, each with its log.
+    """
     start = time.perf_counter()
     base = worker_argv(argv)
     scratch = Path(tempfile.mkdtemp(prefix="bench_accuracy_jobs_"))
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    print(f"{len(job_list(kinds, chosen))} trainings in {args.jobs} processes; logs in {scratch}", flush=True)
     pending = job_list(kinds, chosen)
+    print(f"{len(pending)} trainings in {args.jobs} processes; logs in {scratch}", flush=True)
     running: dict[int, tuple[str, subprocess.Popen, Path, Path, object]] = {}  # core -> job
     failed: list[str] = []
-    seconds: dict[str, float] = {}
     try:
         while pending or running:
             while pending and len(running) < args.jobs:
@@ -417,29 +421,18 @@ def run_jobs(args, argv: list[str], kinds: list[str], chosen: list[str], cores: 
                 for kind in ("paradis", "individual", "slimmable"):
                     rows = [r for r in done["results"] if r["model"] == kind]
                     if rows:
-                        store(kind, rows)
                         seconds[name] = rows[0]["train_seconds"]
+                        if name in ("paradis", "slimmable"):
+                            data["timing"][f"{name}_seconds"] = seconds[name]
+                        store(kind, rows)
                 print(f"finished {name}: " + ", ".join(f"{r['switch']} {100 * r['top1']:.2f}" for r in done["results"])
                       + f" ({seconds[name]:.0f} s)", flush=True)
     finally:  # interrupted (Ctrl-C, an error here): no worker outlives this process
         for name, proc, *_ in running.values():
             proc.terminate()
             proc.wait()
-    t = data["timing"]
-    for kind in ("paradis", "slimmable"):
-        if kind in seconds:
-            t[f"{kind}_seconds"] = seconds[kind]
-    if "individual" in kinds:
-        if chosen == SWITCHES and all(f"individual {s}" in seconds for s in chosen):
-            t["individual_seconds"] = sum(seconds[f"individual {s}"] for s in chosen)
-        else:  # an earlier run's total into the same --out no longer times these rows
-            t.pop("individual_seconds", None)
-    t["elapsed_seconds"] = round(time.perf_counter() - start, 1)
-    if failed:
-        t.pop("joint_over_individual", None)
-        Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
-        raise SystemExit(f"--jobs: {len(failed)} training(s) failed: {'; '.join(failed)}. The rows of the others "
-                         f"are in {args.out}; run the failed ones again with --only/--individual and the same --out.")
+    data["timing"]["elapsed_seconds"] = round(time.perf_counter() - start, 1)
+    return failed
 
 
 def main(argv=None) -> int:
@@ -653,9 +646,21 @@ def main(argv=None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=2) + "\n")
 
+    seconds: dict[str, float] = {}  # "paradis", "slimmable", "individual 2x0.5": training time
+
+    def individual_total():
+        """The six individual trainings' total time, where this run trained all six."""
+        if chosen == SWITCHES and all(f"individual {s}" in seconds for s in chosen):
+            data["timing"]["individual_seconds"] = sum(seconds[f"individual {s}"] for s in chosen)
+        else:  # an earlier run's total into the same --out no longer times these rows
+            data["timing"].pop("individual_seconds", None)
+
+    failed = []
     if args.jobs > 1:
         data["jobs"] = args.jobs
-        run_jobs(args, sys.argv[1:] if argv is None else argv, kinds, chosen, cores, data, store)
+        failed = run_jobs(args, sys.argv[1:] if argv is None else argv, kinds, chosen, cores, data, store, seconds)
+        if "individual" in kinds:
+            individual_total()
     if args.jobs == 1 and "paradis" in kinds:
         m = build(SWITCHES, paradis=True)
         r = train(m, x, y, cfg, verbose=2)
@@ -665,18 +670,14 @@ def main(argv=None) -> int:
         record("paradis", m, accs, r["train_seconds"], SWITCHES)
         m.save(args.model_out)
     if args.jobs == 1 and "individual" in kinds:
-        total = 0.0
         for s in chosen:
             m = build([s])
             r = train(m, x, y, cfg, verbose=2)
             accs = evaluate(m, xt, yt)
-            total += r["train_seconds"]
+            seconds[f"individual {s}"] = r["train_seconds"]
             print("individual", s, accs, f"{r['train_seconds']:.0f}s", flush=True)
             record("individual", m, accs, r["train_seconds"], [s])
-        if chosen == SWITCHES:
-            data["timing"]["individual_seconds"] = total
-        else:  # an earlier run's total into the same --out no longer times these rows
-            data["timing"].pop("individual_seconds", None)
+        individual_total()
     if args.jobs == 1 and "slimmable" in kinds:
         m = build(list(SLIMMABLE_SWITCHES))
         r = train(m, x, y, cfg, verbose=2)
@@ -685,11 +686,14 @@ def main(argv=None) -> int:
         data["timing"]["slimmable_seconds"] = r["train_seconds"]
         record("slimmable", m, accs, r["train_seconds"], list(SLIMMABLE_SWITCHES))
     t = data["timing"]
-    if "paradis_seconds" in t and "individual_seconds" in t and not data.get("baselines_from"):
+    if "paradis_seconds" in t and "individual_seconds" in t and not data.get("baselines_from") and not failed:
         t["joint_over_individual"] = t["paradis_seconds"] / t["individual_seconds"]
     else:  # derived from the two totals: an earlier run's ratio must not outlive them
         t.pop("joint_over_individual", None)
     out.write_text(json.dumps(data, indent=2) + "\n")
+    if failed:
+        raise SystemExit(f"--jobs: {len(failed)} training(s) failed: {'; '.join(failed)}. The rows of the others "
+                         f"are in {args.out}; run the failed ones again with --only/--individual and the same --out.")
     if {"paradis_seconds", "individual_seconds", "slimmable_seconds"} <= set(t):
         print(table(data))
     return 0

@@ -82,6 +82,7 @@ def main(argv=None) -> int:
             models[f"{name} batch {n}"] = sw
             batch[f"{name} batch {n}"] = n
     datasets = {n: make_dataset(x, y, n, training=True).repeat() for n in set(batch.values())}
+    feed = {name: datasets.get(batch.get(name), ds) for name in models}
     steps = {name: args.steps * args.batch_size // batch.get(name, args.batch_size) for name in models}
     built = {}
     for name, sw in models.items():
@@ -89,14 +90,14 @@ def main(argv=None) -> int:
         m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth, sandwich=sandwich)
         m.packed = not name.endswith("per device")
         m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=name.endswith("XLA"))
-        m.fit(datasets.get(batch.get(name), ds), steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace, warm up
+        m.fit(feed[name], steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace, warm up
         built[name] = m
     times: dict[str, list[float]] = {name: [] for name in models}
     cpu: dict[str, list[float]] = {name: [] for name in models}
     for r in range(args.rounds):
         for name, m in built.items():
             t0, c0 = time.perf_counter(), time.process_time()
-            m.fit(datasets.get(batch.get(name), ds), steps_per_epoch=steps[name], epochs=1, verbose=0, calibrate=False)
+            m.fit(feed[name], steps_per_epoch=steps[name], epochs=1, verbose=0, calibrate=False)
             times[name].append((time.perf_counter() - t0) / steps[name])
             cpu[name].append((time.process_time() - c0) / steps[name])
         print(f"round {r + 1}: " + ", ".join(f"{n} {1000 * times[n][-1]:.0f} ms ({1000 * cpu[n][-1]:.0f} ms CPU)"
