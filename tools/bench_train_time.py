@@ -46,6 +46,12 @@ def main(argv=None) -> int:
                     help="also time the joint model and the individual 1x1.0 at batch N (the same images per "
                          "round: steps x batch-size / N steps), side by side; reports time per image against "
                          "--batch-size")
+    ap.add_argument("--conv-pointwise", action="store_true",
+                    help="also time the joint model and the individual 1x1.0 with their pointwise layers run as "
+                         "1x1 convolution kernels instead of matmuls (ParaDiSConv2D.pointwise_matmul), side by side")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="TensorFlow intra- and inter-op threads (bench_accuracy --jobs workers run with 1); "
+                         "default: TensorFlow's")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/train_time.json"))
     args = ap.parse_args(argv)
     from paradis_tf.switches import check_sandwich
@@ -60,11 +66,17 @@ def main(argv=None) -> int:
         except ValueError:
             raise SystemExit(f"--sandwich {n}: pass 2 to {len(SWITCHES)} switches per step.") from None
 
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads {args.threads}: pass 1 or more threads, or leave it out for TensorFlow's default.")
     import keras
-    import numpy as np
     import tensorflow as tf
 
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
     from paradis_tf.data import load_fashion_mnist, make_dataset
+    from paradis_tf.layers import ParaDiSConv2D
     from paradis_tf.models import mobilenet_v1
 
     x, y = load_fashion_mnist("train", limit=args.batch_size * 50)
@@ -75,6 +87,9 @@ def main(argv=None) -> int:
         models["paradis per device"] = SWITCHES
     if args.xla:
         models["paradis XLA"] = SWITCHES
+    if args.conv_pointwise:
+        models["paradis conv pointwise"] = SWITCHES
+        models["individual 1x1.0 conv pointwise"] = ["1x1.0"]
     for n in args.sandwich:
         models[f"paradis sandwich {n}"] = SWITCHES
     for n in args.also_batch:
@@ -89,6 +104,10 @@ def main(argv=None) -> int:
         sandwich = int(name.rpartition(" ")[2]) if "sandwich" in name else None
         m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth, sandwich=sandwich)
         m.packed = not name.endswith("per device")
+        if name.endswith("conv pointwise"):
+            for layer in m._flatten_layers(include_self=False, recursive=True):
+                if isinstance(layer, ParaDiSConv2D):
+                    layer.pointwise_matmul = False  # read when the step is traced, just below
         m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=name.endswith("XLA"))
         m.fit(feed[name], steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace, warm up
         built[name] = m
@@ -104,12 +123,19 @@ def main(argv=None) -> int:
                                             for n in times), flush=True)
     med = {n: statistics.median(t) for n, t in times.items()}
     med_cpu = {n: statistics.median(t) for n, t in cpu.items()}
-    individual = sum(v for n, v in med.items() if n.startswith("individual") and n not in batch)
+    individual = sum(v for n, v in med.items() if n.startswith("individual") and n not in batch
+                     and not n.endswith("conv pointwise"))
     result = {
         "width": args.width, "depth": args.depth, "batch_size": args.batch_size, "rounds": args.rounds,
         "steps": args.steps, "seconds_per_step": med, "cpu_seconds_per_step": med_cpu, "individual_sum": individual,
         "joint_over_individual": med["paradis"] / individual, "tensorflow": tf.__version__,
         **({"xla_over_default": med["paradis XLA"] / med["paradis"]} if args.xla else {}),
+        # the default (pointwise layers as matmuls) over 1x1 convolution kernels (wall, CPU)
+        **({"matmul_over_conv_pointwise": {m: med[m] / med[f"{m} conv pointwise"] for m in ("paradis", "individual 1x1.0")},
+            "matmul_over_conv_pointwise_cpu": {m: med_cpu[m] / med_cpu[f"{m} conv pointwise"]
+                                               for m in ("paradis", "individual 1x1.0")}}
+           if args.conv_pointwise else {}),
+        "threads": args.threads,
         **({"packed_over_per_device": med["paradis"] / med["paradis per device"],
             "packed_over_per_device_cpu": med_cpu["paradis"] / med_cpu["paradis per device"]} if args.per_device else {}),
         **({"sandwich_over_all": {n: med[f"paradis sandwich {n}"] / med["paradis"] for n in args.sandwich},
@@ -134,6 +160,10 @@ def main(argv=None) -> int:
     if args.per_device:
         print(f"joint packed / per device = {result['packed_over_per_device']:.2f} wall, "
               f"{result['packed_over_per_device_cpu']:.2f} CPU time")
+    if args.conv_pointwise:
+        for m in ("paradis", "individual 1x1.0"):
+            print(f"{m}: pointwise as matmul / as 1x1 convolution = {result['matmul_over_conv_pointwise'][m]:.2f} wall, "
+                  f"{result['matmul_over_conv_pointwise_cpu'][m]:.2f} CPU time")
     for n in args.also_batch:
         for m in ("paradis", "individual 1x1.0"):
             print(f"{m}: time per image at batch {n} / at batch {args.batch_size} = "

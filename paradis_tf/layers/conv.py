@@ -76,6 +76,11 @@ class ParaDiSConv2D(keras.layers.Layer):
         The list of per-device output tensors (one tensor when ``packed``).
     """
 
+    # Run 1x1 stride-1 kernels as a matmul over the pixels (same numbers up
+    # to float summation order). An instance may set it False before its
+    # first call to use the convolution kernel instead (timing comparisons).
+    pointwise_matmul = True
+
     def __init__(
         self,
         filters: int,
@@ -136,7 +141,15 @@ class ParaDiSConv2D(keras.layers.Layer):
         return [w] if self.bias is None else [w, self.bias[oa:ob]]
 
     def _conv(self, x, weights):
-        y = ops.conv(x, weights[0], strides=self.strides, padding=self.padding)
+        if self.pointwise_matmul and self.kernel_size == (1, 1) and self.strides == (1, 1):
+            # A pointwise convolution is a matmul over the pixels; on this CPU
+            # the matmul and its gradients beat the 1x1 convolution kernels
+            # (tools/bench_train_time.py --conv-pointwise, docs/BENCHMARKS.md).
+            w = weights[0][0, 0]
+            shape = ops.shape(x)
+            y = ops.reshape(ops.matmul(ops.reshape(x, (-1, shape[-1])), w), (*shape[:-1], w.shape[-1]))
+        else:
+            y = ops.conv(x, weights[0], strides=self.strides, padding=self.padding)
         if self.bias is not None:
             y = y + weights[1]
         return y
