@@ -71,6 +71,28 @@ def test_split_conv_equals_block_diagonal_full_conv():
     np.testing.assert_allclose(out, np_conv_same(x, block), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("matmul", [True, False])
+@pytest.mark.parametrize("role", ["split", "sync"])
+def test_pointwise_conv_as_matmul_matches_numpy(role, matmul):
+    # 1x1 stride-1 kernels run as a matmul over the pixels unless the layer is
+    # told to use the convolution kernel; both are the same convolution.
+    layer = ParaDiSConv2D(8, 1, role=role, switches=["0.5+0.25+0.25"], use_bias=True)
+    layer.pointwise_matmul = matmul
+    layer.build((None, 5, 3, 8))
+    layer.bias.assign(RNG.normal(size=8).astype("float32"))
+    w, b = layer.kernel.numpy(), layer.bias.numpy()
+    x = RNG.normal(size=(3, 5, 3, 8)).astype("float32")
+    s = Switch.parse("0.5+0.25+0.25")
+    outs = layer(split(x, s, 8), switch=s)
+    for (a, e), out in zip(s.channel_ranges(8), outs):
+        ia, ib = (a, e) if role == "split" else (0, 8)
+        np.testing.assert_allclose(np.asarray(out), np_conv_same(x[..., ia:ib], w[:, :, ia:ib, a:e]) + b[a:e],
+                                   rtol=1e-4, atol=1e-4)
+    packed = layer(x, switch=s, packed=True)
+    np.testing.assert_allclose(np.asarray(packed), np.concatenate([np.asarray(o) for o in outs], -1),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_depthwise_matches_numpy():
     layer = ParaDiSDepthwiseConv2D(3, 1, switches=["4x0.25"])
     layer.build((None, 5, 5, 8))
