@@ -83,17 +83,17 @@ def main(argv=None) -> int:
     ds = make_dataset(x, y, args.batch_size, training=True).repeat()
     batch = {}  # model name -> batch size, where not --batch-size
     models = {"paradis": SWITCHES, **{f"individual {s}": [s] for s in SWITCHES}}
+    varied = {"paradis": SWITCHES, "individual 1x1.0": ["1x1.0"]}  # the models timed again under a variation
     if args.per_device:
         models["paradis per device"] = SWITCHES
     if args.xla:
         models["paradis XLA"] = SWITCHES
     if args.conv_pointwise:
-        models["paradis conv pointwise"] = SWITCHES
-        models["individual 1x1.0 conv pointwise"] = ["1x1.0"]
+        models.update({f"{name} conv pointwise": sw for name, sw in varied.items()})
     for n in args.sandwich:
         models[f"paradis sandwich {n}"] = SWITCHES
     for n in args.also_batch:
-        for name, sw in (("paradis", SWITCHES), ("individual 1x1.0", ["1x1.0"])):
+        for name, sw in varied.items():
             models[f"{name} batch {n}"] = sw
             batch[f"{name} batch {n}"] = n
     datasets = {n: make_dataset(x, y, n, training=True).repeat() for n in set(batch.values())}
@@ -123,17 +123,16 @@ def main(argv=None) -> int:
                                             for n in times), flush=True)
     med = {n: statistics.median(t) for n, t in times.items()}
     med_cpu = {n: statistics.median(t) for n, t in cpu.items()}
-    individual = sum(v for n, v in med.items() if n.startswith("individual") and n not in batch
-                     and not n.endswith("conv pointwise"))
+    individual = sum(med[f"individual {s}"] for s in SWITCHES)
     result = {
         "width": args.width, "depth": args.depth, "batch_size": args.batch_size, "rounds": args.rounds,
         "steps": args.steps, "seconds_per_step": med, "cpu_seconds_per_step": med_cpu, "individual_sum": individual,
         "joint_over_individual": med["paradis"] / individual, "tensorflow": tf.__version__,
         **({"xla_over_default": med["paradis XLA"] / med["paradis"]} if args.xla else {}),
         # the default (pointwise layers as matmuls) over 1x1 convolution kernels (wall, CPU)
-        **({"matmul_over_conv_pointwise": {m: med[m] / med[f"{m} conv pointwise"] for m in ("paradis", "individual 1x1.0")},
+        **({"matmul_over_conv_pointwise": {m: med[m] / med[f"{m} conv pointwise"] for m in varied},
             "matmul_over_conv_pointwise_cpu": {m: med_cpu[m] / med_cpu[f"{m} conv pointwise"]
-                                               for m in ("paradis", "individual 1x1.0")}}
+                                               for m in varied}}
            if args.conv_pointwise else {}),
         "threads": args.threads,
         **({"packed_over_per_device": med["paradis"] / med["paradis per device"],
@@ -143,9 +142,9 @@ def main(argv=None) -> int:
            if args.sandwich else {}),
         # time per image at batch N over time per image at --batch-size (wall, CPU)
         **({"per_image_over_default": {n: {m: med[f"{m} batch {n}"] * args.batch_size / (n * med[m])
-                                           for m in ("paradis", "individual 1x1.0")} for n in args.also_batch},
+                                           for m in varied} for n in args.also_batch},
             "per_image_over_default_cpu": {n: {m: med_cpu[f"{m} batch {n}"] * args.batch_size / (n * med_cpu[m])
-                                               for m in ("paradis", "individual 1x1.0")} for n in args.also_batch}}
+                                               for m in varied} for n in args.also_batch}}
            if args.also_batch else {}),
         "command": "python tools/bench_train_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
@@ -161,11 +160,11 @@ def main(argv=None) -> int:
         print(f"joint packed / per device = {result['packed_over_per_device']:.2f} wall, "
               f"{result['packed_over_per_device_cpu']:.2f} CPU time")
     if args.conv_pointwise:
-        for m in ("paradis", "individual 1x1.0"):
+        for m in varied:
             print(f"{m}: pointwise as matmul / as 1x1 convolution = {result['matmul_over_conv_pointwise'][m]:.2f} wall, "
                   f"{result['matmul_over_conv_pointwise_cpu'][m]:.2f} CPU time")
     for n in args.also_batch:
-        for m in ("paradis", "individual 1x1.0"):
+        for m in varied:
             print(f"{m}: time per image at batch {n} / at batch {args.batch_size} = "
                   f"{result['per_image_over_default'][n][m]:.2f} wall, {result['per_image_over_default_cpu'][n][m]:.2f} CPU time")
     for n in args.sandwich:
