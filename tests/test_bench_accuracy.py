@@ -436,3 +436,53 @@ def test_jobs_train_in_pinned_workers_and_a_failed_worker_loses_only_its_own_row
     capsys.readouterr()
     assert bench.main(["--table", "--out", str(out)]) == 0
     assert "Trained in 2 processes side by side, each on one core with one TensorFlow thread" in capsys.readouterr().out
+
+
+def test_logits_out_saves_what_was_evaluated_and_ensemble_sums_the_files(bench, tmp_path, capsys):
+    """--logits-out writes each trained switch's test logits (their top-1 is the record's), and --ensemble
+    gives the top-1 of each file and of their summed logits, as NumPy computes it."""
+    import numpy as np
+
+    from paradis_tf.data import load_fashion_mnist
+
+    out, logits = tmp_path / "out.json", tmp_path / "logits"
+    for seed in (0, 1):
+        assert bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64",
+                           "--only", "individual", "--individual", "1x0.25", "--seed", str(seed),
+                           "--out", str(tmp_path / f"out{seed}.json"), "--model-out", str(tmp_path / "m.keras"),
+                           "--logits-out", str(logits)]) == 0
+    _, labels = load_fashion_mnist("test")
+    files = sorted(logits.iterdir())
+    assert [f.name for f in files] == ["individual_1x0.25_seed0.npy", "individual_1x0.25_seed1.npy"]
+    z = [np.load(f) for f in files]
+    assert all(a.shape == (len(labels), 10) and a.dtype == np.float32 for a in z)
+    for seed, a in enumerate(z):
+        top1 = json.loads((tmp_path / f"out{seed}.json").read_text())["results"][0]["top1"]
+        assert abs(float(np.mean(a.argmax(1) == labels)) - top1) < 2e-4  # the logits the record's top-1 came from
+    assert not np.array_equal(z[0], z[1])  # two seeds, two models
+    capsys.readouterr()
+    assert bench.main(["--ensemble", *map(str, files)]) == 0
+    text = capsys.readouterr().out
+    both = 100 * float(np.mean((z[0].astype(np.float64) + z[1]).argmax(1) == labels))
+    assert f"| 2 | {both:.2f} | {both:.2f} | {both:.2f} | 1 |" in text
+    singles = [100 * float(np.mean(a.argmax(1) == labels)) for a in z]
+    assert f"| 1 | {sum(singles) / 2:.2f} | {min(singles):.2f} | {max(singles):.2f} | 2 |" in text
+    assert not out.exists()
+
+
+def test_ensemble_refuses_files_that_are_not_test_set_logits(bench, tmp_path):
+    import numpy as np
+
+    bad = tmp_path / "few.npy"
+    np.save(bad, np.zeros((5, 10), np.float32))
+    with pytest.raises(SystemExit, match=r"--ensemble .*few\.npy: logits of shape \(5, 10\); expected \(10000, classes\)"):
+        bench.main(["--ensemble", str(bad)])
+    text = tmp_path / "notes.npy"
+    text.write_text("not an array")
+    with pytest.raises(SystemExit, match=r"--ensemble .*notes\.npy: not a NumPy \.npy file .*pass files written by --logits-out"):
+        bench.main(["--ensemble", str(text)])
+    good, other = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(good, np.zeros((10000, 10), np.float32))
+    np.save(other, np.zeros((10000, 3), np.float32))
+    with pytest.raises(SystemExit, match=r"b\.npy: logits of shape \(10000, 3\), but .*a\.npy has \(10000, 10\)"):
+        bench.main(["--ensemble", str(good), str(other)])

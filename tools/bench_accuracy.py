@@ -435,6 +435,42 @@ def run_jobs(args, argv: list[str], kinds: list[str], chosen: list[str], cores: 
     return failed
 
 
+def ensemble_table(paths: list[str], labels) -> str:
+    """Top-1 of each saved logits file (`--logits-out`) and of their sums, over every subset of each size.
+
+    Summing the logits of K models is what a ParaDiS multi-device switch does with its devices' partial
+    logits, so K independently trained single-device models summed are K devices that never exchange
+    anything and were trained apart: the reference for what joint training adds.
+    """
+    import itertools
+
+    import numpy as np
+
+    logits = []
+    for path in paths:
+        try:
+            z = np.load(path)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--ensemble {path}: not a NumPy .npy file ({e}); pass files written by --logits-out.") from None
+        if z.ndim != 2 or len(z) != len(labels):
+            raise SystemExit(f"--ensemble {path}: logits of shape {z.shape}; expected ({len(labels)}, classes), "
+                             "one row per test image, as --logits-out writes them.")
+        if logits and z.shape != logits[0].shape:
+            raise SystemExit(f"--ensemble {path}: logits of shape {z.shape}, but {paths[0]} has {logits[0].shape}; "
+                             "pass logits of one dataset and one set of classes.")
+        logits.append(z.astype(np.float64))
+
+    def top1(z):
+        return 100.0 * float(np.mean(np.argmax(z, axis=1) == labels))
+
+    lines = ["| file | top-1 |", "|---|---|"] + [f"| {p} | {top1(z):.2f} |" for p, z in zip(paths, logits)]
+    lines += ["", "| models summed | top-1, mean over subsets | min | max | subsets |", "|---|---|---|---|---|"]
+    for k in range(1, len(logits) + 1):
+        accs = [top1(sum(logits[i] for i in c)) for c in itertools.combinations(range(len(logits)), k)]
+        lines.append(f"| {k} | {sum(accs) / len(accs):.2f} | {min(accs):.2f} | {max(accs):.2f} | {len(accs)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from paradis_tf.switches import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of, check_temperature,
                                      parse_switches, teacher_indices)
@@ -499,12 +535,24 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="train in N worker processes at once, each pinned to one core with one TensorFlow thread "
                          "(N <= the cores this process may use; default %(default)s: every model in this process)")
+    ap.add_argument("--logits-out", default=None, metavar="DIR",
+                    help="also save each trained model's test-set logits, one (10000, 10) float32 .npy per switch: "
+                         "DIR/{model}_{switch}_seed{seed}.npy (for --ensemble)")
+    ap.add_argument("--ensemble", nargs="+", metavar="NPY",
+                    help="print the test top-1 of each --logits-out file and of their summed logits (every subset "
+                         "of each size), then exit")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     ap.add_argument("--mean", nargs="+", metavar="JSON[:KINDS]",
                     help="print the mean top-1 over runs of one recipe (seeds), each seed's value beside it, and "
                          "the targets checked on the means, then exit. KINDS (comma-separated paradis, "
                          "individual, slimmable) picks a file's rows; default: the kinds that run trained itself")
     args = ap.parse_args(argv)
+    if args.ensemble:
+        from paradis_tf.data import load_fashion_mnist
+
+        _, labels = load_fashion_mnist("test")
+        print(ensemble_table(args.ensemble, labels))
+        return 0
     if args.mean:
         runs = []
         for text in args.mean:
@@ -626,7 +674,24 @@ def main(argv=None) -> int:
         if one_device_only:
             data["baselines_from"]["without_sync"] = True
 
+    def save_logits(kind, model, switches):
+        if not args.logits_out:
+            return
+        import numpy as np
+
+        from paradis_tf.data import make_dataset
+
+        ds = make_dataset(xt, None, 500, preprocessing=model.preprocessing)
+        outs = model.predict(ds, verbose=0)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        folder = Path(args.logits_out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for s, z in zip(model.switches, outs):
+            if str(s) in switches:
+                np.save(folder / f"{kind}_{s}_seed{args.seed}.npy", np.asarray(z, np.float32))
+
     def record(kind, model, accs, seconds, switches):
+        save_logits(kind, model, switches)
         store(kind, [{
             "model": kind, "switch": s, "top1": round(accs[s], 4),
             "macs_per_device": [d["macs"] for d in model.device_stats(s)], "params": int(model.count_params()),
