@@ -5,7 +5,7 @@ runs it: `tf.distribute` strategies, loss scaling and metrics keep working.
 """
 
 from paradis_tf.training.baselines import SLIMMABLE_SWITCHES, individual_model, slimmable_model
-from paradis_tf.training.recipe import TrainConfig, evaluate, make_optimizer, train
+from paradis_tf.training.recipe import TrainConfig, device_accuracy, evaluate, make_optimizer, train
 
-__all__ = ["TrainConfig", "train", "evaluate", "make_optimizer", "individual_model", "slimmable_model",
+__all__ = ["TrainConfig", "train", "evaluate", "device_accuracy", "make_optimizer", "individual_model", "slimmable_model",
            "SLIMMABLE_SWITCHES"]

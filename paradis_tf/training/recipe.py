@@ -171,3 +171,29 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 50
         model.compile()
     result = model.evaluate(ds, verbose=0, return_dict=True)
     return {str(s): float(result[f"acc_{s}"]) for s in model.switches}
+
+
+def device_accuracy(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> dict[str, list[float]]:
+    """Top-1 of each device of every multi-device switch on its own, ``{switch text: [accuracy per device]}``.
+
+    A device's prediction is its partial logits plus the fusion bias (what the fusion would output if the other
+    devices sent zeros). It shows how a switch spreads its work: devices that each classify well (an ensemble)
+    or one device that classifies and others that correct it.
+
+    Raises:
+        InputError: the model has sync layers, so its devices cannot run alone.
+    """
+    from paradis_tf.data import make_dataset
+
+    if model.has_sync:
+        raise InputError(f"The model has sync layers {model.body.sync_layer_names()}: its devices read each other's "
+                         "channels there and cannot run alone; per-device accuracy needs a model without sync layers.")
+    labels = np.asarray(labels)
+    ds = make_dataset(images, None, batch_size, preprocessing=model.preprocessing)
+    out = {}
+    for s in model.switches:
+        if len(s) == 1:
+            continue
+        out[str(s)] = [float(np.mean(np.argmax(m.predict(ds, verbose=0) + model.fusion_bias, axis=1) == labels))
+                       for m in model.device_models(s)]
+    return out

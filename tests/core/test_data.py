@@ -155,10 +155,13 @@ def test_cli_train_then_eval(tmp_path):
     assert loaded.teacher_of == {"2x0.5": "1x1.0"} and loaded.temperature == 2.5 and loaded.label_smoothing == 0.1
     opt = loaded.optimizer  # the recipe's optimizer is saved with the model
     assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == 0.8 and opt.weight_decay == 0.05
-    ev = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(out), "--limit", "256", "--json"],
+    ev = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(out), "--limit", "256", "--json", "--devices"],
                         capture_output=True, text=True, env=env, timeout=600)
     assert ev.returncode == 0, ev.stderr[-2000:]
-    assert json.loads(ev.stdout[ev.stdout.index("{"):])["top1"] == pytest.approx(result["top1"], abs=1e-6)
+    evaluated = json.loads(ev.stdout[ev.stdout.index("{"):])
+    assert evaluated["top1"] == pytest.approx(result["top1"], abs=1e-6)
+    assert list(evaluated["device_top1"]) == ["2x0.5"] and len(evaluated["device_top1"]["2x0.5"]) == 2
+    assert all(0.0 <= a <= 1.0 for a in evaluated["device_top1"]["2x0.5"])
     bad = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "3x0.5"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 1 and bad.stderr.startswith("paradis: ") and "3x0.5" in bad.stderr

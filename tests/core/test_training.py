@@ -10,7 +10,10 @@ import pytest
 
 from paradis_tf.data import load_fashion_mnist, preprocess
 from paradis_tf.models import mobilenet_v1
-from paradis_tf.training import TrainConfig, evaluate, individual_model, make_optimizer, slimmable_model, train
+from paradis_tf.errors import InputError
+from paradis_tf.switches import Switch
+from paradis_tf.training import (TrainConfig, device_accuracy, evaluate, individual_model, make_optimizer,
+                                 slimmable_model, train)
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +338,29 @@ def test_mirrored_strategy_on_two_cpu_devices():
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_device_accuracy_is_the_switch_with_the_other_devices_silenced(fmnist):
+    """Device k alone (its own Keras model, partial logits + fusion bias) scores what the whole switch scores when
+    the classifier rows of every other device are zeroed (the packed switch path); single-device switches are left
+    out, and a model with sync layers is refused."""
+    x, y, xt, yt = fmnist
+    keras.utils.set_random_seed(0)
+    m = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5", "4x0.25"], width=0.5, depth=2)
+    m.compile(optimizer=keras.optimizers.Adam(5e-3))
+    m.fit(preprocess(x), y, batch_size=64, epochs=2, verbose=0, calibration_steps=5)
+    got = device_accuracy(m, xt, yt)
+    assert set(got) == {"2x0.5", "4x0.25"} and [len(v) for v in got.values()] == [2, 4]
+    kernel = m.body.head.kernel
+    full = kernel.numpy()
+    for s, accs in got.items():
+        for k, (a, b) in enumerate(Switch.parse(s).channel_ranges(full.shape[0])):
+            silenced = np.zeros_like(full)
+            silenced[a:b] = full[a:b]
+            kernel.assign(silenced)
+            assert accs[k] == pytest.approx(evaluate(m, xt, yt)[s], abs=1e-6), (s, k, accs)
+        kernel.assign(full)
+    assert len({round(a, 4) for v in got.values() for a in v}) > 2  # the devices differ
+    sync = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5"], width=0.25, depth=2, sync_layers=[1])
+    with pytest.raises(InputError, match=r"sync layers \['block1_pw'\].*cannot run alone"):
+        device_accuracy(sync, xt, yt)
