@@ -445,7 +445,7 @@ def test_logits_out_saves_what_was_evaluated_and_ensemble_sums_the_files(bench, 
 
     from paradis_tf.data import load_fashion_mnist
 
-    out, logits = tmp_path / "out.json", tmp_path / "logits"
+    logits = tmp_path / "logits"
     for seed in (0, 1):
         assert bench.main(["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64",
                            "--only", "individual", "--individual", "1x0.25", "--seed", str(seed),
@@ -467,7 +467,6 @@ def test_logits_out_saves_what_was_evaluated_and_ensemble_sums_the_files(bench, 
     assert f"| 2 | {both:.2f} | {both:.2f} | {both:.2f} | 1 |" in text
     singles = [100 * float(np.mean(a.argmax(1) == labels)) for a in z]
     assert f"| 1 | {sum(singles) / 2:.2f} | {min(singles):.2f} | {max(singles):.2f} | 2 |" in text
-    assert not out.exists()
 
 
 def test_ensemble_refuses_files_that_are_not_test_set_logits(bench, tmp_path):
@@ -486,3 +485,12 @@ def test_ensemble_refuses_files_that_are_not_test_set_logits(bench, tmp_path):
     np.save(other, np.zeros((10000, 3), np.float32))
     with pytest.raises(SystemExit, match=r"b\.npy: logits of shape \(10000, 3\), but .*a\.npy has \(10000, 10\)"):
         bench.main(["--ensemble", str(good), str(other)])
+
+
+def test_a_logits_folder_that_cannot_be_made_is_refused_before_training(bench, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the folder would go")
+    with pytest.raises(SystemExit, match=r"--logits-out .*file/logits: cannot create that folder .*pass a folder you can write to"):
+        bench.main(["--only", "individual", "--individual", "1x0.25", "--out", str(tmp_path / "out.json"),
+                    "--logits-out", str(blocker / "logits")])
+    assert not (tmp_path / "out.json").exists()

@@ -596,6 +596,14 @@ def main(argv=None) -> int:
     if not 1 <= args.jobs <= len(cores):
         raise SystemExit(f"--jobs {args.jobs}: pass 1 to {len(cores)} (the cores this process may use: "
                          f"{', '.join(map(str, cores))}); each job takes one core.")
+    if args.logits_out:  # checked before any training, so that saving the logits cannot fail after one
+        try:
+            Path(args.logits_out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SystemExit(f"--logits-out {args.logits_out}: cannot create that folder ({e.strerror}); "
+                             "pass a folder you can write to.") from None
+        if not os.access(args.logits_out, os.W_OK):
+            raise SystemExit(f"--logits-out {args.logits_out}: the folder is not writable; pass a folder you can write to.")
     if args.model_out is None:
         args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
@@ -691,12 +699,12 @@ def main(argv=None) -> int:
                 np.save(folder / f"{kind}_{s}_seed{args.seed}.npy", np.asarray(z, np.float32))
 
     def record(kind, model, accs, seconds, switches):
-        save_logits(kind, model, switches)
         store(kind, [{
             "model": kind, "switch": s, "top1": round(accs[s], 4),
             "macs_per_device": [d["macs"] for d in model.device_stats(s)], "params": int(model.count_params()),
             "train_seconds": round(seconds, 1),
         } for s in switches])
+        save_logits(kind, model, switches)  # after the row is stored: a logits folder that fails loses no result
 
     def store(kind, new_rows):
         switches = [r["switch"] for r in new_rows]
