@@ -692,11 +692,9 @@ def main(argv=None) -> int:
         ds = make_dataset(xt, None, 500, preprocessing=model.preprocessing)
         outs = model.predict(ds, verbose=0)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        folder = Path(args.logits_out)
-        folder.mkdir(parents=True, exist_ok=True)
-        for s, z in zip(model.switches, outs):
+        for s, z in zip(model.switches, outs):  # the folder was made when the options were checked
             if str(s) in switches:
-                np.save(folder / f"{kind}_{s}_seed{args.seed}.npy", np.asarray(z, np.float32))
+                np.save(Path(args.logits_out) / f"{kind}_{s}_seed{args.seed}.npy", np.asarray(z, np.float32))
 
     def record(kind, model, accs, seconds, switches):
         store(kind, [{
