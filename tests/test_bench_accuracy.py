@@ -410,10 +410,13 @@ def test_jobs_are_checked_against_the_cores(bench, tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
-def test_jobs_train_in_pinned_workers_and_a_failed_worker_loses_only_its_own_rows(bench, tmp_path, capsys):
+def test_jobs_train_in_pinned_workers_and_a_failed_worker_loses_only_its_own_rows(bench, tmp_path, capsys, monkeypatch):
     """--jobs 2: each training in its own process on its own core, three trainings queued on two cores; when
     one fails (here the ParaDiS worker cannot save its model) the others still train and keep their rows,
     and the run exits naming its log."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the workers' scratch folders (logs) land here, not in /tmp
     out = tmp_path / "out.json"
     tiny = ["--epochs", "1", "--width", "0.25", "--depth", "2", "--batch-size", "32", "--limit", "64", "--jobs", "2"]
     with pytest.raises(SystemExit, match=r"--jobs: 1 training\(s\) failed: paradis \(log .*paradis\.log\)"):
@@ -421,6 +424,7 @@ def test_jobs_train_in_pinned_workers_and_a_failed_worker_loses_only_its_own_row
                     "--individual", "4x0.25", "--out", str(out), "--model-out", str(tmp_path / "no" / "such" / "m.keras")])
     printed = capsys.readouterr().out
     assert "paradis failed (exit status 1)" in printed and "started paradis on core" in printed
+    assert f"logs in {tmp_path}/bench_accuracy_jobs_" in printed
     data = json.loads(out.read_text())
     assert sorted((r["model"], r["switch"]) for r in data["results"]) == [("individual", "1x0.25"),
                                                                           ("individual", "4x0.25")]
