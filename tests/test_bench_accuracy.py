@@ -350,6 +350,31 @@ def test_sync_layers_are_checked_first_shape_every_model_and_are_part_of_the_rec
         bench.mean_over_runs([("s.json", data, ["paradis"])]))
 
 
+def test_channels_are_checked_first_shape_every_model_and_are_part_of_the_recipe(bench, tmp_path):
+    """--channels gives the stem and each block their counts: checked before any data is read, recorded,
+    named by the table, and a recipe key (baselines of the standard layout are refused)."""
+    for bad in ("12,24", "12,x,24", "0,8,16"):
+        with pytest.raises(SystemExit, match=f"--channels {bad}: pass 3 positive whole numbers .* the stem's channels "
+                                             r"and then each of the 2 blocks' \(--depth\)"):
+            bench.main(["--depth", "2", "--channels", bad, "--out", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(run_record()))
+    with pytest.raises(SystemExit, match=r"another recipe.*'channels': \(None, \[12, 24, 64, 64, 128, 128, 256, 256\]\)"):
+        bench.main(["--epochs", "10", "--channels", "12,24,64,64,128,128,256,256", "--only", "paradis",
+                    "--baselines", str(base), "--out", str(tmp_path / "out.json")])
+    out, model = tmp_path / "c.json", tmp_path / "c.keras"
+    small = ["--epochs", "1", "--depth", "2", "--batch-size", "32", "--limit", "64", "--only", "paradis"]
+    assert bench.main(small + ["--channels", "4,8,12", "--out", str(out), "--model-out", str(model)]) == 0
+    data = json.loads(out.read_text())
+    assert data["channels"] == [4, 8, 12]
+    import keras
+
+    assert keras.saving.load_model(model).body.channel_counts == [4, 8, 12]
+    assert "MobileNet v1 channels 4, 8, 12 (stem, then each block) depth 2, 1 epochs" in bench.table(data)
+    assert "MobileNet v1 width 0.5 depth 7, 10 epochs" in bench.table(run_record())
+
+
 def test_baselines_without_sync_layers_give_only_their_single_device_rows(bench, tmp_path):
     """A sync convolution on one device is the plain convolution: a run with sync layers takes the
     single-device rows of a run without them, trains the multi-device ones, and says which rows are whose."""

@@ -53,6 +53,13 @@ def sync_text(data: dict) -> str:
     return f"sync pointwise convolution in block{'s' if len(sync) > 1 else ''} {', '.join(map(str, sync))}, "
 
 
+def shape_text(data: dict) -> str:
+    """``width 0.5 depth 7``, or ``channels 12, 24, 64, ... depth 7`` for a network given channel by channel."""
+    if data.get("channels"):
+        return f"channels {', '.join(map(str, data['channels']))} (stem, then each block) depth {data['depth']}"
+    return f"width {data['width']} depth {data['depth']}"
+
+
 def smoothing_text(data: dict) -> str:
     """``, label smoothing 0.1`` (empty for hard labels)."""
     eps = data.get("label_smoothing") or 0.0
@@ -62,7 +69,7 @@ def smoothing_text(data: dict) -> str:
 def table(data: dict) -> str:
     rows = {(r["model"], r["switch"]): r for r in data["results"]}
     lines = [
-        f"Fashion-MNIST test top-1, MobileNet v1 width {data['width']} depth {data['depth']}, "
+        f"Fashion-MNIST test top-1, MobileNet v1 {shape_text(data)}, "
         f"{data['epochs']} epochs, batch {data['batch_size']}, "
         f"{optimizer_text(data)}, "
         f"{'augmented' if data['augment'] else 'no augmentation'}"
@@ -133,10 +140,10 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-RECIPE = ("epochs", "width", "depth", "sync_layers", "batch_size", "optimizer", "momentum", "learning_rate", "weight_decay",
+RECIPE = ("epochs", "width", "depth", "channels", "sync_layers", "batch_size", "optimizer", "momentum", "learning_rate", "weight_decay",
           "augment", "translate", "erase", "label_mix", "label_smoothing", "train_images")
 # Values of recipe options that files written before the option existed had.
-RECIPE_DEFAULTS = {"sync_layers": [], "label_mix": 0.0, "label_smoothing": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9,
+RECIPE_DEFAULTS = {"channels": None, "sync_layers": [], "label_mix": 0.0, "label_smoothing": 0.0, "weight_decay": 0.0, "erase": 0.0, "optimizer": "adam", "momentum": 0.9,
                    "translate": "batch"}
 
 
@@ -296,7 +303,7 @@ def mean_table(data: dict) -> str:
     if data.get("sandwich"):
         opts.append(f"sandwich {data['sandwich']}")
     lines = [
-        f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 width {data['width']} depth {data['depth']}, "
+        f"Mean Fashion-MNIST test top-1 over seeds, MobileNet v1 {shape_text(data)}, "
         f"{data['epochs']} epochs, {sync_text(data)}{optimizer_text(data)}, label mix {data.get('label_mix', 0.0):g}"
         + smoothing_text(data)
         + (", augmented with a shift per image" if data.get("augment") and data.get("translate") == "image" else "")
@@ -483,6 +490,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8, help="epochs for every model (%(default)s)")
     ap.add_argument("--width", type=float, default=0.5, help="MobileNet v1 width (%(default)s)")
     ap.add_argument("--depth", type=int, default=7, help="separable blocks (%(default)s)")
+    ap.add_argument("--channels", default="", metavar="COUNTS",
+                    help="comma-separated output channels of the stem and of each block (depth + 1 counts), "
+                         "e.g. 12,24,64,64,128,128,256,256, instead of the standard layout times --width")
     ap.add_argument("--sync-layers", default="", metavar="BLOCKS",
                     help="comma-separated blocks whose pointwise convolution reads all devices' channels, "
                          "e.g. 1,3 (every model; default: none, devices exchange nothing before the fusion)")
@@ -592,6 +602,16 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"--sync-layers {args.sync_layers}: block {bad[0]} does not exist; the network has "
                          f"{args.depth} blocks (--depth), numbered 0 to {args.depth - 1}.")
+    channels = None
+    if args.channels:
+        try:
+            channels = [int(c) for c in args.channels.split(",")]
+        except ValueError:
+            channels = []
+        if len(channels) != args.depth + 1 or min(channels) < 1:
+            raise SystemExit(f"--channels {args.channels}: pass {args.depth + 1} positive whole numbers separated by "
+                             f"commas, the stem's channels and then each of the {args.depth} blocks' (--depth), "
+                             "e.g. 12,24,64,64,128,128,256,256 for depth 7.")
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if not 1 <= args.jobs <= len(cores):
         raise SystemExit(f"--jobs {args.jobs}: pass 1 to {len(cores)} (the cores this process may use: "
@@ -624,7 +644,7 @@ def main(argv=None) -> int:
     weights = parse_switch_weights(args.switch_weight)
 
     def build(switches, paradis=False):
-        return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth, sync_layers=sync,
+        return mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth, sync_layers=sync, channels=channels,
                             labels=FASHION_MNIST_LABELS, label_mix=args.label_mix,
                             switch_weights=weights if paradis else None,
                             logit_scale=args.logit_scale and len(switches) > 1, teacher=args.teacher,
@@ -633,7 +653,7 @@ def main(argv=None) -> int:
                             sandwich=args.sandwich if paradis else None)
 
     out = Path(args.out)
-    data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth, "sync_layers": sync,
+    data = {"dataset": "fashion_mnist", "epochs": args.epochs, "width": args.width, "depth": args.depth, "channels": channels, "sync_layers": sync,
             "batch_size": args.batch_size, "optimizer": args.optimizer, "momentum": args.momentum, "learning_rate": args.lr, "weight_decay": args.weight_decay, "augment": not args.no_augment,
             "translate": args.translate, "erase": args.erase, "label_mix": args.label_mix, "label_smoothing": args.label_smoothing, "seed": args.seed, "switch_weights": weights, "logit_scale": args.logit_scale,
             "teacher": args.teacher, "teacher_of": teacher_of, "temperature": args.temperature, "sandwich": args.sandwich, "train_images": len(x), "test_images": len(xt), "switches": SWITCHES, "results": [],

@@ -28,10 +28,15 @@ class MobileNetV1Body(Body):
             convolution is a sync convolution.
         stem_stride: stride of the stem; default 2 for inputs of 64 pixels
             or more, else 1 (Fashion-MNIST's 28x28).
+        channels: output channels of the stem and of each block
+            (``depth + 1`` counts, each rounded up like the widths), instead
+            of the standard layout times ``width``: a network narrow where
+            the image is large and wide where it is small, for example.
     """
 
     def __init__(self, switches, input_shape, num_classes, width: float = 1.0, depth: int = 13,
-                 sync_layers: Sequence[int] = (), stem_stride: int | None = None, **kwargs):
+                 sync_layers: Sequence[int] = (), stem_stride: int | None = None,
+                 channels: Sequence[int] | None = None, **kwargs):
         super().__init__(switches, input_shape, num_classes, **kwargs)
         if not width > 0:
             raise ValueError(f"Expected a strictly positive value. Received width={width!r}.")
@@ -46,12 +51,22 @@ class MobileNetV1Body(Body):
         if stem_stride is None:
             stem_stride = 2 if min(self.image_shape[:2]) >= 64 else 1
         self.stem_stride = int(stem_stride)
-        c = self.channels(32 * width)
+        if channels is not None:
+            counts = list(channels)
+            if len(counts) != self.depth + 1 or not all(isinstance(n, (int, float)) and n > 0 for n in counts):
+                raise ValueError(
+                    f"Expected channels to be {self.depth + 1} positive counts (the stem, then each of the "
+                    f"depth={self.depth} blocks). Received channels={counts!r}.")
+            counts = [self.channels(n) for n in counts]
+        else:
+            counts = [self.channels(32 * width)] + [self.channels(f * width) for f, _ in MOBILENET_V1_BLOCKS[: self.depth]]
+        self.channel_counts = counts
+        c = counts[0]
         self.stem_conv = self._conv("stem_conv", self.image_shape[-1], c, 3, self.stem_stride, role="stem")
         self.stem_bn = self._bn("stem_bn", c)
         self.blocks = []
         for i, (filters, stride) in enumerate(MOBILENET_V1_BLOCKS[: self.depth]):
-            out = self.channels(filters * width)
+            out = counts[i + 1]
             dw = ParaDiSDepthwiseConv2D(3, stride, "same", switches=self.switches, name=f"block{i}_dw")
             dw.build((None, None, None, c))
             role = "sync" if i in self.sync_layers else "split"
@@ -82,7 +97,8 @@ class MobileNetV1Body(Body):
 
     def get_config(self):
         config = super().get_config()
-        config.update(width=self.width, depth=self.depth, sync_layers=self.sync_layers, stem_stride=self.stem_stride)
+        config.update(width=self.width, depth=self.depth, sync_layers=self.sync_layers, stem_stride=self.stem_stride,
+                      channels=self.channel_counts)
         return config
 
 
@@ -94,6 +110,7 @@ def mobilenet_v1(
     depth: int = 13,
     sync_layers: Sequence[int] = (),
     stem_stride: int | None = None,
+    channels: Sequence[int] | None = None,
     bn_momentum: float = 0.99,
     weight_decay: float = 0.0,
     logit_scale: bool = False,
@@ -109,6 +126,8 @@ def mobilenet_v1(
         depth: number of separable blocks (13 is the full network).
         sync_layers: blocks whose pointwise conv reads all devices' channels.
         stem_stride: stem stride (default: 2 for inputs >= 64 px, else 1).
+        channels: output channels of the stem and of each block, ``depth + 1``
+            counts (default: the standard layout times ``width``).
         bn_momentum: BN moving-average momentum.
         weight_decay: L2 factor on conv and dense kernels.
         logit_scale: learn one scale per switch on the classifier's partial
@@ -124,5 +143,6 @@ def mobilenet_v1(
         Slimmable Neural Networks", arXiv 2110.02724.
     """
     arch = dict(width=width, depth=depth, sync_layers=list(sync_layers), stem_stride=stem_stride,
+                channels=None if channels is None else list(channels),
                 bn_momentum=bn_momentum, weight_decay=weight_decay, logit_scale=logit_scale)
     return ParaDiSModel("mobilenet_v1", switches, input_shape, num_classes, arch_config=arch, **model_kwargs)

@@ -184,6 +184,31 @@ def test_channel_rounding_splits_for_every_switch():
         assert bn.channels % 4 == 0
 
 
+def test_explicit_channels_shape_every_layer_are_rounded_to_split_and_round_trip(images, tmp_path):
+    """channels= gives the stem and each block its own count instead of the standard layout times width;
+    counts that do not split for every switch are rounded up like widths are, and the model saves, loads
+    and distributes exactly."""
+    m = mobilenet_v1((12, 12, 1), 10, SWITCHES, depth=2, channels=[6, 8, 21])
+    assert m.body.channel_counts == [8, 8, 24]  # rounded up to a multiple of 4 (the switches' quarter widths)
+    assert [bn.channels for bn in m.body.bn_layers()] == [8, 8, 8, 8, 24]
+    assert m.body.head.kernel.shape[0] == 24
+    randomize_bn(m)
+    path = tmp_path / "c.keras"
+    m.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.body.channel_counts == [8, 8, 24]
+    x = images
+    for s in SWITCHES:
+        want = np.asarray(m.switch_model(s)(x))
+        np.testing.assert_allclose(np.asarray(loaded.switch_model(s)(x)), want, atol=1e-5)
+        parts = sum(np.asarray(d(x)) for d in m.device_models(s)) + m.fusion_bias
+        np.testing.assert_allclose(parts, want, atol=1e-4)
+    for bad in ([8, 8], [8, 0, 16], [8, "wide", 16]):
+        with pytest.raises(ValueError, match=r"3 positive counts \(the stem, then each of the depth=2 blocks\)\. "
+                                             r"Received channels=\["):
+            mobilenet_v1((12, 12, 1), 10, ["1x1.0"], depth=2, channels=bad)
+
+
 def test_bad_inputs_are_named():
     m = mobilenet_v1((12, 12, 1), 10, ["1x1.0", "2x0.5"], width=0.25, depth=1)
     with pytest.raises(InputError, match=r"\(batch, 12, 12, 1\).*\(2, 10, 10, 1\)"):
