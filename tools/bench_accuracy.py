@@ -573,7 +573,7 @@ def main(argv=None) -> int:
     bad = [s for s in args.individual or () if s not in SWITCHES]
     if bad:
         raise SystemExit(f"--individual {bad[0]}: not a benchmark switch; pass one of {', '.join(SWITCHES)}.")
-    from paradis_tf.cli.cmd_train import parse_sync_layers, parse_teacher_of
+    from paradis_tf.cli.cmd_train import parse_layer_channels, parse_sync_layers, parse_teacher_of
 
     try:
         switches = parse_switches(SWITCHES)
@@ -602,16 +602,10 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"--sync-layers {args.sync_layers}: block {bad[0]} does not exist; the network has "
                          f"{args.depth} blocks (--depth), numbered 0 to {args.depth - 1}.")
-    channels = None
-    if args.channels:
-        try:
-            channels = [int(c) for c in args.channels.split(",")]
-        except ValueError:
-            channels = []
-        if len(channels) != args.depth + 1 or min(channels) < 1:
-            raise SystemExit(f"--channels {args.channels}: pass {args.depth + 1} positive whole numbers separated by "
-                             f"commas, the stem's channels and then each of the {args.depth} blocks' (--depth), "
-                             "e.g. 12,24,64,64,128,128,256,256 for depth 7.")
+    try:
+        channels = parse_layer_channels(args.channels, args.depth, "--channels")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if not 1 <= args.jobs <= len(cores):
         raise SystemExit(f"--jobs {args.jobs}: pass 1 to {len(cores)} (the cores this process may use: "

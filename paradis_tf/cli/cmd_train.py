@@ -25,6 +25,9 @@ def register(sub) -> None:
     m.add_argument("--width", type=float, default=0.5, help="width multiplier")
     m.add_argument("--depth", type=int, default=7, help="MobileNet separable blocks (1..13)")
     m.add_argument("--blocks", default="1,1", help="ResNet bottleneck blocks per stage (3,4,6,3 = ResNet-50)")
+    m.add_argument("--layer-channels", default="", metavar="COUNTS",
+                   help="MobileNet: comma-separated output channels of the stem and of each block (depth + 1 "
+                        "counts), e.g. 8,16,64,64,128,128,256,256, instead of the standard layout times --width")
     m.add_argument("--sync-layers", default="", help="comma-separated block indices with a sync conv")
     m.add_argument("--logit-scale", action="store_true",
                    help="learn one scale per switch on the classifier's logits (folded into partitions)")
@@ -117,6 +120,21 @@ def parse_sync_layers(text: str) -> list[int]:
     return out
 
 
+def parse_layer_channels(text: str, depth: int, option: str = "--layer-channels") -> list[int] | None:
+    """``"8,16,64"`` -> ``[8, 16, 64]``: the stem's and each of ``depth`` blocks' channels (None when empty)."""
+    if not text.strip():
+        return None
+    try:
+        counts = [int(c) for c in text.split(",")]
+    except ValueError:
+        counts = []
+    if len(counts) != depth + 1 or min(counts) < 1:
+        raise ValueError(f"{option} {text}: pass {depth + 1} positive whole numbers separated by commas, the stem's "
+                         f"channels and then each of the {depth} blocks' (--depth), e.g. "
+                         f"{','.join(['8', '16', '64', '64', '128', '128', '256', '256'][:depth + 1])} for depth {depth}.")
+    return counts
+
+
 def build_model(args, image_shape, num_classes, labels):
     from paradis_tf.models import mobilenet_v1, resnet
 
@@ -130,7 +148,7 @@ def build_model(args, image_shape, num_classes, labels):
         return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,
                       sync_layers=sync, **common)
     return mobilenet_v1(image_shape, num_classes, args.switches.split(","), width=args.width, depth=args.depth,
-                        sync_layers=sync, **common)
+                        sync_layers=sync, channels=parse_layer_channels(args.layer_channels, args.depth), **common)
 
 
 def train_config(args, n_images: int | None = None):
@@ -153,6 +171,10 @@ def run(args) -> int:
 
     parse_switches(args.switches)  # fail fast, before loading TensorFlow data
     train_config(args)  # a bad recipe, too
+    if args.layer_channels and args.arch != "mobilenet_v1":
+        raise ValueError(f"--layer-channels {args.layer_channels}: only --arch mobilenet_v1 takes channels per layer; "
+                         f"leave it out for --arch {args.arch} (its --width scales every stage).")
+    parse_layer_channels(args.layer_channels, args.depth)
     dataset, folder = data_source(args)
     shape = None
     if folder:

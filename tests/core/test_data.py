@@ -137,7 +137,7 @@ def test_cli_train_then_eval(tmp_path):
     out = tmp_path / "m.keras"
     train = subprocess.run(
         [sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0,2x0.5",
-         "--width", "0.25", "--depth", "1", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json",
+         "--width", "0.25", "--depth", "1", "--layer-channels", "5,12", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--json",
          "--switch-weight", "2x0.5=2", "--logit-scale", "--weight-decay", "0.05", "--teacher", "nested",
          "--teacher-of", "2x0.5=1x1.0", "--augment", "--translate", "image", "--erase", "0.5",
          "--temperature", "2.5", "--label-smoothing", "0.1",
@@ -152,6 +152,7 @@ def test_cli_train_then_eval(tmp_path):
 
     loaded = keras.saving.load_model(out)
     assert loaded.switch_weights == {"2x0.5": 2.0} and loaded.body.head.logit_scale and loaded.teacher == "nested"
+    assert loaded.body.channel_counts == [6, 12]  # 5 rounded up to split between 2x0.5's two devices
     assert loaded.teacher_of == {"2x0.5": "1x1.0"} and loaded.temperature == 2.5 and loaded.label_smoothing == 0.1
     opt = loaded.optimizer  # the recipe's optimizer is saved with the model
     assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == 0.8 and opt.weight_decay == 0.05
@@ -186,6 +187,12 @@ def test_cli_train_then_eval(tmp_path):
                              "1x1.0,1x0.5", "--label-smoothing", "1", "--limit", "256"],
                             capture_output=True, text=True, env=env, timeout=600)
     assert bad_ls.returncode == 1 and "label_smoothing=1.0" in bad_ls.stderr
+    bad_c = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0",
+                            "--depth", "2", "--layer-channels", "8,16"], capture_output=True, text=True, env=env, timeout=600)
+    assert bad_c.returncode == 1 and "--layer-channels 8,16: pass 3 positive whole numbers" in bad_c.stderr
+    bad_r = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "train", "--out", str(out), "--switches", "1x1.0",
+                            "--arch", "resnet", "--layer-channels", "8,16"], capture_output=True, text=True, env=env, timeout=600)
+    assert bad_r.returncode == 1 and "only --arch mobilenet_v1 takes channels per layer" in bad_r.stderr
     missing = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "eval", str(tmp_path / "none.keras")],
                              capture_output=True, text=True, env=env, timeout=600)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
