@@ -357,6 +357,9 @@ def test_channels_are_checked_first_shape_every_model_and_are_part_of_the_recipe
         with pytest.raises(SystemExit, match=f"--channels {bad}: pass 3 positive whole numbers .* the stem's channels "
                                              r"and then each of the 2 blocks' \(--depth\)"):
             bench.main(["--depth", "2", "--channels", bad, "--out", str(tmp_path / "out.json")])
+    with pytest.raises(SystemExit, match=r"pass 10 positive .* e\.g\. 16,32,64,64,128,128,256,256,256,256 \(width 0\.5\) "
+                                         "for depth 9"):  # the example has as many counts as the depth asks
+        bench.main(["--depth", "9", "--channels", "8,16", "--out", str(tmp_path / "out.json")])
     assert not (tmp_path / "out.json").exists()
     base = tmp_path / "base.json"
     base.write_text(json.dumps(run_record()))

@@ -129,9 +129,12 @@ def parse_layer_channels(text: str, depth: int, option: str = "--layer-channels"
     except ValueError:
         counts = []
     if len(counts) != depth + 1 or min(counts) < 1:
+        from paradis_tf.models.mobilenet import MOBILENET_V1_BLOCKS
+
+        example = [16] + [f // 2 for f, _ in MOBILENET_V1_BLOCKS[:depth]]  # the standard layout at width 0.5
         raise ValueError(f"{option} {text}: pass {depth + 1} positive whole numbers separated by commas, the stem's "
                          f"channels and then each of the {depth} blocks' (--depth), e.g. "
-                         f"{','.join(['8', '16', '64', '64', '128', '128', '256', '256'][:depth + 1])} for depth {depth}.")
+                         f"{','.join(map(str, example))} (width 0.5) for depth {depth}.")
     return counts
 
 
