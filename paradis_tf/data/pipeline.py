@@ -21,7 +21,8 @@ def preprocess(images: np.ndarray, preprocessing: dict | None = None) -> np.ndar
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int = 128, training: bool = False,
                  augment: bool = False, preprocessing: dict | None = None, seed: int = 0,
-                 drop_remainder: bool | None = None, erase: float = 0.0, translate: str = "batch"):
+                 drop_remainder: bool | None = None, erase: float = 0.0, translate: str = "batch",
+                 autotune: bool = False):
     """A batched `tf.data.Dataset` of preprocessed (images, labels).
 
     Args:
@@ -41,6 +42,16 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
         translate: ``"batch"``: one random shift for the whole batch (every
             recorded benchmark run trained so; over the epochs each image
             still meets every shift); ``"image"``: each image its own shift.
+        autotune: let tf.data's autotuner size the map parallelism and
+            the prefetch buffer at run time (``tf.data.Options().autotune``).
+            Off by default: on this kit's 2-core machine it stalled training
+            (a process pinned to one core spent 40-45 % of an epoch's wall
+            time idle, waiting for batches, while its CPU time was unchanged;
+            docs/BENCHMARKS.md, "tf.data autotuning stalls training").
+            Without it the map runs with TensorFlow's fixed defaults for
+            ``AUTOTUNE`` (as many calls as schedulable cores) and the same
+            batches come out; the pipeline's work is a few vectorized ops
+            per batch, which needs no tuning.
     """
     import tensorflow as tf
 
@@ -93,7 +104,12 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
             ds = ds.map(lambda x, y: (prep(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    if not autotune:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        ds = ds.with_options(options)
+    return ds
 
 
 def random_erasing(x, probability: float, value_range: tuple[float, float],
