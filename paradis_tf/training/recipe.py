@@ -52,6 +52,9 @@ class TrainConfig:
         erase: random-erasing probability per training image (0: off).
         calibration_steps: batches used to re-estimate BN statistics per
             switch after training.
+        data_autotune: let tf.data's autotuner tune the training pipeline
+            (`make_dataset`'s ``autotune``; off: it stalled training on 2
+            cores, docs/BENCHMARKS.md). The batches are the same either way.
         seed: random seed (weights, shuffling, augmentation).
     """
 
@@ -66,6 +69,7 @@ class TrainConfig:
     translate: str = "batch"
     erase: float = 0.0
     calibration_steps: int = 20
+    data_autotune: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -145,7 +149,7 @@ def train(model, images: np.ndarray, labels: np.ndarray, config: TrainConfig = T
     keras.utils.set_random_seed(config.seed)
     ds = make_dataset(images, labels, config.batch_size, training=True, augment=config.augment,
                       preprocessing=model.preprocessing, seed=config.seed, erase=config.erase,
-                      translate=config.translate)
+                      translate=config.translate, autotune=config.data_autotune)
     calib = make_dataset(images, None, config.batch_size, training=False, preprocessing=model.preprocessing)
     steps = len(images) // config.batch_size
     if steps < 1:

@@ -89,6 +89,54 @@ def test_pipeline_preprocesses_and_checks_input():
         preprocess(np.zeros((1, 2, 2, 1), "float64"))
 
 
+def test_pipeline_autotune_is_off_by_default_and_changes_no_batch():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 6, 6, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, 96)
+    off = make_dataset(x, y, batch_size=16, training=True, seed=5)
+    on = make_dataset(x, y, batch_size=16, training=True, seed=5, autotune=True)
+    assert off.options().autotune.enabled is False
+    assert on.options().autotune.enabled is not False
+    assert make_dataset(x, None, batch_size=16).options().autotune.enabled is False
+    got_off, got_on = list(off), list(on)
+    assert len(got_off) == len(got_on) == 6
+    for (xa, ya), (xb, yb) in zip(got_off, got_on):
+        np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+        np.testing.assert_array_equal(xa.numpy(), xb.numpy())
+    # shuffled (not the file order), every image once per epoch, preprocessed
+    labels = np.concatenate([b[1].numpy() for b in got_off])
+    assert not np.array_equal(labels, y) and sorted(labels) == sorted(y)
+    assert float(np.concatenate([b[0].numpy() for b in got_off]).max()) <= 1.0
+
+
+@pytest.mark.parametrize("translate, erase", [("batch", 0.0), ("image", 0.5)])
+def test_augmented_batches_are_a_function_of_the_seed(translate, erase):
+    """Flips, shifts and erasures come from stateless ops on seeded per-batch draws: the same seeds give the same
+    batches (autotune on or off, whatever order the parallel map runs in), every epoch its own draws."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (160, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, 160)
+
+    def two_epochs(seed, autotune, global_seed=7):
+        tf.random.set_seed(global_seed)
+        ds = make_dataset(x, y, 32, training=True, augment=True, seed=seed, translate=translate, erase=erase,
+                          autotune=autotune)
+        return [b[0].numpy() for b in ds] + [b[0].numpy() for b in ds]
+
+    first = two_epochs(5, False)
+    assert len(first) == 10
+    for again in (two_epochs(5, False), two_epochs(5, True)):
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+    plain = [b[0].numpy() for b in make_dataset(x, y, 32, training=True, seed=5)]
+    assert not any(np.array_equal(a, b) for a, b in zip(first, plain))  # augmented at all
+    assert not any(np.array_equal(a, b) for a, b in zip(first[:5], first[5:]))  # new draws each epoch
+    other = two_epochs(6, False)
+    assert not any(np.array_equal(a, b) for a, b in zip(first, other))
+
+
 def test_random_erasing_replaces_one_rectangle_with_noise_in_the_input_range():
     """erase=1: every image gets exactly one solid rectangle of noise (2-40% of it); the rest is untouched."""
     x = np.full((64, 20, 20, 1), 128, np.uint8)
