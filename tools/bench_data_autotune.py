@@ -45,7 +45,7 @@ def worker(args) -> int:
     switches = SWITCHES if args.worker == "paradis" else [args.worker]
     config = TrainConfig(epochs=args.epochs, optimizer="sgd", learning_rate=0.1, weight_decay=5e-3,
                          warmup_epochs=0.5, augment=True, seed=0)
-    x, y = load_fashion_mnist("train")
+    x, y = load_fashion_mnist("train", limit=args.train_images)
     keras.utils.set_random_seed(config.seed)
     model = mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth)
     model.compile(optimizer=make_optimizer(config, len(x) // config.batch_size))
@@ -73,6 +73,7 @@ def run_pair(args, model: str, cores: dict[str, int]) -> dict[str, list[dict]]:
     for setting, core in cores.items():
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", model, "--autotune", setting,
                "--epochs", str(args.epochs), "--width", str(args.width), "--depth", str(args.depth)]
+        cmd += ["--train-images", str(args.train_images)] if args.train_images else []
         pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
         procs[setting] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                           preexec_fn=pin)
@@ -94,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="pairs of trainings per model, cores swapped (%(default)s)")
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--depth", type=int, default=7)
+    ap.add_argument("--train-images", type=int, default=None,
+                    help="train on the first N training images (default: all 60000)")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/data_autotune.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--autotune", choices=["on", "off"], help=argparse.SUPPRESS)
@@ -104,6 +107,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--epochs {args.epochs}: pass 2 or more; the first epoch (tracing) is not counted.")
     if args.rounds < 1:
         raise SystemExit(f"--rounds {args.rounds}: pass 1 or more.")
+    if args.train_images is not None and args.train_images < 128:
+        raise SystemExit(f"--train-images {args.train_images}: pass at least one batch (128), or leave it out.")
     from paradis_tf.switches import Switch
 
     for m in args.models:
@@ -117,7 +122,7 @@ def main(argv=None) -> int:
                          "2 or more schedulable cores.")
     cores = sorted(os.sched_getaffinity(0))[:2]
     result = {"epochs": args.epochs, "rounds": args.rounds, "width": args.width, "depth": args.depth,
-              "batch_size": 128, "models": {},
+              "batch_size": 128, "train_images": args.train_images or 60000, "models": {},
               "command": "python tools/bench_data_autotune.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     for model in args.models:
         epochs = {"on": [], "off": []}

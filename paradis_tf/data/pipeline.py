@@ -48,9 +48,10 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
         autotune: let tf.data's autotuner size the map parallelism and
             the prefetch buffer at run time (``tf.data.Options().autotune``).
             Off by default: on this kit's 2-core machine it stalled training
-            (a process pinned to one core spent 40-45 % of an epoch's wall
-            time idle, waiting for batches, while its CPU time was unchanged;
-            docs/BENCHMARKS.md, "tf.data autotuning stalls training").
+            (a process pinned to one core sat idle, waiting for batches, for
+            32 % of an epoch's wall time on a quarter-width model and 12 % on
+            the full one, its CPU time unchanged; tools/bench_data_autotune.py,
+            docs/BENCHMARKS.md "tf.data autotuning stalls training").
             Without it the map and prefetch run with TensorFlow's fixed
             defaults for ``AUTOTUNE``; the pipeline's work is a few
             vectorized ops per batch, which needs no tuning. Either way the
@@ -123,8 +124,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
 
 
 def random_erasing(x, probability: float, value_range: tuple[float, float],
-                   area: tuple[float, float] = (0.02, 0.4), aspect: tuple[float, float] = (0.3, 1 / 0.3),
-                   seed=(0, 0)):
+                   area: tuple[float, float] = (0.02, 0.4), aspect: tuple[float, float] = (0.3, 1 / 0.3), *,
+                   seed):
     """Random erasing of a batch (B, H, W, C): per image, with ``probability``,
     one rectangle of ``area`` fraction and ``aspect`` ratio range filled with
     uniform noise in ``value_range``; the rest of the image is untouched.
