@@ -170,6 +170,21 @@ def test_table_names_reused_baselines_and_weights(bench):
     assert "ratio" not in text  # no joint/individual time ratio across two runs
     assert "| 1x1.0 | 90.50 | 91.00 | 90.00 | -0.50 |" in text
     assert "worst 1x0.25 -2.00" in text
+    assert "CPU time" not in text  # these rows kept no CPU time
+
+
+def test_table_gives_each_trainings_cpu_time_and_wall_over_cpu(bench):
+    data = run_record()
+    data["results"] = [r for r in data["results"] if r["model"] != "individual"] + [
+        {"model": "paradis", "switch": s, "top1": 0.9, "macs_per_device": [1], "params": 1, "train_seconds": 120.0,
+         "train_cpu_seconds": 100.0} for s in ("1x1.0", "1x0.25")] + [
+        {"model": "individual", "switch": "1x0.25", "top1": 0.9, "macs_per_device": [1], "params": 1,
+         "train_seconds": 30.0, "train_cpu_seconds": 30.0}]
+    data["jobs"] = 2
+    line = next(x for x in bench.table(data).splitlines() if x.startswith("Process CPU time"))
+    assert line.startswith("Process CPU time per training: paradis 100 s (wall 1.20x), individual 1x0.25 30 s "
+                           "(wall 1.00x).")  # the slimmable rows of this record kept none: left out
+    assert "Each trained on one thread: wall time above CPU time is time it spent waiting" in line
 
 
 def test_slimmable_rows_with_another_logit_scale_are_refused(bench, tmp_path):
@@ -287,6 +302,8 @@ def test_some_individual_switches_train_alone_and_their_table_names_each_time(be
     text = capsys.readouterr().out
     assert "no joint-vs-individual ratio" in text
     assert f"individual 1x0.25 {mine[0]['train_seconds']:.0f} s" in text
+    assert 0 < mine[0]["train_cpu_seconds"]  # the process's CPU time while it trained
+    assert f"Process CPU time per training: individual 1x0.25 {mine[0]['train_cpu_seconds']:.0f} s (wall " in text
 
 
 def test_sandwich_is_checked_first_kept_in_the_record_and_not_averaged_with_full_runs(bench, tmp_path, capsys):
@@ -467,7 +484,11 @@ def test_jobs_train_in_pinned_workers_and_a_failed_worker_loses_only_its_own_row
     assert (tmp_path / "m.keras").exists()
     capsys.readouterr()
     assert bench.main(["--table", "--out", str(out)]) == 0
-    assert "Trained in 2 processes side by side, each on one core with one TensorFlow thread" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "Trained in 2 processes side by side, each on one core with one TensorFlow thread" in text
+    # each worker's CPU time came back with its rows: one thread, so at most its wall time (plus a little slack)
+    assert all(0 < r["train_cpu_seconds"] <= 1.1 * r["train_seconds"] + 1 for r in data["results"])
+    assert "Each trained on one thread" in text
 
 
 def test_logits_out_saves_what_was_evaluated_and_ensemble_sums_the_files(bench, tmp_path, capsys):

@@ -133,11 +133,27 @@ def table(data: dict) -> str:
         parts += [f"individual {s} {rows[('individual', s)]['train_seconds']:.0f} s" for s in data["switches"]
                   if ("individual", s) in rows]
         lines += ["", "Wall time (not a full run, so no joint-vs-individual ratio): " + ", ".join(parts) + "."]
+    cpu = cpu_text(data, rows)
+    if cpu:
+        lines.append(cpu)
     if data.get("jobs", 1) > 1:
         elapsed = f", {t['elapsed_seconds'] / 60:.0f} minutes in all" if "elapsed_seconds" in t else ""
         lines.append(f"Trained in {data['jobs']} processes side by side, each on one core with one TensorFlow thread "
                      f"(the times above are single-thread times){elapsed}.")
     return "\n".join(lines)
+
+
+def cpu_text(data: dict, rows: dict) -> str:
+    """The process CPU time of each training that recorded one, and its wall time over it."""
+    trainings = [(k, rows.get((k, s))) for k, s in (("paradis", "1x1.0"), ("slimmable", "1x1.0"))]
+    trainings[1:1] = [(f"individual {s}", rows.get(("individual", s))) for s in data["switches"]]
+    parts = [f"{name} {r['train_cpu_seconds']:.0f} s (wall {r['train_seconds'] / r['train_cpu_seconds']:.2f}x)"
+             for name, r in trainings if r and r.get("train_cpu_seconds")]
+    if not parts:  # records written before CPU time was kept
+        return ""
+    one_thread = (" Each trained on one thread: wall time above CPU time is time it spent waiting (for input, "
+                  "or on a throttled host).") if data.get("jobs", 1) > 1 else ""
+    return "Process CPU time per training: " + ", ".join(parts) + "." + one_thread
 
 
 RECIPE = ("epochs", "width", "depth", "channels", "sync_layers", "batch_size", "optimizer", "momentum", "learning_rate", "weight_decay",
@@ -710,11 +726,11 @@ def main(argv=None) -> int:
             if str(s) in switches:
                 np.save(Path(args.logits_out) / f"{kind}_{s}_seed{args.seed}.npy", np.asarray(z, np.float32))
 
-    def record(kind, model, accs, seconds, switches):
+    def record(kind, model, accs, result, switches):
         store(kind, [{
             "model": kind, "switch": s, "top1": round(accs[s], 4),
             "macs_per_device": [d["macs"] for d in model.device_stats(s)], "params": int(model.count_params()),
-            "train_seconds": round(seconds, 1),
+            "train_seconds": round(result["train_seconds"], 1), "train_cpu_seconds": round(result["train_cpu_seconds"], 1),
         } for s in switches])
         save_logits(kind, model, switches)  # after the row is stored: a logits folder that fails loses no result
 
@@ -752,7 +768,7 @@ def main(argv=None) -> int:
         accs = evaluate(m, xt, yt)
         print("paradis", accs, f"{r['train_seconds']:.0f}s", flush=True)
         data["timing"]["paradis_seconds"] = r["train_seconds"]
-        record("paradis", m, accs, r["train_seconds"], SWITCHES)
+        record("paradis", m, accs, r, SWITCHES)
         m.save(args.model_out)
     if args.jobs == 1 and "individual" in kinds:
         for s in chosen:
@@ -761,7 +777,7 @@ def main(argv=None) -> int:
             accs = evaluate(m, xt, yt)
             seconds[f"individual {s}"] = r["train_seconds"]
             print("individual", s, accs, f"{r['train_seconds']:.0f}s", flush=True)
-            record("individual", m, accs, r["train_seconds"], [s])
+            record("individual", m, accs, r, [s])
         individual_total()
     if args.jobs == 1 and "slimmable" in kinds:
         m = build(list(SLIMMABLE_SWITCHES))
@@ -769,7 +785,7 @@ def main(argv=None) -> int:
         accs = evaluate(m, xt, yt)
         print("slimmable", accs, f"{r['train_seconds']:.0f}s", flush=True)
         data["timing"]["slimmable_seconds"] = r["train_seconds"]
-        record("slimmable", m, accs, r["train_seconds"], list(SLIMMABLE_SWITCHES))
+        record("slimmable", m, accs, r, list(SLIMMABLE_SWITCHES))
     t = data["timing"]
     if "paradis_seconds" in t and "individual_seconds" in t and not data.get("baselines_from") and not failed:
         t["joint_over_individual"] = t["paradis_seconds"] / t["individual_seconds"]
