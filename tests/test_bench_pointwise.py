@@ -1,0 +1,79 @@
+"""The grouped-pointwise benchmark: the model's layer shapes, its refusals, a real tiny run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench(tool):
+    return tool("bench_pointwise")
+
+
+def test_layer_shapes_follow_the_benchmark_network(bench):
+    shapes = bench.layer_shapes(0.5, 7)
+    assert [(s["size"], s["in"], s["out"]) for s in shapes] == [
+        (28, 16, 32), (14, 32, 64), (14, 64, 64), (7, 64, 128), (7, 128, 128), (4, 128, 256), (4, 256, 256)]
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_every_way_computes_the_masked_product_and_its_gradients(bench, groups):
+    import numpy as np
+    import tensorflow as tf
+
+    x = tf.random.stateless_normal((2, 3, 3, 8), seed=(1, 2))
+    w = tf.random.stateless_normal((8, 12), seed=(3, 4))
+    mask = np.kron(np.eye(groups), np.ones((8 // groups, 12 // groups)))
+    want = np.einsum("bhwc,cd->bhwd", x.numpy(), w.numpy() * mask)  # NumPy: block-diagonal by construction
+    grads = {}
+    for way, fn in bench.ways(groups, 8, 12).items():
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            y = fn(x, w)
+            loss = tf.reduce_sum(y * y)
+        np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5, err_msg=way)
+        grads[way] = tape.gradient(loss, w).numpy()
+        assert np.all(grads[way][mask == 0] == 0), way  # the zero blocks get no gradient
+    np.testing.assert_allclose(grads["per_device"], grads["masked"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads["grouped"], grads["masked"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--groups", "1"], "--groups 1: pass 2 or more devices"),
+    (["--rounds", "0"], "--rounds must be at least 1. Received 0"),
+])
+def test_bad_options_are_named(bench, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        bench.main(argv)
+
+
+def test_a_real_run_records_every_layer_and_way(tmp_path):
+    out = tmp_path / "pw.json"
+    run = subprocess.run([sys.executable, str(ROOT / "tools/bench_pointwise.py"), "--groups", "2", "3", "--depth", "3",
+                          "--batch-size", "4", "--rounds", "2", "--steps", "1", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                             [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])))
+    assert run.returncode != 0 and "--groups 3: layer block0_pw has 16 -> 32 channels" in run.stderr
+    assert not out.exists()
+    run = subprocess.run([sys.executable, str(ROOT / "tools/bench_pointwise.py"), "--groups", "2", "4", "--depth", "3",
+                          "--batch-size", "4", "--rounds", "2", "--steps", "1", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                             [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])))
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert [s["layer"] for s in got["layers"]] == ["block0_pw", "block1_pw", "block2_pw"]
+    for g in ("2", "4"):
+        r = got["groups"][g]
+        assert set(r["cpu_ms_per_layer"]) == {"block0_pw", "block1_pw", "block2_pw"}
+        assert all(v[w] > 0 for v in r["cpu_ms_per_layer"].values() for w in ("masked", "per_device", "grouped"))
+        assert r["over_masked"]["masked"] == 1.0
+        assert r["cpu_ms_best_per_layer"] <= min(r["cpu_ms_total"].values()) + 1e-9
+        assert f"{g} devices: masked" in run.stdout
