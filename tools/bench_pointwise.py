@@ -100,7 +100,10 @@ def main(argv=None) -> int:
     except RuntimeError as e:
         raise SystemExit(f"One TensorFlow thread: {e}; run the tool in a fresh process.") from None
 
-    shapes = layer_shapes(args.width, args.depth)  # builds a model: after the threads are set
+    try:
+        shapes = layer_shapes(args.width, args.depth)  # builds a model: after the threads are set
+    except ValueError as e:
+        raise SystemExit(f"--width {args.width} --depth {args.depth}: {e}") from None
     for g in args.groups:
         odd = [s for s in shapes if s["in"] % g or s["out"] % g]
         if odd:

@@ -154,8 +154,11 @@ def main(argv=None) -> int:
                          f"the dataset has {len(x)}.")
     cfg = TrainConfig(epochs=13, batch_size=args.batch_size, learning_rate=0.1, weight_decay=5e-3, optimizer="sgd",
                       warmup_epochs=0.5, augment=True)
-    model = mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth, labels=FASHION_MNIST_LABELS,
-                         label_mix=0.5, teacher="nested")
+    try:
+        model = mobilenet_v1((28, 28, 1), 10, switches, width=args.width, depth=args.depth,
+                             labels=FASHION_MNIST_LABELS, label_mix=0.5, teacher="nested")
+    except ValueError as e:
+        raise SystemExit(f"--width {args.width} --depth {args.depth}: {e}") from None
     model.compile(optimizer=make_optimizer(cfg, 60000 // args.batch_size))
     ds = make_dataset(x, y, args.batch_size, training=True, augment=True, preprocessing=model.preprocessing)
     model.fit(ds.take(args.warmup), epochs=1, verbose=0, calibrate=False)
