@@ -1,6 +1,9 @@
 """Fixtures shared by every test folder."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,3 +25,17 @@ def tool():
         return loaded[name]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def run_tool():
+    """Runs a script of ``tools/`` in a fresh process, as a user does (TensorFlow's thread pools are fixed once
+    it has run in a process): ``run_tool("bench_pointwise", "--groups", "2")``, a `subprocess.CompletedProcess`."""
+
+    def run(name: str, *argv: str):
+        path = [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+        return subprocess.run([sys.executable, str(ROOT / "tools" / f"{name}.py"), *argv], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    return run

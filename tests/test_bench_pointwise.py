@@ -1,14 +1,8 @@
 """The grouped-pointwise benchmark: the model's layer shapes, its refusals, a real tiny run."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +47,16 @@ def test_bad_options_are_named(bench, argv, message):
         bench.main(argv)
 
 
-def run_tool(*argv):
-    """The tool in a fresh process, as it runs: TensorFlow's thread pools are fixed once it has run."""
-    return subprocess.run([sys.executable, str(ROOT / "tools/bench_pointwise.py"), *argv], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                              [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])))
-
-
-def test_a_real_run_records_every_layer_and_way(tmp_path):
+def test_a_real_run_records_every_layer_and_way(run_tool, tmp_path):
     out = tmp_path / "pw.json"
-    run = run_tool("--depth", "14", "--out", str(out))
+    run = run_tool("bench_pointwise", "--depth", "14", "--out", str(out))
     assert run.returncode != 0 and "--width 0.5 --depth 14: Expected 1 <= depth <= 13. Received depth=14" in run.stderr
-    run = run_tool("--groups", "2", "3", "--depth", "3", "--batch-size", "4", "--rounds", "2", "--steps", "1",
-                   "--out", str(out))
+    run = run_tool("bench_pointwise", "--groups", "2", "3", "--depth", "3", "--batch-size", "4", "--rounds", "2",
+                   "--steps", "1", "--out", str(out))
     assert run.returncode != 0 and "--groups 3: layer block0_pw has 16 -> 32 channels" in run.stderr
     assert not out.exists()
-    run = run_tool("--groups", "2", "4", "--depth", "3", "--batch-size", "4", "--rounds", "2", "--steps", "1",
-                   "--out", str(out))
+    run = run_tool("bench_pointwise", "--groups", "2", "4", "--depth", "3", "--batch-size", "4", "--rounds", "2",
+                   "--steps", "1", "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(out.read_text())
     assert [s["layer"] for s in got["layers"]] == ["block0_pw", "block1_pw", "block2_pw"]

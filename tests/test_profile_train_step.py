@@ -1,14 +1,8 @@
 """The step profiler: op events grouped from a real TensorFlow profiler trace; its refusals."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +49,10 @@ def test_threads_cannot_be_set_once_tensorflow_ran(prof):
         prof.main(["--steps", "1", "--threads", "1"])
 
 
-def test_a_traced_joint_step_is_split_into_groups(prof, tmp_path):
+def test_a_traced_joint_step_is_split_into_groups(prof, run_tool, tmp_path):
     out = tmp_path / "p.json"
-    # a fresh process, as the tool runs: TensorFlow's thread pools are fixed once it has run
-    run = subprocess.run([sys.executable, str(ROOT / "tools/profile_train_step.py"), "--switches", "1x1.0", "2x0.5",
-                          "--width", "0.25", "--depth", "2", "--batch-size", "16", "--steps", "3", "--warmup", "2",
-                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                             [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])))
+    run = run_tool("profile_train_step", "--switches", "1x1.0", "2x0.5", "--width", "0.25", "--depth", "2",
+                   "--batch-size", "16", "--steps", "3", "--warmup", "2", "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| pointwise matmul |" in run.stdout
     got = json.loads(out.read_text())

@@ -50,17 +50,17 @@ def layer_shapes(width: float, depth: int, image: int = 28) -> list[dict]:
 
 def ways(groups: int, cin: int, cout: int) -> dict:
     """The three block-diagonal pointwise products for ``groups`` equal devices; each maps (x, W) to y."""
-    import numpy as np
     import tensorflow as tf
 
+    from paradis_tf.layers.conv import block_diagonal_mask
+
     c, d = cin // groups, cout // groups
-    mask = np.zeros((cin, cout), np.float32)
-    for k in range(groups):
-        mask[k * c:(k + 1) * c, k * d:(k + 1) * d] = 1.0
-    mask = tf.constant(mask)
+    in_ranges = [(k * c, (k + 1) * c) for k in range(groups)]
+    out_ranges = [(k * d, (k + 1) * d) for k in range(groups)]
+    mask = tf.constant(block_diagonal_mask(in_ranges, out_ranges))  # the mask ParaDiSConv2D trains with
 
     def blocks(w):
-        return [w[k * c:(k + 1) * c, k * d:(k + 1) * d] for k in range(groups)]
+        return [w[ia:ib, oa:ob] for (ia, ib), (oa, ob) in zip(in_ranges, out_ranges)]
 
     def masked(x, w):
         return tf.reshape(tf.reshape(x, (-1, cin)) @ (w * mask), (*x.shape[:-1], cout))
