@@ -547,3 +547,56 @@ def test_a_logits_folder_that_cannot_be_made_is_refused_before_training(bench, t
         bench.main(["--only", "individual", "--individual", "1x0.25", "--out", str(tmp_path / "out.json"),
                     "--logits-out", str(blocker / "logits")])
     assert not (tmp_path / "out.json").exists()
+
+
+def full_run(tops: dict, seconds=(3000.0, 3200.0, 1000.0), elapsed=None, jobs=1):
+    """A record of a whole benchmark run (all three kinds) over the six switches: ``tops`` maps
+    ``(kind, switch)`` to top-1; ``seconds`` are the ParaDiS, six individual and slimmable training times."""
+    switches = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+    data = run_record()
+    data.update(switches=switches, optimizer="sgd", seed=0, jobs=jobs, results=[
+        {"model": k, "switch": s, "top1": t, "macs_per_device": [1], "params": 1, "train_seconds": 1.0}
+        for (k, s), t in tops.items()])
+    p, i, sl = seconds
+    data["timing"] = {"paradis_seconds": p, "individual_seconds": i, "slimmable_seconds": sl,
+                      "joint_over_individual": p / i}
+    if elapsed is not None:
+        data["timing"]["elapsed_seconds"] = elapsed
+    return data
+
+
+def test_verdict_gives_each_record_every_target_with_its_number(bench, tmp_path, capsys):
+    switches = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+    met = {("paradis", s): t for s, t in zip(switches, (0.931, 0.925, 0.925, 0.927, 0.923, 0.912))}
+    met |= {("individual", s): t for s, t in zip(switches, (0.932, 0.927, 0.926, 0.921, 0.924, 0.907))}
+    met |= {("slimmable", s): t for s, t in zip(("1x1.0", "1x0.5", "1x0.25"), (0.932, 0.923, 0.911))}
+    # every target met; 80 minutes elapsed in two worker processes
+    (tmp_path / "good.json").write_text(json.dumps(full_run(met, elapsed=4800.0, jobs=2)))
+    # 1x1.0 at 92.93, 4x0.25 only +0.87, 1x0.5 0.7 under its individual model and 0.6 under slimmable; joint training
+    # slower than the six individual ones; a one-process run whose trainings alone took 120 minutes
+    missed = dict(met) | {("paradis", "1x1.0"): 0.9293, ("paradis", "4x0.25"): 0.9197, ("paradis", "1x0.5"): 0.917}
+    (tmp_path / "bad.json").write_text(json.dumps(full_run(missed, seconds=(3600.0, 3000.0, 600.0))))
+    # ParaDiS rows only, the others reused from another run: no time targets
+    reused = full_run(met)
+    reused["baselines_from"] = {"file": "good.json", "models": ["individual", "slimmable"], "seed": 0}
+    (tmp_path / "reused.json").write_text(json.dumps(reused))
+
+    assert bench.main(["--verdict", *(str(tmp_path / f) for f in ("good.json", "bad.json", "reused.json"))]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["good.json"].endswith(
+        "| 93.10 | -0.20 | +1.60 | -0.10 | 0.94 | 80 | 6 of 6 |")
+    assert rows["bad.json"].endswith(
+        "| **92.93** | **-0.70** | **+0.87** | **-0.60** | **1.20** | **>=120** | 0 of 6 |")
+    assert rows["reused.json"].endswith("| 93.10 | -0.20 | +1.60 | -0.10 | - | - | 4 of 4 |")
+    assert "| 10 | w0.5 d7 | SGD | 0 |" in rows["good.json"]
+
+
+def test_verdict_refuses_files_it_cannot_check(bench, tmp_path):
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"--verdict .*broken.json: cannot read a benchmark record"):
+        bench.main(["--verdict", str(tmp_path / "broken.json")])
+    with pytest.raises(SystemExit, match=r"--verdict .*missing.json: cannot read"):
+        bench.main(["--verdict", str(tmp_path / "missing.json")])
+    (tmp_path / "baselines.json").write_text(json.dumps(run_record()))  # individual and slimmable rows only
+    with pytest.raises(SystemExit, match="has no ParaDiS rows"):
+        bench.main(["--verdict", str(tmp_path / "baselines.json")])

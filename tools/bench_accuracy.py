@@ -344,30 +344,110 @@ def mean_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def targets(rows: dict, switches: list[str]) -> list[str]:
-    """Each claim of the issue, with the measured numbers and met / missed."""
+def target_checks(rows: dict, switches: list[str]) -> list[dict]:
+    """Each accuracy claim of the issue that ``rows`` can check: ``{"target", "value", "ok", "text"}``.
+
+    ``target`` names the claim: ``"1x1.0"`` (93%), ``"individual"`` (every
+    switch within 0.3 of its individual model), ``"4x0.25"`` (+1.5 over the
+    slimmable 1x0.25), ``"slimmable 1x1.0"``, ``"slimmable 1x0.5"``,
+    ``"slimmable 1x0.25"`` (within 0.5 of the slimmable model); ``value``
+    the measured number the claim bounds (top-1 in %, or a difference in
+    points; for "individual" the worst switch); ``text`` the claim with the
+    measured numbers and met / missed.
+    """
     top = lambda kind, s: 100 * rows[(kind, s)]["top1"] if (kind, s) in rows else None  # noqa: E731
     mark = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     out = []
     p = top("paradis", "1x1.0")
     if p is not None:
-        out.append(f"ParaDiS 1x1.0 >= 93.0%: {p:.2f}% ({mark(p >= 93.0)})")
+        out.append({"target": "1x1.0", "value": p, "ok": p >= 93.0,
+                    "text": f"ParaDiS 1x1.0 >= 93.0%: {p:.2f}% ({mark(p >= 93.0)})"})
     worst = [(top("paradis", s) - top("individual", s), s) for s in switches
              if top("paradis", s) is not None and top("individual", s) is not None]
     if worst:
         d, s = min(worst)
-        out.append(f"every ParaDiS switch >= its individual model - 0.3 points: worst {s} {signed(d)} "
-                   f"({mark(d >= -0.3)}; {sum(x >= -0.3 for x, _ in worst)} of {len(worst)} switches within)")
+        out.append({"target": "individual", "value": d, "ok": d >= -0.3,
+                    "text": f"every ParaDiS switch >= its individual model - 0.3 points: worst {s} {signed(d)} "
+                            f"({mark(d >= -0.3)}; {sum(x >= -0.3 for x, _ in worst)} of {len(worst)} switches within)"})
     p4, s4 = top("paradis", "4x0.25"), top("slimmable", "1x0.25")
     if p4 is not None and s4 is not None:
-        out.append(f"ParaDiS 4x0.25 >= slimmable 1x0.25 + 1.5 points: {p4:.2f} vs {s4:.2f}, {signed(p4 - s4)} "
-                   f"({mark(p4 - s4 >= 1.5)})")
+        out.append({"target": "4x0.25", "value": p4 - s4, "ok": p4 - s4 >= 1.5,
+                    "text": f"ParaDiS 4x0.25 >= slimmable 1x0.25 + 1.5 points: {p4:.2f} vs {s4:.2f}, {signed(p4 - s4)} "
+                            f"({mark(p4 - s4 >= 1.5)})"})
     for s in ("1x1.0", "1x0.5", "1x0.25"):
         a, b = top("paradis", s), top("slimmable", s)
         if a is not None and b is not None:
-            out.append(f"ParaDiS {s} within 0.5 points of slimmable {s}: {a:.2f} vs {b:.2f}, {signed(a - b)} "
-                       f"({mark(a - b >= -0.5)})")
+            out.append({"target": f"slimmable {s}", "value": a - b, "ok": a - b >= -0.5,
+                        "text": f"ParaDiS {s} within 0.5 points of slimmable {s}: {a:.2f} vs {b:.2f}, {signed(a - b)} "
+                                f"({mark(a - b >= -0.5)})"})
     return out
+
+
+def targets(rows: dict, switches: list[str]) -> list[str]:
+    """Each claim of the issue, with the measured numbers and met / missed."""
+    return [c["text"] for c in target_checks(rows, switches)]
+
+
+TIME_LIMIT_MINUTES = 90  # the whole benchmark on the 2 cores (issue 2)
+
+
+def run_minutes(data: dict) -> tuple[float, str] | None:
+    """The minutes a record's whole benchmark took, and how they were measured: ``"elapsed"`` (the run's
+    recorded elapsed time) or ``"trainings"`` (a one-process run before elapsed time was kept: its
+    trainings' times added up, a lower bound since it leaves out evaluation). None for a run that did not
+    train all three kinds itself (``--only``, ``--individual``, ``--baselines``)."""
+    t = data.get("timing", {})
+    if baselines_source(data) or "joint_over_individual" not in t or "slimmable_seconds" not in t:
+        return None
+    if "elapsed_seconds" in t:
+        return t["elapsed_seconds"] / 60, "elapsed"
+    if data.get("jobs", 1) > 1:
+        return None
+    return (t["paradis_seconds"] + t["individual_seconds"] + t["slimmable_seconds"]) / 60, "trainings"
+
+
+def verdict_table(records: list[tuple[str, dict]]) -> str:
+    """One Markdown row per benchmark record: each target of issue 2, its measured number, and how many
+    of the targets the record can check it met (missed numbers in bold)."""
+    lines = [
+        "| record | epochs | network | optimizer | seed | 1x1.0 >= 93.0 | worst ParaDiS - individual >= -0.3 "
+        "| 4x0.25 - slimmable 1x0.25 >= +1.5 | worst single-device - slimmable >= -0.5 "
+        f"| joint / individual time <= 1 | minutes <= {TIME_LIMIT_MINUTES} | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, data in records:
+        rows = {(r["model"], r["switch"]): r for r in data["results"]}
+        if not any(k[0] == "paradis" for k in rows):
+            raise SystemExit(f"--verdict {name}: the record has no ParaDiS rows, so no target of issue 2 can be "
+                             "checked; pass records of runs that trained the ParaDiS model.")
+        checks = {c["target"]: c for c in target_checks(rows, data["switches"])}
+        bold = lambda text, ok: text if ok else f"**{text}**"  # noqa: E731
+        cell = lambda key, fmt: bold(fmt(checks[key]["value"]), checks[key]["ok"]) if key in checks else "-"  # noqa: E731
+        singles = [checks[k] for k in ("slimmable 1x1.0", "slimmable 1x0.5", "slimmable 1x0.25") if k in checks]
+        worst_single = (bold(signed(min(c["value"] for c in singles)), all(c["ok"] for c in singles))
+                        if singles else "-")
+        ok = [c["ok"] for k, c in checks.items() if not k.startswith("slimmable ")]
+        ok += [all(c["ok"] for c in singles)] if singles else []
+        ratio = data.get("timing", {}).get("joint_over_individual")
+        if ratio is not None and not baselines_source(data):
+            ok.append(ratio <= 1.0)
+            ratio_cell = bold(f"{ratio:.2f}", ratio <= 1.0)
+        else:
+            ratio_cell = "-"
+        minutes = run_minutes(data)
+        if minutes is not None:
+            ok.append(minutes[0] <= TIME_LIMIT_MINUTES)
+            minutes_cell = bold(f"{'>=' if minutes[1] == 'trainings' else ''}{minutes[0]:.0f}",
+                                minutes[0] <= TIME_LIMIT_MINUTES)
+        else:
+            minutes_cell = "-"
+        net = (f"channels {'-'.join(map(str, data['channels']))} d{data['depth']}" if data.get("channels")
+               else f"w{data['width']} d{data['depth']}")
+        opt = "SGD" if data.get("optimizer") == "sgd" else "Adam"
+        lines.append(f"| {Path(name).name} | {data['epochs']} | {net} | {opt} | {data.get('seed', 0)} "
+                     f"| {cell('1x1.0', lambda v: f'{v:.2f}')} | {cell('individual', signed)} | {cell('4x0.25', signed)} "
+                     f"| {worst_single} | {ratio_cell} | {minutes_cell} | {sum(ok)} of {len(ok)} |")
+    return "\n".join(lines)
 
 
 # Options --jobs decides for each worker; the rest of the command line passes through.
@@ -568,6 +648,9 @@ def main(argv=None) -> int:
                     help="print the test top-1 of each --logits-out file and of their summed logits (every subset "
                          "of each size), then exit")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
+    ap.add_argument("--verdict", nargs="+", metavar="JSON",
+                    help="print one row per record: each target of issue 2 with its measured number (the time "
+                         "targets only for runs that trained all three kinds themselves), then exit")
     ap.add_argument("--mean", nargs="+", metavar="JSON[:KINDS]",
                     help="print the mean top-1 over runs of one recipe (seeds), each seed's value beside it, and "
                          "the targets checked on the means, then exit. KINDS (comma-separated paradis, "
@@ -578,6 +661,16 @@ def main(argv=None) -> int:
 
         _, labels = load_fashion_mnist("test")
         print(ensemble_table(args.ensemble, labels))
+        return 0
+    if args.verdict:
+        records = []
+        for path in args.verdict:
+            try:
+                records.append((path, json.loads(Path(path).read_text())))
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"--verdict {path}: cannot read a benchmark record there ({e}); pass JSON files "
+                                 "written by this tool's --out.") from None
+        print(verdict_table(records))
         return 0
     if args.mean:
         runs = []
