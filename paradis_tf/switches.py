@@ -163,6 +163,12 @@ class Switch:
         return self.channel_ranges(channels, layer)[-1][1]
 
 
+# The switches of the accuracy benchmark (issue 2) and the default of `paradis
+# train`: one device at three widths (those the slimmable baseline has), two
+# equal devices, one strong and two weak devices, four equal devices.
+BENCHMARK_SWITCHES = ("1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25")
+
+
 # Whom the distilled switches of a ParaDiS network learn from
 # (`ParaDiSModel(teacher=...)`); here, free of Keras, for the CLI's choices.
 TEACHERS = ("widest", "nested")

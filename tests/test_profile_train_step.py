@@ -45,7 +45,7 @@ def test_threads_cannot_be_set_once_tensorflow_ran(prof):
     import tensorflow as tf
 
     tf.constant(1.0) + 1.0  # the runtime and its thread pools exist now
-    with pytest.raises(SystemExit, match="--threads 1: .*run the tool in a fresh process"):
+    with pytest.raises(SystemExit, match="--threads 1: .*start a fresh process"):
         prof.main(["--steps", "1", "--threads", "1"])
 
 

@@ -27,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SWITCHES = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+from paradis_tf.switches import BENCHMARK_SWITCHES
+
+SWITCHES = list(BENCHMARK_SWITCHES)  # the six switches of the accuracy benchmark
 ROOT = Path(__file__).resolve().parents[1]
 
 

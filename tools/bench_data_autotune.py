@@ -27,21 +27,21 @@ import sys
 import time
 from pathlib import Path
 
+from paradis_tf.switches import BENCHMARK_SWITCHES
+
 ROOT = Path(__file__).resolve().parents[1]
-SWITCHES = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+SWITCHES = list(BENCHMARK_SWITCHES)  # the six switches of the accuracy benchmark
 
 
 def worker(args) -> int:
     """One training; prints one JSON line per epoch: ``{"epoch", "wall", "cpu"}``."""
     import keras
-    import tensorflow as tf
 
     from paradis_tf.data import load_fashion_mnist, make_dataset
     from paradis_tf.models import mobilenet_v1
-    from paradis_tf.training.recipe import TrainConfig, make_optimizer
+    from paradis_tf.training.recipe import TrainConfig, make_optimizer, set_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_threads(1)
     switches = SWITCHES if args.worker == "paradis" else [args.worker]
     config = TrainConfig(epochs=args.epochs, optimizer="sgd", learning_rate=0.1, weight_decay=5e-3,
                          warmup_epochs=0.5, augment=True, seed=0)

@@ -94,11 +94,12 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    from paradis_tf.training.recipe import set_threads
+
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        set_threads(1)
     except RuntimeError as e:
-        raise SystemExit(f"One TensorFlow thread: {e}; run the tool in a fresh process.") from None
+        raise SystemExit(f"One TensorFlow thread: {e}") from None
 
     try:
         shapes = layer_shapes(args.width, args.depth)  # builds a model: after the threads are set

@@ -23,7 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-SWITCHES = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+from paradis_tf.switches import BENCHMARK_SWITCHES
+
+SWITCHES = list(BENCHMARK_SWITCHES)  # the six switches of the accuracy benchmark
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,8 +74,12 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        from paradis_tf.training.recipe import set_threads
+
+        try:
+            set_threads(args.threads)
+        except RuntimeError as e:
+            raise SystemExit(f"--threads {args.threads}: {e}") from None
 
     from paradis_tf.data import load_fashion_mnist, make_dataset
     from paradis_tf.layers import ParaDiSConv2D
@@ -149,7 +155,7 @@ def main(argv=None) -> int:
         "command": "python tools/bench_train_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n| model | ms per step | CPU ms per step |\n|---|---|---|")
+    print("\n| model | ms per step | CPU ms per step |\n|---|---|---|")
     for n, v in med.items():
         print(f"| {n} | {1000 * v:.0f} | {1000 * med_cpu[n]:.0f} |")
     print(f"| six individual models together | {1000 * individual:.0f} |")

@@ -33,8 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from paradis_tf.switches import BENCHMARK_SWITCHES
+
 ROOT = Path(__file__).resolve().parents[1]
-SWITCHES = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
+SWITCHES = list(BENCHMARK_SWITCHES)  # the six switches of the accuracy benchmark
 OP_EVENT = re.compile(r"^[^:]+:([A-Za-z_][A-Za-z0-9_]*)$")  # "scope/op_name:OpType" (not "Class::Method")
 # Op type (oneDNN's "_Mkl"/"_MklNative" prefixes removed) -> group, by prefix.
 GROUPS = (
@@ -138,14 +140,14 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    except RuntimeError as e:  # TensorFlow ran before in this process: its thread pools are fixed
-        raise SystemExit(f"--threads {args.threads}: {e}; run the tool in a fresh process.") from None
     from paradis_tf.data import FASHION_MNIST_LABELS, load_fashion_mnist, make_dataset
     from paradis_tf.models import mobilenet_v1
-    from paradis_tf.training.recipe import TrainConfig, make_optimizer
+    from paradis_tf.training.recipe import TrainConfig, make_optimizer, set_threads
+
+    try:
+        set_threads(args.threads)
+    except RuntimeError as e:  # TensorFlow ran before in this process: its thread pools are fixed
+        raise SystemExit(f"--threads {args.threads}: {e}") from None
 
     images = args.batch_size * max(args.steps, args.warmup)
     x, y = load_fashion_mnist("train", limit=images)

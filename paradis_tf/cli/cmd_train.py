@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from paradis_tf.cli._common import add_data_args, data_source, print_json, print_table
-from paradis_tf.switches import TEACHERS
+from paradis_tf.switches import BENCHMARK_SWITCHES, TEACHERS
 from paradis_tf.data.pipeline import TRANSLATIONS
 from paradis_tf.training.recipe import OPTIMIZERS
 
-DEFAULT_SWITCHES = "1x1.0,2x0.5,0.5+0.25+0.25,4x0.25,1x0.5,1x0.25"
+DEFAULT_SWITCHES = ",".join(BENCHMARK_SWITCHES)
 # Peak learning rate and weight decay per optimizer when the command line gives none.
 RECIPE_DEFAULTS = {"sgd": {"lr": 0.1, "weight_decay": 5e-3}, "adam": {"lr": 2e-3, "weight_decay": 0.0}}
 WARMUP_EPOCHS = 0.5  # linear warm-up before the cosine decay, as in tools/bench_accuracy.py

@@ -98,6 +98,26 @@ class TrainConfig:
 NOT_DECAYED = [r"(^|/)(gamma|beta)_\d+(:\d+)?$", r"(^|/)(bias|log_scales)(:\d+)?$"]
 
 
+def set_threads(threads: int) -> None:
+    """Runs TensorFlow's ops on ``threads`` threads, both within an op and
+    across ops (a benchmark's single-thread trainings pin one per core).
+
+    Raises:
+        RuntimeError: TensorFlow already ran in this process, so its thread
+            pools are fixed; the message says to set the threads first or
+            to start a fresh process.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as e:
+        raise RuntimeError(f"cannot set {threads} TensorFlow thread(s): TensorFlow already ran in this process "
+                           f"and its thread pools are fixed ({e}); set the threads first, or start a fresh "
+                           "process.") from None
+
+
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
     import keras
 

@@ -1,7 +1,7 @@
 import pytest
 
 from paradis_tf.errors import ChannelSplitError, SwitchError
-from paradis_tf.switches import Switch, channel_divisor, parse_switches, teacher_indices
+from paradis_tf.switches import BENCHMARK_SWITCHES, Switch, channel_divisor, parse_switches, teacher_indices
 
 
 @pytest.mark.parametrize("text,widths", [
@@ -14,6 +14,14 @@ def test_parse_widths_len_and_round_trip(text, widths):
     assert len(s) == len(widths)
     assert str(s) == text
     assert Switch.parse(str(s)) == s
+
+
+def test_benchmark_switches_are_canonical_texts_and_paradis_trains_default():
+    # tools compare and store these texts, so each must be the text its switch prints
+    assert [str(s) for s in parse_switches(BENCHMARK_SWITCHES)] == list(BENCHMARK_SWITCHES)
+    from paradis_tf.cli.cmd_train import DEFAULT_SWITCHES
+
+    assert DEFAULT_SWITCHES.split(",") == list(BENCHMARK_SWITCHES)
 
 
 def test_equal_widths_print_in_repeat_form():
