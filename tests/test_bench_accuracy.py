@@ -581,8 +581,13 @@ def test_verdict_gives_each_record_every_target_with_its_number(bench, tmp_path,
     reused["baselines_from"] = {"file": "good.json", "models": ["individual", "slimmable"], "seed": 0}
     (tmp_path / "reused.json").write_text(json.dumps(reused))
 
-    assert bench.main(["--verdict", *(str(tmp_path / f) for f in ("good.json", "bad.json", "reused.json"))]) == 0
-    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()[2:]}
+    (tmp_path / "pilot.json").write_text(json.dumps(run_record()))  # a run of the baselines alone
+    files = ("good.json", "pilot.json", "bad.json", "reused.json")
+    assert bench.main(["--verdict", *(str(tmp_path / f) for f in files)]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()[2:] if line.startswith("|")}
+    assert list(rows) == ["good.json", "bad.json", "reused.json"]
+    assert "Left out (no ParaDiS, individual or slimmable rows, so not every target can be checked): pilot.json." in text
     assert rows["good.json"].endswith(
         "| 93.10 | -0.20 | +1.60 | -0.10 | 0.94 | 80 | 6 of 6 |")
     assert rows["bad.json"].endswith(
@@ -598,7 +603,7 @@ def test_verdict_refuses_files_it_cannot_check(bench, tmp_path):
     with pytest.raises(SystemExit, match=r"--verdict .*missing.json: cannot read"):
         bench.main(["--verdict", str(tmp_path / "missing.json")])
     (tmp_path / "baselines.json").write_text(json.dumps(run_record()))  # individual and slimmable rows only
-    with pytest.raises(SystemExit, match="has no ParaDiS rows"):
+    with pytest.raises(SystemExit, match="baselines.json: no record has ParaDiS, individual and slimmable rows"):
         bench.main(["--verdict", str(tmp_path / "baselines.json")])
 
 
