@@ -499,11 +499,11 @@ def run_jobs(args, argv: list[str], kinds: list[str], chosen: list[str], cores: 
     Returns:
         The failed trainings, each with its log.
     """
+    from paradis_tf.training.recipe import start_pinned_worker
+
     start = time.perf_counter()
     base = worker_argv(argv)
     scratch = Path(tempfile.mkdtemp(prefix="bench_accuracy_jobs_"))
-    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     pending = job_list(kinds, chosen)
     print(f"{len(pending)} trainings in {args.jobs} processes; logs in {scratch}", flush=True)
     running: dict[int, tuple[str, subprocess.Popen, Path, Path, object]] = {}  # core -> job
@@ -518,10 +518,9 @@ def run_jobs(args, argv: list[str], kinds: list[str], chosen: list[str], cores: 
                 model_out = args.model_out if name == "paradis" else str(scratch / f"{tag}.keras")
                 cmd = [sys.executable, str(Path(__file__).resolve()), *base, *options, "--out", str(result),
                        "--model-out", model_out]
-                pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
                 handle = open(log, "w")
-                running[core] = (name, subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                                        preexec_fn=pin), result, log, handle)
+                running[core] = (name, start_pinned_worker(cmd, core, ROOT, stdout=handle, stderr=subprocess.STDOUT),
+                                 result, log, handle)
                 print(f"started {name} on core {core}", flush=True)
             time.sleep(0.5)
             for core, (name, proc, result, log, handle) in list(running.items()):

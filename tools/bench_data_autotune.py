@@ -66,17 +66,15 @@ def worker(args) -> int:
 
 def run_pair(args, model: str, cores: dict[str, int]) -> dict[str, list[dict]]:
     """Trains ``model`` twice at once, autotune on and off, each on its core; the epochs of each."""
-    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1",
-               TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    from paradis_tf.training.recipe import start_pinned_worker
+
     procs = {}
     for setting, core in cores.items():
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", model, "--autotune", setting,
                "--epochs", str(args.epochs), "--width", str(args.width), "--depth", str(args.depth)]
         cmd += ["--train-images", str(args.train_images)] if args.train_images else []
-        pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
-        procs[setting] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                          preexec_fn=pin)
+        procs[setting] = start_pinned_worker(cmd, core, ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                             text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     out = {}
     for setting, proc in procs.items():
         stdout, stderr = proc.communicate()

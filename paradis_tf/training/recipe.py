@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -116,6 +118,23 @@ def set_threads(threads: int) -> None:
         raise RuntimeError(f"cannot set {threads} TensorFlow thread(s): TensorFlow already ran in this process "
                            f"and its thread pools are fixed ({e}); set the threads first, or start a fresh "
                            "process.") from None
+
+
+def start_pinned_worker(cmd: list[str], core: int, pythonpath: str | os.PathLike, **popen_kwargs) -> subprocess.Popen:
+    """Starts ``cmd`` as a process bound to CPU ``core`` whose TensorFlow runs
+    ops on one thread, with ``pythonpath`` first on its import path: the
+    worker of a benchmark that trains one model per core side by side.
+    ``popen_kwargs`` go to ``subprocess.Popen`` (output, text mode); an
+    ``env`` among them is the base the thread settings are added to. Where
+    the platform cannot bind a process to a core, the worker still runs on
+    one thread, unbound.
+    """
+    base = popen_kwargs.pop("env", None) or os.environ
+    path = [str(pythonpath)] + [p for p in [base.get("PYTHONPATH")] if p]
+    env = dict(base, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(path))
+    pin = (lambda: os.sched_setaffinity(0, {core})) if hasattr(os, "sched_setaffinity") else None
+    return subprocess.Popen(cmd, env=env, preexec_fn=pin, **popen_kwargs)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
