@@ -129,7 +129,8 @@ def start_pinned_worker(cmd: list[str], core: int, pythonpath: str | os.PathLike
     the platform cannot bind a process to a core, the worker still runs on
     one thread, unbound.
     """
-    base = popen_kwargs.pop("env", None) or os.environ
+    base = popen_kwargs.pop("env", None)
+    base = os.environ if base is None else base  # an empty env given is kept empty, as Popen would
     path = [str(pythonpath)] + [p for p in [base.get("PYTHONPATH")] if p]
     env = dict(base, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(path))

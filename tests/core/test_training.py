@@ -1,6 +1,7 @@
 """Joint training with in-place distillation, BN calibration, tf.distribute."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from paradis_tf.data import load_fashion_mnist, preprocess
 from paradis_tf.models import mobilenet_v1
 from paradis_tf.errors import InputError
 from paradis_tf.switches import Switch
+from paradis_tf.training.recipe import start_pinned_worker
 from paradis_tf.training import (TrainConfig, device_accuracy, evaluate, individual_model, make_optimizer,
                                  slimmable_model, train)
 
@@ -371,10 +373,6 @@ def test_pinned_worker_runs_on_its_core_with_one_thread_and_the_kit_first_on_its
     """The benchmarks' side-by-side workers: bound to the core asked for (where the platform binds processes),
     TensorFlow and OpenMP told to use one thread, the given folder first on PYTHONPATH ahead of the caller's, and
     the caller's own environment passed through."""
-    import os
-
-    from paradis_tf.training.recipe import start_pinned_worker
-
     core = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
     code = ("import json, os; print(json.dumps({'cores': sorted(os.sched_getaffinity(0)) if hasattr(os, "
             "'sched_getaffinity') else None, 'env': {k: os.environ.get(k) for k in ('TF_NUM_INTRAOP_THREADS', "
