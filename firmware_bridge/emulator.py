@@ -45,6 +45,7 @@ from firmware_bridge.framing import (FLAG_CONT, FLAG_MORE, KNOWN_FLAGS, BadFrame
                                      encode_frame)
 from firmware_bridge.protocol import ErrorCode, MsgType, Tensor, TensorSpec
 from firmware_bridge.stop_signals import StopSignals
+from paradis_tf.files import atomic_write_json, fsync_dir
 
 FIRMWARE_VERSION = "paradis-emu 0.1.0"
 
@@ -144,12 +145,7 @@ class FlashStore:
         return os.path.join(self.path, name)
 
     def _write_json(self, name: str, value: dict) -> None:
-        tmp = self._p(name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(value, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._p(name))
+        atomic_write_json(self._p(name), value, indent=None)
 
     def _read_json(self, name: str) -> dict | None:
         try:
@@ -235,6 +231,7 @@ class FlashStore:
         self.close()
         sha = s.sha256.hex()
         os.replace(self._p("staging.img"), self._p(f"{sha}.img"))
+        fsync_dir(self.path)
         self._write_json("active.json", {"name": s.name, "sha256": sha})
         self.discard()
         for name in os.listdir(self.path):  # the previous image: its slot is the next staging slot

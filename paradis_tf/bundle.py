@@ -19,15 +19,17 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from paradis_tf.errors import ParaDiSError
-from paradis_tf.runtime.quant import QuantParams
+from paradis_tf.files import PathError, atomic_write_json, check_relpath, fsync_dir
+from paradis_tf.quant import QuantParams
 from paradis_tf.switches import Switch
+from paradis_tf.tflite_file import TfliteFileError, read_tflite
 
 __all__ = [
     "SCHEMA",
@@ -368,12 +370,10 @@ def _ref(ctx: _Ctx, obj: Any) -> SegmentRef:
 
 
 def _relpath(ctx: _Ctx, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ctx.error(f"expected a relative file path, found {value!r}")
-    p = PurePosixPath(value)
-    if p.is_absolute() or ".." in p.parts or "\\" in value or str(p) != value:
-        raise ctx.error(f"file path {value!r} must be relative, normalised, '/'-separated and stay inside the bundle")
-    return value
+    try:
+        return check_relpath(value)
+    except PathError as e:
+        raise ctx.error(str(e)) from None
 
 
 def _segment(ctx: _Ctx, obj: Mapping, expected_index: int) -> Segment:
@@ -697,8 +697,6 @@ def _verify_files(bundle: Bundle) -> None:
 
 
 def _verify_models(bundle: Bundle) -> None:
-    from paradis_tf.runtime.tflite_file import TfliteFileError, read_tflite
-
     for plan in bundle.plans.values():
         for d in plan.devices:
             for s in d.segments:
@@ -819,7 +817,7 @@ class BundleWriter:
         """Writes the manifest, validates the whole bundle, renames it into place."""
         if self.tmp is None:
             raise BundleError("BundleWriter.commit() outside its `with` block")
-        _write_json(self.tmp / MANIFEST, manifest)
+        atomic_write_json(self.tmp / MANIFEST, manifest)
         try:
             load(self.tmp)  # validate everything before it becomes visible
         except BundleError as e:
@@ -832,21 +830,12 @@ class BundleWriter:
             old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
             os.replace(self.target, old / "bundle")
         os.replace(self.tmp, self.target)
+        fsync_dir(self.target.parent)
         self.tmp = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self.committed = load(self.target, verify=False)
         return self.committed
-
-
-def _write_json(path: Path, obj: Mapping) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def update_accuracy(root: str | os.PathLike, accuracy: Mapping[str, Mapping[str, Any]]) -> Bundle:
@@ -862,5 +851,5 @@ def update_accuracy(root: str | os.PathLike, accuracy: Mapping[str, Mapping[str,
         plan = bundle.plan(name)
         raw["plans"][plan.name].setdefault("accuracy", {})
         raw["plans"][plan.name]["accuracy"] = {**(raw["plans"][plan.name]["accuracy"] or {}), **values}
-    _write_json(Path(root) / MANIFEST, raw)
+    atomic_write_json(Path(root) / MANIFEST, raw)
     return load(root, verify=False)

@@ -24,14 +24,11 @@ def ready_callback(ready_file: str | None, label: str):
     """What a daemon calls once it serves: print ``<label>: listening on ADDR``
     (the line `LocalMesh` waits for) and, if asked, write the address to
     ``ready_file`` atomically (for service managers and scripts)."""
-    import os
+    from paradis_tf.files import atomic_write
 
     def ready(address: str) -> None:
         if ready_file:
-            tmp = f"{ready_file}.tmp"
-            with open(tmp, "w", encoding="ascii") as fh:
-                fh.write(address + "\n")
-            os.replace(tmp, ready_file)
+            atomic_write(ready_file, address + "\n")
         print(f"{label}: listening on {address}", flush=True)
 
     return ready

@@ -33,8 +33,8 @@ from paradis_tf.convert.tflite import ConversionError, keras_to_tflite_variants
 from paradis_tf.convert.tflm import c_name, tflm_artefacts
 from paradis_tf.errors import ParaDiSError
 from paradis_tf.runtime.backends import load_interpreter
-from paradis_tf.runtime.quant import dequantize, quantize
-from paradis_tf.runtime.tflite_file import read_tflite
+from paradis_tf.quant import dequantize, quantize
+from paradis_tf.tflite_file import read_tflite
 from paradis_tf.switches import Switch
 
 __all__ = ["REQUIRED_MODEL_API", "convert_model", "load_images", "load_model", "prepare_calibration", "plan_dir"]

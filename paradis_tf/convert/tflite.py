@@ -135,7 +135,7 @@ def _restore_input_order(data: bytes, count: int) -> bytes:
     rules (with 4 inputs, ``in_03`` came first); the plan semantics need the
     Keras order, so the input list of the flatbuffer is permuted by name.
     """
-    from paradis_tf.runtime.tflite_file import read_tflite
+    from paradis_tf.tflite_file import read_tflite
 
     names = [t.name for t in read_tflite(data).inputs]
     wanted = []
@@ -155,7 +155,7 @@ def _restore_input_order(data: bytes, count: int) -> bytes:
 
 
 def _check_input_order(data: bytes, shapes: list[tuple], what: str) -> None:
-    from paradis_tf.runtime.tflite_file import read_tflite
+    from paradis_tf.tflite_file import read_tflite
 
     info = read_tflite(data, what)
     if len(info.inputs) != len(shapes):

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from paradis_tf.runtime.backends import tflm_arena_bytes
-from paradis_tf.runtime.tflite_file import read_tflite, tflm_resolver_method
+from paradis_tf.tflite_file import read_tflite, tflm_resolver_method
 
 __all__ = ["TflmArtefacts", "c_name", "tflm_artefacts"]
 

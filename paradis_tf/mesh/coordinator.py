@@ -42,7 +42,7 @@ from paradis_tf.bundle import Bundle, Plan, SegmentRef, TensorSpec
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.errors import DeployError, MeshError, NodeError, NoPlanFitsError, RequestFailedError, TensorError
 from paradis_tf.runtime.program import fuse
-from paradis_tf.runtime.quant import QTensor, convert
+from paradis_tf.quant import QTensor, convert
 from paradis_tf.mesh.placement import NodeCandidate, Placement, choose_placement, rank_plans
 from paradis_tf.mesh.program import model_input_spec
 

@@ -38,7 +38,7 @@ from paradis_tf.bundle import BundleError, SegmentRef, TensorSpec
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.program import RoleProgram, load_role_program, model_input_spec
 from paradis_tf.mesh.store import BundleStore, VersionInfo
-from paradis_tf.runtime.quant import QTensor
+from paradis_tf.quant import QTensor
 
 __all__ = ["NodeServicer", "NodeConfig", "serve", "run_node", "measure_speed_score"]
 

@@ -14,7 +14,7 @@ import os
 from typing import Protocol, Sequence, runtime_checkable
 
 from paradis_tf.bundle import Bundle, Plan, SegmentInput, TensorSpec
-from paradis_tf.runtime.quant import QTensor
+from paradis_tf.quant import QTensor
 
 __all__ = ["RoleProgram", "load_role_program", "model_input_spec"]
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import grpc
 
+from paradis_tf.files import atomic_write
 from paradis_tf.mesh.errors import MeshError
 
 __all__ = ["TlsConfig", "channel", "add_port", "make_ca", "issue"]
@@ -93,14 +94,6 @@ def add_port(server: grpc.aio.Server, listen: str, tls: TlsConfig | None) -> int
 
 
 # --- certificates -------------------------------------------------------------
-def _write(path: Path, data: bytes, private: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def _check_name(name: str) -> str:
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
         raise MeshError(f"invalid certificate name {name!r}: expected letters, digits, '-', '_' and '.' (it names the files)")
@@ -134,9 +127,9 @@ def make_ca(out_dir: str | os.PathLike, common_name: str = "paradis fleet CA", d
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()), private=True)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    atomic_write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()), mode=0o600)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 
@@ -187,7 +180,7 @@ def issue(ca_dir: str | os.PathLike, name: str, hosts: Sequence[str], out_dir: s
     out = Path(out_dir) if out_dir is not None else ca_dir
     out.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
-    _write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()), private=True)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    atomic_write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()), mode=0o600)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

@@ -26,9 +26,10 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from paradis_tf import files
 from paradis_tf.mesh.errors import DeployError
 
 __all__ = ["BundleStore", "Upload", "VersionInfo", "MAX_BUNDLE_BYTES"]
@@ -51,9 +52,10 @@ def check_name(name: str, what: str = "bundle name") -> str:
 
 
 def check_relpath(path: str) -> str:
-    p = PurePosixPath(path)
-    if not path or "\\" in path or p.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")):
-        raise DeployError(f"invalid file path {path!r} in bundle (relative, '/'-separated, no '..')")
+    try:
+        files.check_relpath(path, "file path in bundle")
+    except files.PathError as e:
+        raise DeployError(str(e)) from None
     if path.split("/")[-1] == _META:
         raise DeployError(f"file name {path!r} is reserved")
     return path
@@ -170,11 +172,11 @@ class Upload:
                 # Redeploying a stored version makes it the newest again.
                 m = json.loads((final / _META).read_text(encoding="utf-8"))
                 m["deployed_unix_ms"] = meta["deployed_unix_ms"]
-                _atomic_write(final / _META, json.dumps(m).encode())
+                files.atomic_write(final / _META, json.dumps(m).encode())
             else:
-                _fsync_dir(self.tmp)
+                files.fsync_dir(self.tmp)
                 os.rename(self.tmp, final)
-                _fsync_dir(final.parent)
+                files.fsync_dir(final.parent)
             self._done = True
             return self.store.info(self.name, self.version), present
         finally:
@@ -216,29 +218,6 @@ def _check_manifest(root: Path, received: dict[str, str]) -> list[str]:
                 if seg.file not in received:
                     raise DeployError(f"plan {name!r}: segment file {seg.file!r} was not uploaded")
     return sorted(bundle.plans)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class BundleStore:
@@ -310,7 +289,7 @@ class BundleStore:
         return self.root / "state.json"
 
     def save_state(self, state: dict) -> None:
-        _atomic_write(self.state_path, json.dumps(state, indent=1, sort_keys=True).encode())
+        files.atomic_write(self.state_path, json.dumps(state, indent=1, sort_keys=True).encode())
 
     def load_state(self) -> dict | None:
         try:

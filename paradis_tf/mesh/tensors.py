@@ -13,7 +13,7 @@ import numpy as np
 
 from paradis_tf.mesh._proto import mesh_pb2
 from paradis_tf.mesh.errors import TensorError
-from paradis_tf.runtime.quant import QTensor, QuantError, QuantParams
+from paradis_tf.quant import QTensor, QuantError, QuantParams
 
 __all__ = ["encode", "decode", "encode_qtensor", "decode_qtensor", "dtype_name", "DTYPES"]
 

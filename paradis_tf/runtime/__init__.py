@@ -22,24 +22,9 @@ from paradis_tf.runtime.backends import (
     load_interpreter,
     tflm_arena_bytes,
 )
-from paradis_tf.runtime.quant import QTensor, QuantParams, convert, dequantize, quantize, requantize
-
-# The plan classes import paradis_tf.bundle, which imports runtime.quant:
-# resolve them lazily so either package can be imported first.
-_LAZY = {
-    "LocalRunner": "paradis_tf.runtime.local",
-    "PRECISIONS": "paradis_tf.runtime.program",
-    "DeviceProgram": "paradis_tf.runtime.program",
-    "fuse": "paradis_tf.runtime.program",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'paradis_tf.runtime' has no attribute {name!r}")
+from paradis_tf.quant import QTensor, QuantParams, convert, dequantize, quantize, requantize
+from paradis_tf.runtime.local import LocalRunner
+from paradis_tf.runtime.program import PRECISIONS, DeviceProgram, fuse
 
 __all__ = [
     "BACKENDS",

@@ -30,8 +30,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from paradis_tf.errors import ParaDiSError
-from paradis_tf.runtime.quant import QuantParams
-from paradis_tf.runtime.tflite_file import read_tflite
+from paradis_tf.quant import QuantParams
+from paradis_tf.tflite_file import read_tflite
 
 __all__ = [
     "BACKENDS",

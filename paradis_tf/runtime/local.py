@@ -10,7 +10,7 @@ from paradis_tf.bundle import Bundle, Plan, SegmentRef, load
 from paradis_tf.errors import InputError
 from paradis_tf.runtime.backends import DEFAULT_BACKEND
 from paradis_tf.runtime.program import DeviceProgram, fuse
-from paradis_tf.runtime.quant import QTensor
+from paradis_tf.quant import QTensor
 from paradis_tf.switches import Switch
 
 __all__ = ["LocalRunner"]

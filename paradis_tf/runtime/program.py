@@ -23,7 +23,7 @@ import numpy as np
 from paradis_tf.bundle import Bundle, BundleError, Plan, Segment, SegmentInput, SegmentRef, TensorSpec, load
 from paradis_tf.errors import InputError
 from paradis_tf.runtime.backends import DEFAULT_BACKEND, Interpreter, load_interpreter
-from paradis_tf.runtime.quant import FLOAT32, QTensor, convert
+from paradis_tf.quant import FLOAT32, QTensor, convert
 from paradis_tf.switches import Switch
 
 __all__ = ["PRECISIONS", "DeviceProgram", "fuse", "segment_io"]

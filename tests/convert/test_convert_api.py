@@ -14,7 +14,7 @@ from paradis_tf.bundle import MANIFEST, load
 from paradis_tf.convert import ConversionError, convert_model
 from paradis_tf.runtime import load_interpreter
 from paradis_tf.runtime.plan_cost import plan_cost
-from paradis_tf.runtime.tflite_file import read_tflite
+from paradis_tf.tflite_file import read_tflite
 
 
 def test_refuses_a_model_that_is_not_a_paradis_model(tmp_path):

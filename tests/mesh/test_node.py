@@ -16,7 +16,7 @@ from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
 from paradis_tf.mesh.coordinator import Coordinator, _manifest_files
 from paradis_tf.mesh.local import NodeProcess
 from paradis_tf.runtime import LocalRunner
-from paradis_tf.runtime.quant import QTensor, convert
+from paradis_tf.quant import QTensor, convert
 
 
 def _stub(address: str):

@@ -7,7 +7,7 @@ from paradis_tf.bundle import TensorSpec
 from paradis_tf.mesh import tensors
 from paradis_tf.mesh._proto import mesh_pb2
 from paradis_tf.mesh.errors import TensorError
-from paradis_tf.runtime.quant import QTensor, QuantParams
+from paradis_tf.quant import QTensor, QuantParams
 
 
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "float32"])

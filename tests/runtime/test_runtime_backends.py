@@ -79,7 +79,7 @@ KERNEL_BOUNDS = {
 @pytest.mark.parametrize("kind", sorted(KERNEL_BOUNDS))
 def test_which_kernels_differ_between_litert_and_tflm_and_by_how_much(kind):
     from paradis_tf.convert.tflite import keras_to_tflite
-    from paradis_tf.runtime.tflite_file import read_tflite
+    from paradis_tf.tflite_file import read_tflite
 
     model, shape = _single_op_model(kind)
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""paradis_tf.runtime.quant against a NumPy reference of the same arithmetic."""
+"""paradis_tf.quant against a NumPy reference of the same arithmetic."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from paradis_tf.errors import ParaDiSError
-from paradis_tf.runtime.quant import (
+from paradis_tf.quant import (
     FLOAT32,
     QTensor,
     QuantError,

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from paradis_tf.errors import ParaDiSError
-from paradis_tf.runtime.quant import QuantParams
+from paradis_tf.quant import QuantParams
 
 __all__ = ["TfliteFileError", "TensorInfo", "OperatorInfo", "TfliteInfo", "read_tflite", "tflm_resolver_method"]
 
