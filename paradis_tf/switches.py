@@ -37,34 +37,45 @@ def _format_width(w: float) -> str:
     return text if ("." in text or "e" in text) else text + ".0"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Switch:
     """One way to run the shared weights on ``len(widths)`` devices.
 
+    ``Switch("0.5+0.25+0.25")`` and ``Switch.parse("0.5+0.25+0.25")`` are the
+    same switch as ``Switch((0.5, 0.25, 0.25))``.
+
     Args:
-        widths: width fraction of every device, in device order.
+        widths: width fraction of every device, in device order, or a switch
+            text (``"2x0.5"``, ``"0.5+0.25+0.25"``; see `parse`).
 
     Raises:
-        SwitchError: widths empty, not positive, or summing above 1.0.
+        SwitchError: widths empty, not positive, or summing above 1.0, or a
+            text that is not a switch; the message says what is allowed.
     """
 
     widths: tuple[float, ...]
 
-    def __post_init__(self) -> None:
-        widths = tuple(float(w) for w in self.widths)
-        if not widths:
-            raise SwitchError(f"Expected at least one device width. Received widths={self.widths!r}; {_ALLOWED}.")
-        for w in widths:
+    def __init__(self, widths: "Sequence[float] | str") -> None:
+        if isinstance(widths, (str, Switch)):
+            widths = Switch.parse(widths).widths
+        try:
+            checked = tuple(float(w) for w in widths)
+        except (TypeError, ValueError):
+            raise SwitchError(f"Expected device widths or switch text. Received widths={widths!r}; "
+                              f"{_ALLOWED}.") from None
+        if not checked:
+            raise SwitchError(f"Expected at least one device width. Received widths={widths!r}; {_ALLOWED}.")
+        for w in checked:
             if not (w > 0.0) or math.isinf(w):
                 raise SwitchError(
-                    f"Expected strictly positive device widths. Received widths={self.widths!r}; {_ALLOWED}."
+                    f"Expected strictly positive device widths. Received widths={widths!r}; {_ALLOWED}."
                 )
-        if sum(widths) > 1.0 + _EPS:
+        if sum(checked) > 1.0 + _EPS:
             raise SwitchError(
-                f"Device widths must sum to at most 1.0. Received widths={self.widths!r} "
-                f"(sum {sum(widths):g}); {_ALLOWED}."
+                f"Device widths must sum to at most 1.0. Received widths={widths!r} "
+                f"(sum {sum(checked):g}); {_ALLOWED}."
             )
-        object.__setattr__(self, "widths", widths)
+        object.__setattr__(self, "widths", checked)
 
     @classmethod
     def parse(cls, text: "str | Switch") -> "Switch":
@@ -163,128 +174,10 @@ class Switch:
         return self.channel_ranges(channels, layer)[-1][1]
 
 
-# The switches of the accuracy benchmark (issue 2) and the default of `paradis
-# train`: one device at three widths (those the slimmable baseline has), two
-# equal devices, one strong and two weak devices, four equal devices.
+# The six switches `paradis train` trains by default, which the benchmarks
+# measure too: one device at three widths (those a slimmable network has),
+# two equal devices, one strong and two weak devices, four equal devices.
 BENCHMARK_SWITCHES = ("1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25")
-
-
-# Whom the distilled switches of a ParaDiS network learn from
-# (`ParaDiSModel(teacher=...)`); here, free of Keras, for the CLI's choices.
-TEACHERS = ("widest", "nested")
-
-
-def widest_index(switches: Sequence[Switch]) -> int:
-    """Index of the switch that learns from the labels: largest total width, fewest devices."""
-    return max(range(len(switches)), key=lambda i: (switches[i].total_width, -len(switches[i])))
-
-
-def teacher_indices(switches: Sequence[Switch], teacher: str = "widest",
-                    teacher_of: "dict[str, str] | None" = None) -> list[int | None]:
-    """Index of the switch each switch distils from (None: the labels).
-
-    Args:
-        switches: the network's switches.
-        teacher: ``"widest"``: every switch learns from the widest one.
-            ``"nested"``: from the cheapest other switch that contains it
-            (`Switch.contains`, then `Switch.cost`), or the widest if none
-            does.
-        teacher_of: ``{student: teacher}`` switch texts overriding the rule
-            for some switches (`check_teacher_of`).
-    """
-    if teacher not in TEACHERS:
-        raise ValueError(f"Expected teacher to be one of {list(TEACHERS)}. Received teacher={teacher!r}.")
-    overrides = check_teacher_of(teacher_of, switches)
-    texts = [str(s) for s in switches]
-    w = widest_index(switches)
-    out: list[int | None] = []
-    for i, s in enumerate(switches):
-        if i == w:
-            out.append(None)
-            continue
-        if texts[i] in overrides:
-            out.append(texts.index(overrides[texts[i]]))
-            continue
-        containers = [j for j, t in enumerate(switches) if j != i and t.contains(s)] if teacher == "nested" else []
-        out.append(min(containers, key=lambda j: (switches[j].cost, len(switches[j]), j)) if containers else w)
-    for i in range(len(switches)):  # every chain of teachers must end at the widest switch
-        j, seen = i, []
-        while out[j] is not None:
-            seen.append(texts[j])
-            j = out[j]
-            if texts[j] in seen:
-                raise ValueError(f"teacher_of={overrides} makes the teachers of {texts[i]!r} loop "
-                                 f"({' <- '.join(seen + [texts[j]])}), so it never reaches the widest switch "
-                                 f"{texts[w]!r}; let one of them learn from a switch outside the loop.")
-    return out
-
-
-def check_sandwich(sandwich, n_switches: int) -> int | None:
-    """The sandwich sample size as an int, or None (every switch every
-    step); a `ValueError` naming the value unless 2 <= sandwich <= n_switches."""
-    if sandwich is not None and not 2 <= int(sandwich) <= n_switches:
-        raise ValueError(
-            f"Expected sandwich between 2 and the number of switches ({n_switches}), or None. "
-            f"Received sandwich={sandwich!r}."
-        )
-    return None if sandwich is None else int(sandwich)
-
-
-def check_temperature(temperature) -> float:
-    """The distillation temperature as a float: finite and > 0 (1: plain
-    in-place distillation); anything else (a bool, text, 0, inf, NaN) is a
-    `ValueError` naming the value."""
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(temperature, bool) or not 0.0 < value < float("inf"):
-        raise ValueError(f"Expected a finite distillation temperature > 0 (1: plain distillation). "
-                         f"Received temperature={temperature!r}.")
-    return value
-
-
-def check_label_smoothing(label_smoothing) -> float:
-    """The label-smoothing epsilon as a float in [0, 1) (0: hard labels);
-    anything else (a bool, text, a negative value, 1 or more, NaN) is a
-    `ValueError` naming the value."""
-    try:
-        value = float(label_smoothing)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(label_smoothing, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"Expected a label smoothing 0 <= epsilon < 1 (0: hard labels; 0.1 is the usual value). "
-                         f"Received label_smoothing={label_smoothing!r}.")
-    return value
-
-
-def check_teacher_of(teacher_of: "dict | None", switches: Sequence[Switch]) -> dict[str, str]:
-    """``{student: teacher}`` in canonical switch texts, checked.
-
-    Both must be switches of the network; the widest switch learns from the
-    labels, so it cannot be a student; a switch cannot teach itself.
-
-    Raises:
-        ValueError: naming the entry and the allowed switches.
-    """
-    if not teacher_of:
-        return {}
-    texts = [str(s) for s in switches]
-    widest = texts[widest_index(switches)]
-    out = {}
-    for student, teacher in dict(teacher_of).items():
-        a, b = str(Switch.parse(student)), str(Switch.parse(teacher))
-        for role, text in (("student", a), ("teacher", b)):
-            if text not in texts:
-                raise ValueError(f"teacher_of names {role} switch {text!r}, which the model does not have; "
-                                 f"its switches: {texts}.")
-        if a == widest:
-            raise ValueError(f"teacher_of gives the widest switch {a!r} a teacher; it learns from the labels. "
-                             "Name another student.")
-        if a == b:
-            raise ValueError(f"teacher_of makes switch {a!r} its own teacher; name another switch.")
-        out[a] = b
-    return out
 
 
 def parse_switches(switches: "Iterable[str | Switch] | str") -> tuple[Switch, ...]:

@@ -588,8 +588,9 @@ def ensemble_table(paths: list[str], labels) -> str:
 
 
 def main(argv=None) -> int:
-    from paradis_tf.switches import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of, check_temperature,
-                                     parse_switches, teacher_indices)
+    from paradis_tf.switches import parse_switches
+    from paradis_tf.training.distillation import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of,
+                                                  check_temperature, teacher_indices)
     from paradis_tf.data.pipeline import TRANSLATIONS
     from paradis_tf.training.recipe import OPTIMIZERS
 

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
                          "default: TensorFlow's")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/train_time.json"))
     args = ap.parse_args(argv)
-    from paradis_tf.switches import check_sandwich
+    from paradis_tf.training.distillation import check_sandwich
 
     bad = [n for n in args.also_batch if n < 1 or (args.steps * args.batch_size) % n]
     if bad:

@@ -5,8 +5,9 @@ cores) is. This script re-implements the same network and recipe in plain JAX
 so that many seeds and recipe variants can be trained side by side on a GPU
 (one vmapped program per model structure), to find which variants are worth
 a CPU run of the real benchmark. The switch rules (parsing, channel ranges,
-teachers) are paradis_tf's own (`paradis_tf.switches`, pure Python, so the
-checkout needs no TensorFlow there); the rest is mirrored from paradis_tf:
+teachers) are paradis_tf's own (`paradis_tf.switches` and
+`paradis_tf.training.distillation`, pure Python, so the checkout needs no
+TensorFlow there); the rest is mirrored from paradis_tf:
 
 - MobileNet v1 (`models/mobilenet.py`): stem 3x3 conv (stride 1 at 28x28),
   ``depth`` separable blocks, global average pool, classifier; channels
@@ -57,7 +58,8 @@ if str(ROOT) not in sys.path:  # run from a checkout (the accelerator machine ha
     sys.path.insert(0, str(ROOT))
 
 from paradis_tf.data.pipeline import TRANSLATIONS  # noqa: E402
-from paradis_tf.switches import Switch, channel_divisor, check_temperature, parse_switches, teacher_indices  # noqa: E402
+from paradis_tf.switches import Switch, channel_divisor, parse_switches  # noqa: E402
+from paradis_tf.training.distillation import check_temperature, teacher_indices  # noqa: E402
 from paradis_tf.training.recipe import OPTIMIZERS, optimizer_name  # noqa: E402
 
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from paradis_tf.cli._common import add_data_args, data_source, print_json, print_table
-from paradis_tf.switches import BENCHMARK_SWITCHES, TEACHERS
+from paradis_tf.switches import BENCHMARK_SWITCHES
+from paradis_tf.training.distillation import TEACHERS
 from paradis_tf.data.pipeline import TRANSLATIONS
 from paradis_tf.training.recipe import OPTIMIZERS
 

@@ -11,8 +11,9 @@ from keras import ops
 from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
 from paradis_tf.models.interpret import DeviceOps, PackedOps, ParaDiSOps, count_macs
-from paradis_tf.switches import (TEACHERS, Switch, check_label_smoothing, check_sandwich, check_teacher_of,
-                                 check_temperature, parse_switches, teacher_indices, widest_index)
+from paradis_tf.switches import Switch, parse_switches
+from paradis_tf.training.distillation import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of,
+                                              check_temperature, teacher_indices, widest_index)
 
 # Architecture bodies register here by name (see `register_architecture`).
 ARCHITECTURES: dict[str, type] = {}

@@ -1,7 +1,7 @@
 import pytest
 
 from paradis_tf.errors import ChannelSplitError, SwitchError
-from paradis_tf.switches import BENCHMARK_SWITCHES, Switch, channel_divisor, parse_switches, teacher_indices
+from paradis_tf.switches import BENCHMARK_SWITCHES, Switch, channel_divisor, parse_switches
 
 
 @pytest.mark.parametrize("text,widths", [
@@ -22,6 +22,26 @@ def test_benchmark_switches_are_canonical_texts_and_paradis_trains_default():
     from paradis_tf.cli.cmd_train import DEFAULT_SWITCHES
 
     assert DEFAULT_SWITCHES.split(",") == list(BENCHMARK_SWITCHES)
+
+
+@pytest.mark.parametrize("text", ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", " 0.5 + 0.5 "])
+def test_the_constructor_takes_switch_text_as_parse_does(text):
+    s = Switch(text)
+    assert s == Switch.parse(text) and s.widths == Switch.parse(text).widths
+    assert isinstance(s.widths, tuple) and all(isinstance(w, float) for w in s.widths)
+    assert Switch(str(s)) == s and eval(repr(s)) == s  # repr is a constructor call
+    assert Switch(s) == s and Switch([0.5, 0.25, 0.25]) == Switch("0.5+0.25+0.25")
+    assert hash(Switch(text)) == hash(Switch.parse(text))
+
+
+@pytest.mark.parametrize("bad", ["abc", "3x0.5", "0.5+0.75", ""])
+def test_the_constructor_refuses_bad_text_as_parse_does(bad):
+    with pytest.raises(ValueError) as e:
+        Switch(bad)
+    assert isinstance(e.value, SwitchError)
+    assert repr(bad) in str(e.value) and "allowed" in str(e.value)
+    with pytest.raises(SwitchError, match="Expected device widths or switch text. Received widths=0.5"):
+        Switch(0.5)
 
 
 def test_equal_widths_print_in_repeat_form():
@@ -80,33 +100,3 @@ def test_cost_is_sum_of_squared_widths():
     assert Switch.parse("1x1.0").cost == 1.0
     assert Switch.parse("4x0.25").cost == pytest.approx(0.25)
     assert Switch.parse("0.5+0.25+0.25").cost == pytest.approx(0.375)
-
-
-def test_teacher_indices_without_keras():
-    six = parse_switches(["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"])
-    assert teacher_indices(six) == [None, 0, 0, 0, 0, 0]
-    assert teacher_indices(six, "nested") == [None, 0, 1, 2, 2, 4]
-    # 3x0.25 lies in 2x0.5, the cheaper container; the widest need not come first
-    assert teacher_indices(parse_switches(["2x0.5", "1x1.0", "3x0.25"]), "nested") == [1, None, 0]
-    # nothing contains 1x0.5 (it straddles two 4x0.25 blocks): the widest teaches it;
-    # 1x0.25 lies in both others at equal cost: the one with fewer devices
-    assert teacher_indices(parse_switches(["4x0.25", "1x0.5", "1x0.25"]), "nested") == [None, 0, 1]
-    with pytest.raises(ValueError, match=r"teacher to be one of \['widest', 'nested'\]. Received teacher='chain'"):
-        teacher_indices(six, "chain")
-
-
-def test_teacher_of_overrides_the_rule_for_named_switches_and_refuses_what_cannot_teach():
-    six = parse_switches(["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"])
-    assert teacher_indices(six, "nested", {"1x0.25": "1x1.0"}) == [None, 0, 1, 2, 2, 0]
-    assert teacher_indices(six, "widest", {"4x0.25": "0.5+0.25+0.25"}) == [None, 0, 0, 2, 0, 0]
-    assert teacher_indices(six, "nested", {}) == teacher_indices(six, "nested")
-    with pytest.raises(ValueError, match="widest switch '1x1.0' a teacher"):
-        teacher_indices(six, "nested", {"1x1.0": "2x0.5"})
-    with pytest.raises(ValueError, match="'1x0.5' its own teacher"):
-        teacher_indices(six, "nested", {"1x0.5": "1x0.5"})
-    with pytest.raises(ValueError, match=r"teacher switch '2x0.25', which the model does not have"):
-        teacher_indices(six, "nested", {"1x0.5": "2x0.25"})
-    with pytest.raises(ValueError, match=r"student switch '3x0.25'"):
-        teacher_indices(six, "nested", {"3x0.25": "1x1.0"})
-    with pytest.raises(ValueError, match=r"teachers of '2x0.5' loop \(2x0.5 <- 4x0.25 <- 2x0.5\)"):
-        teacher_indices(six, "widest", {"2x0.5": "4x0.25", "4x0.25": "2x0.5"})
