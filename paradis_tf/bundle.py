@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
@@ -52,6 +52,7 @@ __all__ = [
     "load",
     "BundleWriter",
     "sha256_file",
+    "segment_order",
     "update_accuracy",
 ]
 
@@ -70,15 +71,30 @@ class BundleError(ParaDiSError, ValueError):
 # Schema objects (frozen; `to_json` gives the manifest form)
 
 
+def _json(value: Any) -> Any:
+    """The manifest form of a field value: schema objects, tuples and mappings recursively."""
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if isinstance(value, (tuple, list)):
+        return [_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+class _Json:
+    """`to_json` for schema objects whose manifest form is their fields, by name."""
+
+    def to_json(self) -> dict:
+        return {f.name: _json(getattr(self, f.name)) for f in fields(self)}
+
+
 @dataclass(frozen=True, order=True)
-class SegmentRef:
+class SegmentRef(_Json):
     """Segment `segment` of device `device` (its output tensor, as a source)."""
 
     device: int
     segment: int
-
-    def to_json(self) -> dict:
-        return {"device": self.device, "segment": self.segment}
 
     def __str__(self) -> str:
         return f"device {self.device} segment {self.segment}"
@@ -116,17 +132,13 @@ class SegmentInput:
     source: SegmentRef | None
     tensor: TensorSpec
 
-    @property
-    def is_model_input(self) -> bool:
-        return self.source is None
-
     def to_json(self) -> dict:
         src: Any = MODEL_INPUT if self.source is None else self.source.to_json()
         return {"source": src, **self.tensor.to_json()}
 
 
 @dataclass(frozen=True)
-class TflmInfo:
+class TflmInfo(_Json):
     """TFLite Micro artefacts of a segment."""
 
     arena_bytes: int
@@ -135,12 +147,9 @@ class TflmInfo:
     h: str
     symbol: str
 
-    def to_json(self) -> dict:
-        return {"arena_bytes": self.arena_bytes, "ops": list(self.ops), "cc": self.cc, "h": self.h, "symbol": self.symbol}
-
 
 @dataclass(frozen=True)
-class Segment:
+class Segment(_Json):
     """The part of one device's work between two sync points."""
 
     index: int
@@ -152,21 +161,9 @@ class Segment:
     float_file: str | None = None
     tflm: TflmInfo | None = None
 
-    def to_json(self) -> dict:
-        return {
-            "index": self.index,
-            "file": self.file,
-            "sha256": self.sha256,
-            "size": self.size,
-            "float_file": self.float_file,
-            "inputs": [i.to_json() for i in self.inputs],
-            "output": self.output.to_json(),
-            "tflm": None if self.tflm is None else self.tflm.to_json(),
-        }
-
 
 @dataclass(frozen=True)
-class Device:
+class Device(_Json):
     """One device role of a plan."""
 
     role: int
@@ -175,30 +172,18 @@ class Device:
     params: int
     segments: tuple[Segment, ...]
 
-    def to_json(self) -> dict:
-        return {
-            "role": self.role,
-            "width": self.width,
-            "macs": self.macs,
-            "params": self.params,
-            "segments": [s.to_json() for s in self.segments],
-        }
-
 
 @dataclass(frozen=True)
-class Fusion:
+class Fusion(_Json):
     """How partial outputs become logits: ``sum(dequantized outputs) + bias``."""
 
     op: str
     bias: tuple[float, ...]
     outputs: tuple[SegmentRef, ...]
 
-    def to_json(self) -> dict:
-        return {"op": self.op, "bias": list(self.bias), "outputs": [o.to_json() for o in self.outputs]}
-
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(_Json):
     """The execution graph of one switch (or of a sequential baseline)."""
 
     name: str
@@ -228,33 +213,46 @@ class Plan:
         return out
 
     def order(self) -> list[SegmentRef]:
-        """A topological order of the segments (producers before consumers)."""
-        done: set[SegmentRef] = set()
-        order: list[SegmentRef] = []
-        pending = self.refs()
-        while pending:
-            ready = [r for r in pending if all(i.source is None or i.source in done for i in self.segment(r).inputs)]
-            if not ready:
-                raise BundleError(f"plan '{self.name}': segment inputs form a cycle among {[str(r) for r in pending]}")
-            # rounds of ready segments: segment j of every device before segment j+1 of any
-            ready.sort(key=lambda r: (r.segment, r.device))
-            order.extend(ready)
-            done.update(ready)
-            pending = [r for r in pending if r not in done]
-        return order
+        """A topological order of the segments (see `segment_order`)."""
+        return segment_order({r: [i.source for i in self.segment(r).inputs] for r in self.refs()}, f"plan '{self.name}'")
 
     def to_json(self) -> dict:
-        return {
-            "kind": self.kind,
-            "widths": list(self.widths),
-            "fusion": self.fusion.to_json(),
-            "accuracy": dict(self.accuracy),
-            "devices": [d.to_json() for d in self.devices],
-        }
+        # the name is the plan's key in the manifest's "plans"
+        return {k: v for k, v in super().to_json().items() if k != "name"}
+
+
+def segment_order(sources: Mapping[SegmentRef, Iterable[SegmentRef | None]], what: str = "plan") -> list[SegmentRef]:
+    """A topological order of segments: producers before consumers.
+
+    The order runs in rounds of ready segments, segment j of every device
+    before segment j+1 of any: the order in which the converter calibrates
+    and `LocalRunner` runs a plan.
+
+    Args:
+        sources: each segment -> the segments whose outputs it reads (None:
+            the model input).
+        what: names the plan in the error.
+
+    Raises:
+        BundleError: the inputs form a cycle (or name a segment not in
+            ``sources``).
+    """
+    sources = {r: tuple(s) for r, s in sources.items()}
+    done: set[SegmentRef] = set()
+    order: list[SegmentRef] = []
+    pending = sorted(sources, key=lambda r: (r.segment, r.device))
+    while pending:
+        ready = [r for r in pending if all(s is None or s in done for s in sources[r])]
+        if not ready:
+            raise BundleError(f"{what}: segment inputs form a cycle among {[str(r) for r in pending]}")
+        order.extend(ready)
+        done.update(ready)
+        pending = [r for r in pending if r not in done]
+    return order
 
 
 @dataclass(frozen=True)
-class Preprocessing:
+class Preprocessing(_Json):
     """float input = raw * scale + offset (raw: uint8 image, NHWC)."""
 
     scale: float
@@ -264,12 +262,9 @@ class Preprocessing:
     def apply(self, raw: np.ndarray) -> np.ndarray:
         return (np.asarray(raw, dtype=np.float32) * np.float32(self.scale) + np.float32(self.offset)).astype(np.float32)
 
-    def to_json(self) -> dict:
-        return {"scale": self.scale, "offset": self.offset, "layout": self.layout}
-
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(_Json):
     """The model a bundle was converted from."""
 
     name: str
@@ -278,23 +273,11 @@ class ModelInfo:
     preprocessing: Preprocessing
     labels: tuple[str, ...] | None = None
 
-    def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "labels": None if self.labels is None else list(self.labels),
-            "preprocessing": self.preprocessing.to_json(),
-        }
-
 
 @dataclass(frozen=True)
-class FileEntry:
+class FileEntry(_Json):
     size: int
     sha256: str
-
-    def to_json(self) -> dict:
-        return {"sha256": self.sha256, "size": self.size}
 
 
 # --------------------------------------------------------------------------

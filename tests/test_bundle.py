@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent / "runtime"))
 
 from tiny_paradis import TinyParaDiS, images  # noqa: E402
 
-from paradis_tf.bundle import MANIFEST, BundleError, BundleWriter, SegmentRef, load, update_accuracy  # noqa: E402
+from paradis_tf.bundle import MANIFEST, BundleError, BundleWriter, SegmentRef, load, segment_order, update_accuracy  # noqa: E402
 from paradis_tf.errors import ParaDiSError  # noqa: E402
 
 
@@ -40,6 +40,13 @@ def _edit(root: Path, fn) -> None:
     (root / MANIFEST).write_text(json.dumps(m))
 
 
+def _refused(root: Path, fn, match: str) -> None:
+    """Edits the manifest with ``fn``; `load` must refuse it with an error matching ``match``."""
+    _edit(root, fn)
+    with pytest.raises(BundleError, match=match):
+        load(root)
+
+
 def test_a_converted_bundle_loads_with_every_file_listed(bundle_dir):
     b = load(bundle_dir)
     assert list(b.plans) == ["2x0.5", "seq-2"]
@@ -56,6 +63,20 @@ def test_a_converted_bundle_loads_with_every_file_listed(bundle_dir):
     assert seq.kind == "sequential" and seq.devices[1].segments[0].inputs[0].source == SegmentRef(0, 0)
     assert seq.fusion.outputs == (SegmentRef(1, 0),) and not any(seq.fusion.bias)
     assert b.plan("2x0.50") is plan
+    # the schema objects give back the manifest they were read from
+    raw = json.loads((bundle_dir / MANIFEST).read_text())
+    assert {name: p.to_json() for name, p in b.plans.items()} == raw["plans"]
+    assert b.model.to_json() == raw["model"] and {k: f.to_json() for k, f in b.files.items()} == raw["files"]
+
+
+def test_segment_order_runs_in_rounds_and_refuses_cycles():
+    a0, a1, b0, b1 = SegmentRef(0, 0), SegmentRef(0, 1), SegmentRef(1, 0), SegmentRef(1, 1)
+    # a sync point: segment 1 of each device reads segment 0 of both
+    assert segment_order({b1: [a0, b0], a1: [a0, b0], b0: [None], a0: [None]}) == [a0, b0, a1, b1]
+    # a pipeline: device 1 waits for device 0
+    assert segment_order({b0: [a0], a0: [None]}) == [a0, b0]
+    with pytest.raises(BundleError, match=r"plan 'p': segment inputs form a cycle among \['device 0 segment 0', 'device 1 segment 0'\]"):
+        segment_order({a0: [b0], b0: [a0]}, "plan 'p'")
 
 
 def test_missing_manifest_or_directory(tmp_path):
@@ -69,9 +90,7 @@ def test_missing_manifest_or_directory(tmp_path):
 
 
 def test_unknown_schema_version_is_refused(copy):
-    _edit(copy, lambda m: m.update(schema_version=2))
-    with pytest.raises(BundleError, match=r"manifest.json: unknown schema_version 2; this paradis_tf reads version 1"):
-        load(copy)
+    _refused(copy, lambda m: m.update(schema_version=2), r"manifest.json: unknown schema_version 2; this paradis_tf reads version 1")
 
 
 def test_missing_file_is_named(copy):
@@ -101,16 +120,9 @@ def test_input_naming_a_segment_that_does_not_exist(copy):
     def bad(m):
         m["plans"]["seq-2"]["devices"][1]["segments"][0]["inputs"][0]["source"] = {"device": 0, "segment": 3}
 
-    _edit(copy, bad)
-    with pytest.raises(
-        BundleError,
-        match=r"manifest.json: plans\['seq-2'\].devices\[1\].segments\[0\].inputs\[0\].source: names segment 3 of device 0",
-    ):
-        load(copy)
-
-    _edit(copy, lambda m: m["plans"]["2x0.5"]["fusion"]["outputs"].append({"device": 5, "segment": 0}))
-    with pytest.raises(BundleError, match=r"fusion.outputs\[2\]: names device 5, but plan '2x0.5' has 2 device"):
-        load(copy)
+    _refused(copy, bad, r"manifest.json: plans\['seq-2'\].devices\[1\].segments\[0\].inputs\[0\].source: names segment 3 of device 0")
+    _refused(copy, lambda m: m["plans"]["2x0.5"]["fusion"]["outputs"].append({"device": 5, "segment": 0}),
+             r"fusion.outputs\[2\]: names device 5, but plan '2x0.5' has 2 device")
 
 
 def test_shape_that_disagrees_with_the_model_file(copy):
@@ -118,58 +130,43 @@ def test_shape_that_disagrees_with_the_model_file(copy):
         seg = m["plans"]["2x0.5"]["devices"][0]["segments"][0]
         seg["output"]["shape"] = [1, 5]
 
-    _edit(copy, bad)
     # the manifest is self-consistent except for the fusion width, which is checked first
-    with pytest.raises(BundleError, match=r"outputs shape \[1, 5\]; fusion needs \(N, 4\)"):
-        load(copy)
+    _refused(copy, bad, r"outputs shape \[1, 5\]; fusion needs \(N, 4\)")
 
     def bad_input(m):
         seg = m["plans"]["2x0.5"]["devices"][0]["segments"][0]
         seg["output"]["shape"] = [1, 4]
         seg["inputs"][0]["shape"] = [1, 8, 7, 1]
 
-    _edit(copy, bad_input)
-    with pytest.raises(
-        BundleError,
-        match=r"device-0/segment-0.tflite: input 0 \('\w*in_00:0'\) is int8 \[1, 8, 8, 1\] in the model file, "
-        r"but manifest.json says int8 \[1, 8, 7, 1\]",
-    ):
-        load(copy)
+    _refused(copy, bad_input, r"device-0/segment-0.tflite: input 0 \('\w*in_00:0'\) is int8 \[1, 8, 8, 1\] in the model file, "
+             r"but manifest.json says int8 \[1, 8, 7, 1\]")
 
 
 def test_quantization_that_disagrees_with_the_model_file(copy):
     def bad(m):
         m["plans"]["2x0.5"]["devices"][1]["segments"][0]["output"]["zero_point"] += 1
 
-    _edit(copy, bad)
-    with pytest.raises(BundleError, match=r"device-1/segment-0.tflite: output 0 .* is quantized as int8\(scale="):
-        load(copy)
+    _refused(copy, bad, r"device-1/segment-0.tflite: output 0 .* is quantized as int8\(scale=")
 
 
 def test_cycles_and_paths_outside_the_bundle_are_refused(copy):
     def cycle(m):
         m["plans"]["seq-2"]["devices"][0]["segments"][0]["inputs"][0]["source"] = {"device": 1, "segment": 0}
 
-    _edit(copy, cycle)
-    with pytest.raises(BundleError, match="cycle"):
-        load(copy)
+    _refused(copy, cycle, "cycle")
 
     def escape(m):
         m["plans"]["seq-2"]["devices"][0]["segments"][0]["inputs"][0]["source"] = "input"
         m["plans"]["seq-2"]["devices"][0]["segments"][0]["file"] = "../evil.tflite"
 
-    _edit(copy, escape)
-    with pytest.raises(BundleError, match=r"'../evil.tflite' must be relative, normalised"):
-        load(copy)
+    _refused(copy, escape, r"'../evil.tflite' must be relative, normalised")
 
 
 def test_missing_field_and_wrong_type_are_located(copy):
-    _edit(copy, lambda m: m["plans"]["2x0.5"]["devices"][0].pop("macs"))
-    with pytest.raises(BundleError, match=r"plans\['2x0.5'\].devices\[0\]: missing required field 'macs'"):
-        load(copy)
-    _edit(copy, lambda m: m["plans"]["2x0.5"]["devices"][0].update(macs="many"))
-    with pytest.raises(BundleError, match=r"devices\[0\].macs: expected an integer, found str 'many'"):
-        load(copy)
+    _refused(copy, lambda m: m["plans"]["2x0.5"]["devices"][0].pop("macs"),
+             r"plans\['2x0.5'\].devices\[0\]: missing required field 'macs'")
+    _refused(copy, lambda m: m["plans"]["2x0.5"]["devices"][0].update(macs="many"),
+             r"devices\[0\].macs: expected an integer, found str 'many'")
 
 
 def test_writer_leaves_nothing_when_the_conversion_fails(tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 
 from paradis_tf.bundle import (
     Bundle,
+    BundleError,
     BundleWriter,
     Device,
     Fusion,
@@ -28,6 +29,7 @@ from paradis_tf.bundle import (
     SegmentRef,
     TensorSpec,
     TflmInfo,
+    segment_order,
 )
 from paradis_tf.convert.tflite import ConversionError, keras_to_tflite_variants
 from paradis_tf.convert.tflm import c_name, tflm_artefacts
@@ -140,17 +142,11 @@ def _sequential_spec(model: Any, k_count: int) -> _PlanSpec:
 
 
 def _order(spec: _PlanSpec) -> list[SegmentRef]:
-    done: set[SegmentRef] = set()
-    order = []
-    pending = sorted(spec.sources, key=lambda r: (r.segment, r.device))
-    while pending:
-        ready = [r for r in pending if all(s is None or s in done for s in spec.sources[r])]
-        if not ready:
-            raise ConversionError(f"plan {spec.name}: segment inputs form a cycle")
-        order += ready
-        done.update(ready)
-        pending = [r for r in pending if r not in done]
-    return order
+    """The order `Plan.order` gives the converted plan (one implementation: `segment_order`)."""
+    try:
+        return segment_order(spec.sources, f"plan {spec.name}")
+    except BundleError as e:
+        raise ConversionError(str(e)) from None
 
 
 def _convert_plan(
