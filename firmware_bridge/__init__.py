@@ -6,9 +6,11 @@ Grouped by purpose:
   (framing.py); messages and tensors in `protocol` (protocol.py);
   the whole spec in PROTOCOL.md.
 * host side: `Board` (board.py), a client over any pyserial URL.
-* board side: `BoardEmulator`, `BoardConfig`, `EmulatorServer`
-  (emulator.py), the reference board with real TFLM kernels; `c/` holds
-  the portable C99 version of framing and dispatch for firmware.
+* board side: `BoardEmulator`, `BoardConfig` (emulated_board.py), the
+  reference board with real TFLM kernels, its flash (flash_store.py);
+  `EmulatorServer` (emulator.py) serves it on a pty or a TCP port over
+  the links of links.py; `c/` holds the portable C99 version of framing
+  and dispatch for firmware.
 * test gear: `FaultProxy` (fault_proxy.py), a lossy serial line.
 * errors: `SerialBridgeError` and its family (errors.py).
 
@@ -24,7 +26,7 @@ _EXPORTS = {
     "FrameErrorKind": "framing", "encode_frame": "framing", "decode_frame": "framing",
     "MsgType": "protocol", "ErrorCode": "protocol", "Info": "protocol", "Tensor": "protocol", "TensorSpec": "protocol",
     "Board": "board", "FlashResult": "board",
-    "BoardConfig": "emulator", "BoardEmulator": "emulator", "EmulatorServer": "emulator",
+    "BoardConfig": "emulated_board", "BoardEmulator": "emulated_board", "EmulatorServer": "emulator",
     "FaultProxy": "fault_proxy", "FaultRates": "fault_proxy",
     "SerialBridgeError": "errors", "FramingError": "errors", "MessageError": "errors", "BoardError": "errors",
     "PortError": "errors", "BoardTimeoutError": "errors", "BoardProtocolError": "errors",

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from firmware_bridge.emulator import FdLink, PtyPair, SocketLink
+from firmware_bridge.links import FdLink, PtyPair, SocketLink
 from firmware_bridge.stop_signals import StopSignals
 
 

@@ -52,7 +52,8 @@ def models() -> dict[str, bytes]:
 @pytest.fixture
 def serve():
     """serve(config=..., transport="pty"|"tcp", baudrate=None) -> EmulatorServer, stopped at teardown."""
-    from firmware_bridge.emulator import BoardConfig, BoardEmulator, EmulatorServer
+    from firmware_bridge.emulated_board import BoardConfig, BoardEmulator
+    from firmware_bridge.emulator import EmulatorServer
 
     with contextlib.ExitStack() as stack:
 

@@ -12,11 +12,12 @@ import serial
 from fb_reference import random_int8, tflm_reference
 
 from firmware_bridge.board import Board
-from firmware_bridge.emulator import BoardConfig, FdLink, PtyPair
+from firmware_bridge.emulated_board import BoardConfig
 from firmware_bridge.errors import (BoardProtocolError, BoardRemoteError, BoardTimeoutError, FlashError, PortError,
                                     SerialBridgeError)
 from firmware_bridge.fault_proxy import FaultProxy
 from firmware_bridge.framing import Frame, FrameDecoder, encode_frame
+from firmware_bridge.links import FdLink, PtyPair
 from firmware_bridge.protocol import ErrorCode, MsgType, Tensor
 from paradis_tf.errors import ParaDiSError
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge.board import Board
-from firmware_bridge.emulator import BoardConfig
+from firmware_bridge.emulated_board import BoardConfig
 from paradis_tf.mesh.local import NodeProcess
 
 SWITCH = "0.5+0.25+0.25"

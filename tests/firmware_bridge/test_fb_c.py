@@ -20,7 +20,7 @@ from fb_reference import StubRuntime
 
 import firmware_bridge
 from firmware_bridge import protocol as P
-from firmware_bridge.emulator import BoardConfig, BoardEmulator
+from firmware_bridge.emulated_board import BoardConfig, BoardEmulator
 from firmware_bridge.framing import (FLAG_CONT, FLAG_MORE, BadFrame, Frame, FrameDecoder, encode_frame,
                                      frame_bytes)
 from firmware_bridge.protocol import MsgType, Tensor, TensorSpec

@@ -14,7 +14,8 @@ from fb_reference import random_int8, tflm_reference
 
 from firmware_bridge import protocol as P
 from firmware_bridge.board import Board
-from firmware_bridge.emulator import BoardConfig, BoardEmulator, EmulatorServer
+from firmware_bridge.emulated_board import BoardConfig, BoardEmulator
+from firmware_bridge.emulator import EmulatorServer
 from firmware_bridge.framing import (FLAG_CONT, FLAG_MORE, Frame, FrameDecoder, FrameErrorKind,
                                      encode_frame, frame_bytes)
 from firmware_bridge.protocol import ErrorCode, MsgType, Tensor

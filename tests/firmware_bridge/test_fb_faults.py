@@ -14,7 +14,7 @@ import pytest
 from fb_reference import random_int8, tflm_reference
 
 from firmware_bridge.board import Board
-from firmware_bridge.emulator import BoardConfig
+from firmware_bridge.emulated_board import BoardConfig
 from firmware_bridge.errors import BoardError, FlashError
 from firmware_bridge.fault_proxy import FaultProxy, FaultRates
 

@@ -13,7 +13,8 @@ import pytest
 from fb_reference import random_int8, tflm_reference
 
 from firmware_bridge.board import Board
-from firmware_bridge.emulator import BoardConfig, BoardEmulator, EmulatorServer
+from firmware_bridge.emulated_board import BoardConfig, BoardEmulator
+from firmware_bridge.emulator import EmulatorServer
 from firmware_bridge.errors import BoardRemoteError, FlashError
 from firmware_bridge.fault_proxy import FaultProxy
 from firmware_bridge.protocol import Tensor
