@@ -156,6 +156,20 @@ static int fail(answer *a, int code, uint32_t detail, const char *text) {
   return code;
 }
 
+/* A writer into the board's answer buffer. */
+static void resp_writer(pd_board *b, writer *w) {
+  w->buf = b->cfg.resp_buf; w->cap = b->cfg.resp_cap; w->len = 0; w->over = 0;
+}
+
+/* Answers `type` with what `w` wrote, or fails with `code` when it did not fit. */
+static int written(answer *a, const writer *w, uint8_t type, int code, uint32_t detail, const char *text) {
+  if (w->over) return fail(a, code, detail, text);
+  a->type = type;
+  a->payload = w->buf;
+  a->len = w->len;
+  return PD_ERR_NONE;
+}
+
 static uint16_t answer_limit(const pd_board *b) {
   return b->host_max < b->cfg.max_payload ? b->host_max : b->cfg.max_payload;
 }
@@ -212,7 +226,7 @@ static int h_hello(pd_board *b, const uint8_t *p, size_t n, answer *a) {
   host = (uint16_t)(p[0] | (p[1] << 8));
   if (host < PD_MIN_PAYLOAD) return fail(a, PD_ERR_BAD_PAYLOAD, 0, "host max payload below 128");
   b->host_max = host;
-  w.buf = b->cfg.resp_buf; w.cap = b->cfg.resp_cap; w.len = 0; w.over = 0;
+  resp_writer(b, &w);
   w_u8(&w, PD_PROTOCOL_VERSION);
   w_u16(&w, b->cfg.max_payload);
   w_u32(&w, b->cfg.flash_capacity);
@@ -224,11 +238,7 @@ static int h_hello(pd_board *b, const uint8_t *p, size_t n, answer *a) {
   w_str(&w, b->cfg.firmware_version, c_strlen(b->cfg.firmware_version));
   w_str(&w, b->cfg.runtime, c_strlen(b->cfg.runtime));
   w_str(&w, b->active_name, b->has_active ? b->active_name_len : 0);
-  if (w.over) return fail(a, PD_ERR_INTERNAL, 0, "resp buffer too small for INFO");
-  a->type = PD_INFO;
-  a->payload = b->cfg.resp_buf;
-  a->len = w.len;
-  return PD_ERR_NONE;
+  return written(a, &w, PD_INFO, PD_ERR_INTERNAL, 0, "resp buffer too small for INFO");
 }
 
 static int h_ping(pd_board *b, const uint8_t *p, size_t n, answer *a) {
@@ -332,17 +342,13 @@ static int h_flash_end(pd_board *b, const uint8_t *p, size_t n, answer *a) {
 static int activation_answer(pd_board *b, answer *a) {
   writer w;
   uint8_t i;
-  w.buf = b->cfg.resp_buf; w.cap = b->cfg.resp_cap; w.len = 0; w.over = 0;
+  resp_writer(b, &w);
   w_u32(&w, b->model.arena_used);
   w_u8(&w, b->model.n_inputs);
   for (i = 0; i < b->model.n_inputs; i++) put_spec(&w, &b->model.inputs[i]);
   w_u8(&w, b->model.n_outputs);
   for (i = 0; i < b->model.n_outputs; i++) put_spec(&w, &b->model.outputs[i]);
-  if (w.over) return fail(a, PD_ERR_INTERNAL, 0, "resp buffer too small");
-  a->type = PD_ACK;
-  a->payload = b->cfg.resp_buf;
-  a->len = w.len;
-  return PD_ERR_NONE;
+  return written(a, &w, PD_ACK, PD_ERR_INTERNAL, 0, "resp buffer too small");
 }
 
 static int h_activate(pd_board *b, const uint8_t *p, size_t n, answer *a) {
@@ -428,18 +434,14 @@ static int h_run(pd_board *b, const uint8_t *p, size_t n, answer *a) {
   memset(out, 0, sizeof out);
   rc = b->cfg.hooks.invoke(b->cfg.ctx, in, count, out, b->model.n_outputs);
   if (rc) return fail(a, rc, 0, "invoke failed");
-  w.buf = b->cfg.resp_buf; w.cap = b->cfg.resp_cap; w.len = 0; w.over = 0;
+  resp_writer(b, &w);
   w_u8(&w, b->model.n_outputs);
   for (i = 0; i < b->model.n_outputs; i++) {
     put_spec(&w, &out[i].spec);
     w_u32(&w, out[i].nbytes);
     w_bytes(&w, out[i].data, out[i].nbytes);
   }
-  if (w.over) return fail(a, PD_ERR_TOO_LARGE, (uint32_t)b->cfg.resp_cap, "RESULT larger than the answer buffer");
-  a->type = PD_RESULT;
-  a->payload = b->cfg.resp_buf;
-  a->len = w.len;
-  return PD_ERR_NONE;
+  return written(a, &w, PD_RESULT, PD_ERR_TOO_LARGE, (uint32_t)b->cfg.resp_cap, "RESULT larger than the answer buffer");
 }
 
 /* ------------------------------------------------------------ dispatch */
