@@ -3,9 +3,10 @@
 The TFLM Python interpreter segfaults on some inputs (an arena too small
 for its persistent allocations, a malformed model that passes the
 flatbuffer checks), so a model is first *probed* in a child process
-(`python -m firmware_bridge.tflm`): it is really allocated with TFLM at the
-board's arena size, invoked once, and its smallest working arena measured
-by bisection. Only a model that passed the probe is loaded in-process.
+(`python -m firmware_bridge.tflm`): its smallest working arena is measured
+(`paradis_tf.runtime.tflm_arena_bytes`, bisection with real allocations),
+then it is allocated with TFLM at the board's arena size and invoked once.
+Only a model that passed the probe is loaded in-process.
 
 Imports `tflite_micro` only; no TensorFlow.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from firmware_bridge.protocol import ErrorCode, Tensor, TensorSpec
+from paradis_tf.runtime.backends import tflm_arena_bytes
 
 # Probing tries this much arena to tell "does not fit" from "not a model".
 PROBE_MAX_ARENA = 64 << 20
-_TOTAL = re.compile(rb"Arena allocation total (\d+) bytes")
 
 
 class ModelLoadError(Exception):
@@ -79,23 +79,13 @@ def _io_specs(interp) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return out[0], out[1]
 
 
-def _allocates(model: bytes, arena: int) -> bool:
-    from tflite_micro import runtime
-
-    try:
-        runtime.Interpreter.from_bytes(model, arena_size=arena)
-        return True
-    except RuntimeError:
-        return False
-
-
 def _child(arena: int) -> int:
-    """Child process: model on stdin, JSON lines on stdout.
+    """Child process: model on stdin, one JSON line on stdout.
 
-    Allocates first with a large arena (below the model's persistent needs
-    TFLM crashes instead of failing), measures the recording allocator's
-    total, bisects the smallest arena that allocates, then allocates and
-    invokes at the board's arena size if that is enough.
+    Measures the smallest arena the model runs in
+    (`paradis_tf.runtime.tflm_arena_bytes`, which may crash TFLM on a
+    malformed model: hence the child), then allocates and invokes at the
+    board's arena size if that is enough.
     """
     from tflite_micro import runtime
 
@@ -105,57 +95,26 @@ def _child(arena: int) -> int:
         sys.stdout.write(json.dumps(kw) + "\n")
         sys.stdout.flush()
 
-    big = max(PROBE_MAX_ARENA, arena)
     try:
-        interp = runtime.Interpreter.from_bytes(model, arena_size=big)
+        needed = tflm_arena_bytes(model, limit=max(PROBE_MAX_ARENA, arena))
+        interp = runtime.Interpreter.from_bytes(model, arena_size=max(arena, needed))
         inputs, outputs = _io_specs(interp)
-        for i, s in enumerate(inputs):
-            interp.set_input(np.zeros(s.shape, dtype=s.dtype), i)
-        interp.invoke()
     except Exception as e:  # noqa: BLE001 - anything here means "not a model TFLM runs"
-        say(stage="result", fits=False, arena_used=0, error=f"TFLM cannot run the model: {e}")
+        say(fits=False, arena_used=0, error=f"TFLM cannot run the model: {e}")
         return 0
-    sys.stderr.flush()
-    r, w = os.pipe()
-    saved = os.dup(2)
-    os.dup2(w, 2)
-    try:
-        interp.print_allocations()
-    finally:
-        os.dup2(saved, 2)
-        os.close(w)
-        os.close(saved)
-    report = os.read(r, 1 << 16)
-    os.close(r)
-    del interp
-    m = _TOTAL.search(report)
-    low = int(m.group(1)) if m else 0
     specs = dict(inputs=[s.__dict__ for s in inputs], outputs=[s.__dict__ for s in outputs])
-    say(stage="io", fits=False, lower_bound=low, error="arena not measured", **specs)
-    # The recording allocator's total is a lower bound (allocation also needs
-    # transient planner space); in 16-byte units, `hi` always allocates.
-    lo, hi = (low + 15) // 16, big // 16
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _allocates(model, mid * 16):
-            hi = mid
-        else:
-            lo = mid + 1
-    needed = hi * 16
     if arena < needed:
-        say(stage="result", fits=False, arena_used=needed,
-            error=f"model needs a {needed}-byte arena, the board has {arena}", **specs)
+        say(fits=False, arena_used=needed, error=f"model needs a {needed}-byte arena, the board has {arena}", **specs)
         return 0
     try:
-        interp = runtime.Interpreter.from_bytes(model, arena_size=arena)
         for i, s in enumerate(inputs):
             interp.set_input(np.zeros(s.shape, dtype=s.dtype), i)
         interp.invoke()
     except Exception as e:  # noqa: BLE001
-        say(stage="result", fits=False, arena_used=needed,
+        say(fits=False, arena_used=needed,
             error=f"TFLM fails at arena {arena} although {needed} allocated: {e}", **specs)
         return 0
-    say(stage="result", fits=True, arena_used=needed, error="", **specs)
+    say(fits=True, arena_used=needed, error="", **specs)
     return 0
 
 
@@ -185,8 +144,6 @@ def probe(model: bytes, arena_size: int, timeout: float = 120.0) -> ProbeResult:
         return ProbeResult(False, 0, error=f"TFLM crashed on the model (exit {crashed})")
     inputs = tuple(TensorSpec(**d) for d in last.get("inputs", ()))
     outputs = tuple(TensorSpec(**d) for d in last.get("outputs", ()))
-    if last["stage"] == "io":  # died while bisecting or at the board's arena
-        return ProbeResult(False, 0, inputs, outputs, f"TFLM crashed on the model (exit {crashed})")
     return ProbeResult(last["fits"], last["arena_used"], inputs, outputs, last["error"])
 
 

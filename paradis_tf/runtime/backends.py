@@ -340,16 +340,24 @@ def load_interpreter(
     return _TfliteApiInterpreter(backend, _import_backend(backend), content, what, num_threads, reference_kernels)
 
 
-def tflm_arena_bytes(content: bytes, *, limit: int = 64 * 1024 * 1024) -> int:
+def tflm_arena_bytes(content: bytes, *, limit: int | None = None) -> int:
     """Smallest tensor arena (multiple of 16 bytes) in which TFLM runs the model.
 
     Measured by really allocating with the `tflite_micro` interpreter: it
-    first runs in a generous arena and reports its allocations ("Arena
-    allocation total N bytes"); N is a lower bound (it leaves out the memory
-    planner's scratch and the buffer's alignment loss), and the answer is
-    found by binary search between N and the generous size, then checked by
-    an invoke. The search never goes below N: TFLM crashes (SIGSEGV) instead
-    of failing cleanly when even its persistent allocations do not fit.
+    first runs in a generous arena (`limit`) and reports its allocations
+    ("Arena allocation total N bytes"); N is a lower bound (it leaves out
+    the memory planner's scratch and the buffer's alignment loss), and the
+    answer is found by binary search between N and the generous size, then
+    checked by an invoke. The search never goes below N: TFLM crashes
+    (SIGSEGV) instead of failing cleanly when even its persistent
+    allocations do not fit, so a caller that must survive a malformed model
+    runs this in a child process (as the board emulator does).
+
+    Args:
+        content: the .tflite model.
+        limit: the generous arena, bytes: the model is first run in it and
+            the answer is at most this. Default: 16 MiB plus ten times the
+            model's size, at most 64 MiB.
 
     Raises:
         BackendError: the model does not run in `limit` bytes, or the
@@ -358,7 +366,7 @@ def tflm_arena_bytes(content: bytes, *, limit: int = 64 * 1024 * 1024) -> int:
     runtime = _import_backend("tflm")
     info = read_tflite(content)
     zeros = [np.zeros(t.shape, t.quant.np_dtype) for t in info.inputs]
-    arena = min(limit, 16 * 1024 * 1024 + 10 * len(content))
+    arena = limit if limit is not None else min(64 * 1024 * 1024, 16 * 1024 * 1024 + 10 * len(content))
 
     def allocate(n: int, invoke: bool = False):
         it = runtime.Interpreter.from_bytes(content, arena_size=n)
