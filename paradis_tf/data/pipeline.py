@@ -51,7 +51,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int 
             (a process pinned to one core sat idle, waiting for batches, for
             32 % of an epoch's wall time on a quarter-width model and 12 % on
             the full one, its CPU time unchanged; tools/bench_data_autotune.py,
-            docs/BENCHMARKS.md "tf.data autotuning stalls training").
+            docs/notebook.md, "Where a training step's time goes").
             Without it the map and prefetch run with TensorFlow's fixed
             defaults for ``AUTOTUNE``; the pipeline's work is a few
             vectorized ops per batch, which needs no tuning. Either way the

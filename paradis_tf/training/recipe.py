@@ -56,7 +56,7 @@ class TrainConfig:
             switch after training.
         data_autotune: let tf.data's autotuner tune the training pipeline
             (`make_dataset`'s ``autotune``; off: it stalled training on 2
-            cores, docs/BENCHMARKS.md). The batches are the same either way.
+            cores, docs/notebook.md). The batches are the same either way.
         seed: random seed (weights, shuffling, augmentation).
     """
 
