@@ -1,8 +1,9 @@
+#!/usr/bin/env python3
 """Serial link benchmark: flash throughput and RUN round trip vs the line.
 
-    python -m firmware_bridge.bench --baud 921600                      # flash throughput
-    python -m firmware_bridge.bench --baud 115200 --baud 921600 --model seg.tflite ...
-    python -m firmware_bridge.bench --baud 921600 --bundle bundle/ --switch 4x0.25
+    python tools/bench_serial.py --baud 921600                      # flash throughput
+    python tools/bench_serial.py --baud 115200 --baud 921600 --model seg.tflite ...
+    python tools/bench_serial.py --baud 921600 --bundle bundle/ --switch 4x0.25
 
 Runs the board emulator in its own process on a pty, throttled to each baud rate (8N1: 10 bits
 a byte, each direction), and the real host client against it. Flash
@@ -26,9 +27,14 @@ from typing import Sequence
 
 import numpy as np
 
-from firmware_bridge import protocol as P
-from firmware_bridge.board import Board
-from firmware_bridge.framing import Frame, encode_frame
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from firmware_bridge import protocol as P  # noqa: E402 - the kit from this checkout
+from firmware_bridge.board import Board  # noqa: E402
+from firmware_bridge.framing import Frame, encode_frame  # noqa: E402
+from firmware_bridge.tflm import probe  # noqa: E402
+from paradis_tf import bundle as bundle_format  # noqa: E402
 
 
 class _EmulatorProcess:
@@ -36,8 +42,7 @@ class _EmulatorProcess:
     board is its own device (no GIL shared with the host client)."""
 
     def __init__(self, baud: int, max_payload: int, flash: int, arena: int = 256 << 10) -> None:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
         self.proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.emulator", "--pty", "--baud", str(baud),
                                       "--max-payload", str(max_payload), "--flash", str(flash), "--arena", str(arena)],
                                      stdout=subprocess.PIPE, text=True, env=env)
@@ -73,7 +78,6 @@ def flash_throughput(baud: int, size: int, max_payload: int, repeats: int = 3) -
 
 
 def run_round_trip(baud: int, name: str, model: bytes, max_payload: int, runs: int = 20) -> dict:
-    from firmware_bridge.tflm import probe
     from tflite_micro import runtime
 
     probed = probe(model, 16 << 20)
@@ -118,20 +122,16 @@ def _wire_bytes(payload: bytes, limit: int) -> int:
     return sum(len(encode_frame(Frame(P.MsgType.RUN, 0, p))) for p in parts) + extra
 
 
-def _bundle_models(bundle: str, switch: str) -> list[tuple[str, bytes]]:
-    with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
-    plan = manifest["plans"][switch]
-    out = []
-    for dev in plan["devices"]:
-        for seg in dev["segments"]:
-            with open(os.path.join(bundle, seg["file"]), "rb") as f:
-                out.append((f"{switch}/device-{dev['role']}/segment-{seg['index']}", f.read()))
-    return out
+def _bundle_models(path: str, switch: str) -> list[tuple[str, bytes]]:
+    """(name, .tflite bytes) of every segment of plan `switch` in the bundle at `path`."""
+    bundle = bundle_format.load(path)
+    plan = bundle.plan(switch)
+    return [(f"{plan.name}/device-{dev.role}/segment-{seg.index}", bundle.read_bytes(seg.file))
+            for dev in plan.devices for seg in dev.segments]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m firmware_bridge.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python tools/bench_serial.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--baud", type=int, action="append", help="baud rate(s) (default: 115200 and 921600)")
     p.add_argument("--max-payload", type=int, default=1024, help="board max payload (default: %(default)s)")
     p.add_argument("--image", type=int, default=64 << 10, help="flash image bytes (default: %(default)s)")
@@ -142,9 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = p.parse_args(argv)
     bauds = args.baud or [115200, 921600]
-    models = [(os.path.basename(m), open(m, "rb").read()) for m in args.model]
+    models = []
+    for m in args.model:
+        with open(m, "rb") as f:
+            models.append((os.path.basename(m), f.read()))
     if args.bundle:
-        models += _bundle_models(args.bundle, args.switch)
+        try:
+            models += _bundle_models(args.bundle, args.switch)
+        except bundle_format.BundleError as e:
+            raise SystemExit(f"bench_serial: {e}") from None
     rows = [flash_throughput(b, args.image, args.max_payload) for b in bauds]
     runs = [run_round_trip(b, n, m, args.max_payload, args.runs) for b in bauds for n, m in models]
     if args.json:
