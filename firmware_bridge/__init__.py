@@ -11,7 +11,8 @@ Grouped by purpose:
   `EmulatorServer` (emulator.py) serves it on a pty or a TCP port over
   the links of links.py; `c/` holds the portable C99 version of framing
   and dispatch for firmware.
-* test gear: `FaultProxy` (fault_proxy.py), a lossy serial line.
+* line faults: `FaultProxy`, `FaultRates` (fault_proxy.py), a lossy serial
+  line between a host and a board (real or emulated).
 * errors: `SerialBridgeError` and its family (errors.py).
 
 Imports without TensorFlow.

@@ -1,4 +1,8 @@
-"""A noisy serial line for tests and demos: drops, flips and duplicates bytes.
+"""A noisy serial line: drops, flips and duplicates bytes between a host and a board.
+
+A firmware author puts it between the host and a real board to check that
+the firmware's NAK, retransmission, resync and flash resume hold up on a
+bad line; the tests put it in front of the emulator.
 
     proxy = FaultProxy(emulator_url, FaultRates(drop=1e-3, flip=1e-3, duplicate=1e-3), seed=1)
     with proxy:
