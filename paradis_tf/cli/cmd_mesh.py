@@ -8,7 +8,7 @@ from paradis_tf.cli._common import add_discovery_args, discovery_kwargs
 
 
 def _nodes_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nodes", default="", metavar="HOST:PORT,...", help="node daemon addresses, comma-separated")
+    p.add_argument("--nodes", default="", metavar="HOST:PORT,...", help="node daemon addresses, comma-separated (default: none; give --nodes or --discover)")
     add_discovery_args(p)
     p.add_argument("--timeout", type=float, default=10.0, help="deadline of each Run call in seconds (default: %(default)s)")
 
@@ -16,8 +16,10 @@ def _nodes_arg(p: argparse.ArgumentParser) -> None:
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", default=None, metavar="DIR|NAME",
                    help="local bundle directory or bundle name on the nodes (default: the nodes' active bundle)")
-    p.add_argument("--switch", default=None, metavar="PLAN",
-                   help="plan to run ('2x0.5', 'seq-2'; default: the most accurate that fits)")
+    p.add_argument("--switch", default="auto", metavar="PLAN",
+                   help="plan to run: 'auto' picks the best plan that fits the healthy nodes and re-plans when nodes "
+                        "fail or come back; a name ('2x0.5', 'seq-2') runs exactly that plan and fails if it is not in "
+                        "the bundle or does not fit the healthy nodes (default: %(default)s)")
 
 
 def register(subparsers) -> None:
@@ -34,7 +36,10 @@ def register(subparsers) -> None:
     _nodes_arg(i)
     _plan_args(i)
     src = i.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", metavar="FILE.npy", help="images (N, H, W, C): uint8 raw or float32 preprocessed")
+    src.add_argument("--input", nargs="+", metavar="PATH",
+                     help="what to classify: image files (PNG, JPEG, BMP, GIF, WebP), folders of images or of class "
+                          "folders, resized and preprocessed as the bundle's manifest says; or .npy arrays "
+                          "(N, H, W, C), uint8 raw or float32 preprocessed")
     src.add_argument("--random", type=int, metavar="N", help="N random images (a smoke test)")
     i.add_argument("--top", type=int, default=3, help="classes to show per image (default: %(default)s)")
     i.set_defaults(func=_infer)
@@ -80,21 +85,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _load_images(args, bundle):
+    """``(inputs, a name per input)`` of ``--input`` or ``--random``."""
     import numpy as np
 
-    from paradis_tf.errors import InputError
+    from paradis_tf.cli._inputs import load_inputs
 
-    shape = bundle.model.input_shape
     if args.random is not None:
-        return np.random.default_rng(0).random((args.random, *shape), dtype=np.float32)
-    x = np.load(args.input)
-    if x.ndim == len(shape):
-        x = x[None]
-    if tuple(x.shape[1:]) != tuple(shape):
-        raise InputError(f"{args.input}: expected images of shape (N, {', '.join(map(str, shape))}); found {x.shape}")
-    if x.dtype == np.uint8:
-        return bundle.model.preprocessing.apply(x)
-    return x.astype(np.float32)
+        x = np.random.default_rng(0).random((args.random, *bundle.model.input_shape), dtype=np.float32)
+        return x, [f"random[{n}]" for n in range(len(x))]
+    return load_inputs(args.input, bundle.model)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -105,7 +104,7 @@ def _infer(args: argparse.Namespace) -> int:
     with _coordinator(args) as c:
         placement = c.select(args.switch)
         model = c.manifest["model"]
-        x = _load_images(args, c.bundle)
+        x, names = _load_images(args, c.bundle)
         t0 = time.perf_counter()
         logits = c.infer(x)
         dt = time.perf_counter() - t0
@@ -113,34 +112,49 @@ def _infer(args: argparse.Namespace) -> int:
         print(f"plan {placement}")
         for n, row in enumerate(logits):
             top = np.argsort(-row)[: args.top]
-            print(f"{n:>5}: " + "  ".join(f"{labels[k]} ({row[k]:.3f})" for k in top))
+            print(f"{n:>5}: " + "  ".join(f"{labels[k]} ({row[k]:.3f})" for k in top) + f"  {names[n]}")
         print(f"{len(x)} image(s) in {dt * 1e3:.1f} ms; final plan {c.placement}; retries {c.stats.retries}")
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     import numpy as np
 
-    from paradis_tf.mesh.bench import mesh_latency, mesh_throughput
+    from paradis_tf.mesh.bench import bench_row, mesh_latency, mesh_throughput
 
     levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
     with _coordinator(args) as c:
         placement = c.select(args.switch)
+        plans_before = len(c.stats.plans)
         shape = c.manifest["model"]["input_shape"]
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
-        results = {"plan": placement.plan, "nodes": list(placement.addresses), "latency": mesh_latency(c, x, args.requests).as_dict(), "throughput": []}
-        print(f"plan {placement}")
-        lat = results["latency"]
-        print(f"latency (1 in flight, {lat['requests']} requests): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
-        print(f"{'concurrency':>11} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}")
-        for k in levels:
-            r = mesh_throughput(c, x, args.requests, k)
-            results["throughput"].append(r.as_dict())
-            print(f"{k:>11} {r.throughput:>9.1f} {r.p50_ms:>9.2f} {r.p99_ms:>9.2f}")
-        results["stats"] = {"retries": c.stats.retries, "failed": c.stats.failed}
+        mode = "automatic" if args.switch == "auto" else "pinned"
+        print(f"selected plan {placement} ({mode}); each row names the plan(s) that answered it")
+        print(f"{'row':<14} {'plan':<28} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'failed':>7} {'re-plans':>8}")
+        rows = [bench_row(c, "latency", lambda: mesh_latency(c, x, args.requests))]
+        rows += [bench_row(c, f"concurrency {k}", lambda k=k: mesh_throughput(c, x, args.requests, k)) for k in levels]
+        for r in rows:
+            ms = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            print(f"{r.label:<14} {r.plan_text:<28} {r.stats.throughput:>9.1f} {ms(r.stats.p50_ms):>9} "
+                  f"{ms(r.stats.p99_ms):>9} {r.failed:>7} {r.replans:>8}")
+        changes = [p for _, p in c.stats.plans[plans_before:]]
+        failed, replans = sum(r.failed for r in rows), sum(r.replans for r in rows)
+        print(f"{c.stats.requests} requests, {failed} failed, {replans} re-plan(s)"
+              + (": " + " -> ".join([str(placement), *changes]) if changes else ""))
+        results = {
+            "plan": placement.plan, "mode": mode, "nodes": list(placement.addresses),
+            "latency": rows[0].as_dict(), "throughput": [r.as_dict() for r in rows[1:]],
+            "stats": {"requests": c.stats.requests, "failed": failed, "retries": c.stats.retries, "replans": replans,
+                      "plans": [str(placement), *changes]},
+        }
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=2)
+    if failed:
+        print(f"paradis: {failed} of {c.stats.requests} benchmark requests failed (see the rows above; "
+              "`paradis mesh status` shows the nodes)", file=sys.stderr)
+        return 1
     return 0

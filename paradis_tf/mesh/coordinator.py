@@ -7,14 +7,26 @@ coordinator owns, so the blocking API (`infer`, `deploy`, `select`) and the
 async API (`infer_async`, `submit`) can be used from any thread or loop.
 
 Failure handling: a Run call that fails with UNAVAILABLE or DEADLINE_EXCEEDED
-marks its node down; the coordinator re-plans on the remaining nodes (another
-switch of the same network, no retraining) and retries the request (``retries``
-times, default once). A node that reports it could not exchange a feature map
-with a peer (ABORTED + the peer's role in trailing metadata) gets that peer
-probed rather than being blamed itself. A background watcher probes down
-nodes; one that answers again is re-admitted and the coordinator re-plans up
-to the most accurate plan that fits. Every request ends with logits or a
+marks its node down; the coordinator re-plans on the remaining nodes and
+retries the request (``retries`` times, default once). A node that reports it
+could not exchange a feature map with a peer (ABORTED + the peer's role in
+trailing metadata) gets that peer probed rather than being blamed itself. A
+background watcher probes down nodes; one that answers again is re-admitted
+and the coordinator re-plans. Every request ends with logits or a
 `RequestFailedError` that says why; none is dropped.
+
+What a re-plan may choose depends on how the plan was selected:
+
+- automatic (``select()`` or ``select("auto")``): the best plan that fits
+  the healthy nodes (`paradis_tf.mesh.placement`), another switch of the same
+  network when a node is lost (no retraining), and the best plan again when
+  nodes come back;
+- pinned (``select("2x0.5")``): that plan and no other. When a node is lost,
+  the same plan is placed again on the healthy nodes if it fits them;
+  otherwise requests fail with a `RequestFailedError` naming the plan, why it
+  does not fit and which plans do, until enough nodes are back (the watcher
+  then places the pinned plan again). ``select()`` itself never returns
+  another plan: it raises `NoPlanFitsError` instead.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.errors import DeployError, MeshError, NodeError, NoPlanFitsError, RequestFailedError, TensorError
 from paradis_tf.runtime.program import fuse
 from paradis_tf.quant import QTensor, convert
-from paradis_tf.mesh.placement import NodeCandidate, Placement, choose_placement, rank_plans
+from paradis_tf.mesh.placement import NodeCandidate, Placement, choose_placement
 from paradis_tf.mesh.program import model_input_spec
 
 __all__ = ["Coordinator", "NodeStatus", "CoordinatorStats", "parse_addresses"]
@@ -51,7 +63,8 @@ __all__ = ["Coordinator", "NodeStatus", "CoordinatorStats", "parse_addresses"]
 log = logging.getLogger("paradis.coordinator")
 
 _NODE_DOWN_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-_PEER_ROLE_KEY = "paradis-peer-role"
+# select(AUTO) and select(None): automatic choice
+AUTO = "auto"
 
 
 def parse_addresses(addresses: str | Iterable[str], allow_empty: bool = False) -> list[str]:
@@ -111,11 +124,12 @@ class CoordinatorStats:
     answered: int = 0
     failed: int = 0
     retries: int = 0
-    replans: int = 0
+    replans: int = 0  # activations, the first `select` included
     bytes_to_nodes: int = 0
     bytes_from_nodes: int = 0
     node_compute_ms: float = 0.0  # sum over answered requests of the slowest role's interpreter time
     plans: list[tuple[float, str]] = field(default_factory=list)  # (unix time, placement text)
+    answered_by_plan: dict[str, int] = field(default_factory=dict)  # plan name -> requests it answered
 
 
 @dataclass
@@ -135,6 +149,9 @@ class _Active:
     activation_id: str
     generation: int
     input_specs: tuple[TensorSpec | None, ...]  # per role
+
+
+_KEEP = object()  # `_replan`: keep the current pin
 
 
 class _AttemptError(Exception):
@@ -215,6 +232,8 @@ class Coordinator:
         self._version: str = ""
         self._manifest: dict | None = None
         self._pinned: str | None = None
+        # whether select() succeeded once; until then infer/submit select automatically
+        self._selected = False
         self._active: _Active | None = None
         self._generation = 0
         self._last_plan_error: str = ""
@@ -476,16 +495,24 @@ class Coordinator:
         """Chooses and activates a plan on the healthy nodes.
 
         Args:
-            plan: a plan name to use (``"2x0.5"``, ``"seq-2"``); None picks the
-                most accurate ParaDiS plan whose roles fit the nodes'
-                capacities. A named plan stays pinned: re-planning keeps it
-                while it fits.
+            plan: ``None`` or ``"auto"``: the best ParaDiS plan whose roles
+                fit the healthy nodes (`paradis_tf.mesh.placement`), re-chosen
+                whenever nodes fail or come back. A plan name (``"2x0.5"``,
+                ``"seq-2"``): exactly that plan, pinned; re-planning only
+                places it again, never switches to another (module doc).
+
+        Returns:
+            The placement now serving: always of the named plan when one is
+            named.
 
         Raises:
-            NoPlanFitsError: nothing fits the healthy nodes.
+            NoPlanFitsError: the named plan is not in the bundle or does not
+                fit the healthy nodes (the message says why and lists the
+                plans that fit), or in automatic mode nothing fits. The
+                coordinator keeps serving what it served before.
         """
-        self._pinned = plan
-        return self._call(self._replan(force=True)).placement
+        pin = None if plan is None or str(plan) == AUTO else str(plan)
+        return self._call(self._replan(force=True, pin=pin)).placement
 
     def _has_bundle(self, info: mesh_pb2.NodeInfo) -> bool:
         return any(b.name == self._bundle_name and any(v.version == self._version for v in b.versions) for b in info.bundles)
@@ -507,42 +534,46 @@ class Coordinator:
             if n in missing and (self._bundle_dir is None or not n.up):
                 log.info("node %s lacks bundle %s/%s; not used", n.address, self._bundle_name, self._version)
                 continue
-            out.append(NodeCandidate(n.address, info.capacity or 1.0, info.speed_score, info.latency_budget_ms, info.node_id, info.memory_budget_bytes))
+            out.append(NodeCandidate.from_info(n.address, info))
         return out
 
-    def _choose(self, manifest: dict, nodes: Sequence[NodeCandidate]) -> Placement:
-        plans = manifest["plans"]
-        if self._pinned is not None:
-            try:
-                return choose_placement(plans, nodes, plan=self._pinned)
-            except NoPlanFitsError:
-                if not self.auto_replan:
-                    raise
-                kind = plans.get(self._pinned, {}).get("kind", "paradis")
-                return choose_placement(plans, nodes, kinds=(kind,))
-        return choose_placement(plans, nodes)
+    async def _replan(
+        self, force: bool = False, from_generation: int | None = None, upgrade_only: bool = False, pin: "str | None | object" = _KEEP
+    ) -> _Active:
+        """Chooses a placement and activates it.
 
-    async def _replan(self, force: bool = False, from_generation: int | None = None, upgrade_only: bool = False) -> _Active:
+        Args:
+            force: activate even if the placement did not change.
+            from_generation: a request that failed on this activation asks;
+                nothing happens if another re-plan came first.
+            upgrade_only: nodes came back; keep the plan in use if the
+                choice is the same plan.
+            pin: `select`'s choice (None: automatic; a name: that plan), made
+                the coordinator's only once it is activated; `_KEEP`: the
+                current one.
+        """
+        selecting = pin is not _KEEP
+        pinned = pin if selecting else self._pinned
         async with self._plan_lock:
             if from_generation is not None and self._generation != from_generation and self._active is not None:
                 return self._active
-            manifest = await self._ensure_manifest()
+            await self._ensure_manifest()
             for _ in range(len(self._nodes) + 1):
                 nodes = await self._candidates()
                 try:
-                    placement = self._choose(manifest, nodes)
+                    placement = choose_placement(self._bundle.plans, nodes, plan=pinned)
                 except NoPlanFitsError as e:
-                    self._active = None
+                    if not selecting:  # a select() that fails leaves the plan in use alone
+                        self._active = None
                     self._last_plan_error = str(e)
                     raise
                 cur = self._active
-                if upgrade_only and cur is not None:
-                    if placement.plan == cur.placement.plan or not self._better(manifest, placement.plan, cur.placement.plan):
-                        return cur
+                if upgrade_only and cur is not None and placement.plan == cur.placement.plan:
+                    return cur
                 if not force and cur is not None and cur.placement == placement and from_generation is None:
                     return cur
                 try:
-                    active = await self._activate(manifest, placement)
+                    active = await self._activate(placement)
                 except _AttemptError as e:
                     for a in e.down:
                         self._mark_down(a, str(e))
@@ -551,13 +582,16 @@ class Coordinator:
                         raise MeshError(str(e)) from None
                     continue
                 self._active = active
+                if selecting:
+                    self._pinned = None if pinned is None else placement.plan
+                    self._selected = True
                 self.stats.replans += 1
                 self.stats.plans.append((time.time(), str(placement)))
                 log.info("plan: %s", placement)
                 return active
             raise NoPlanFitsError("nodes kept failing while activating a plan")
 
-    async def _activate(self, manifest: dict, placement: Placement) -> _Active:
+    async def _activate(self, placement: Placement) -> _Active:
         aid = f"{self._id}-{uuid.uuid4().hex[:8]}"
         peers = dict(enumerate(placement.addresses))
 
@@ -580,9 +614,6 @@ class Coordinator:
         specs = tuple(model_input_spec(plan_obj, r) for r in range(len(placement.addresses)))
         self._generation += 1
         return _Active(placement, plan_obj, aid, self._generation, specs)
-
-    def _better(self, manifest: dict, a: str, b: str) -> bool:
-        return _better(manifest, a, b, self._pinned)
 
     def _mark_down(self, address: str, why: str) -> None:
         node = self._nodes[address]
@@ -688,6 +719,8 @@ class Coordinator:
                 try:
                     logits = await self._attempt(active, x, rid)
                     self.stats.answered += 1
+                    plan = active.placement.plan
+                    self.stats.answered_by_plan[plan] = self.stats.answered_by_plan.get(plan, 0) + 1
                     return logits
                 except _AttemptError as e:
                     errors.append(str(e))
@@ -729,7 +762,7 @@ class Coordinator:
             RequestFailedError: a sample could not be answered (the first
                 such error; the others are counted in ``stats``).
         """
-        if self._active is None:
+        if not self._selected:
             self.select()
         batch, single = self._prepare(x)
 
@@ -741,7 +774,7 @@ class Coordinator:
 
     def submit(self, x) -> concurrent.futures.Future:
         """Starts one sample (``input_shape``); the future resolves to its logits."""
-        if self._active is None:
+        if not self._selected:
             self.select()
         batch, single = self._prepare(x)
         if not single:
@@ -751,17 +784,6 @@ class Coordinator:
     async def infer_async(self, x) -> np.ndarray:
         """`submit` for asyncio code running on any loop."""
         return await asyncio.wrap_future(self.submit(x))
-
-    def infer_many(self, xs, return_exceptions: bool = True) -> list:
-        """Runs every sample; returns logits or the `RequestFailedError` per sample."""
-        if self._active is None:
-            self.select()
-        batch, _ = self._prepare(xs)
-
-        async def go():
-            return await asyncio.gather(*(self._infer_one(s) for s in batch), return_exceptions=return_exceptions)
-
-        return self._call(go())
 
     # --- watcher ------------------------------------------------------------
     async def _watch(self) -> None:
@@ -815,19 +837,9 @@ class Coordinator:
 
 def _peer_role(exc: grpc.aio.AioRpcError) -> int | None:
     for k, v in exc.trailing_metadata() or ():
-        if k == _PEER_ROLE_KEY:
+        if k == limits.PEER_ROLE_KEY:
             try:
                 return int(v)
             except ValueError:
                 return None
     return None
-
-
-def _better(manifest: dict, a: str, b: str, pinned: str | None = None) -> bool:
-    """Whether plan ``a`` ranks above plan ``b`` (a pinned plan ranks first)."""
-    if pinned is not None and (a == pinned) != (b == pinned):
-        return a == pinned
-    plans = manifest["plans"]
-    kind = plans[b].get("kind", "paradis")
-    order = rank_plans(plans, kinds=(kind,))
-    return a in order and (b not in order or order.index(a) < order.index(b))

@@ -1,4 +1,4 @@
-"""Sizes, deadlines and channel options shared by every mesh endpoint.
+"""Sizes, deadlines, channel options and metadata keys shared by every mesh endpoint.
 
 Both ends set message sizes explicitly (gRPC's 4 MiB default would refuse a
 224x224x3 float tensor batch and silently differ between client and server
@@ -40,3 +40,8 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 HEALTH_SERVICE = "paradis.mesh.v1.Node"
+
+# Trailing metadata key naming the peer role a node blames when it aborts a
+# Run with ABORTED (a feature map it could not push or did not receive): the
+# coordinator then checks that peer instead of marking the reporter down.
+PEER_ROLE_KEY = "paradis-peer-role"

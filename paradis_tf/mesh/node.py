@@ -128,24 +128,6 @@ class _Active:
     role_latency_ms: float
 
 
-@dataclass
-class _Counters:
-    runs: int = 0
-    run_errors: int = 0
-    exchanges_sent: int = 0
-    exchanges_received: int = 0
-    exchange_bytes_sent: int = 0
-    exchange_bytes_received: int = 0
-    deploys: int = 0
-    activations: int = 0
-
-
-# Trailing metadata key naming the peer role a node blames when it aborts a
-# Run with ABORTED (a feature map it could not push or did not receive): the
-# coordinator then checks that peer instead of marking the reporter down.
-PEER_ROLE_KEY = "paradis-peer-role"
-
-
 class _Abort(Exception):
     """A call refused with a status code and message (raised inside handlers)."""
 
@@ -180,7 +162,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         self.node_id = _node_id(self.store, config.node_id)
         self.speed_score = measure_speed_score() if speed_score is None else float(speed_score)
         self.started_unix_ms = int(time.time() * 1000)
-        self.counters = _Counters()
+        self.counters = mesh_pb2.Counters()  # what GetInfo reports, counted in place
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paradis-interp")
         self._activations: OrderedDict[str, _Active] = OrderedDict()
         self._current: _Active | None = None
@@ -236,7 +218,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, e: _Abort):
-        md = ((PEER_ROLE_KEY, str(e.peer_role)),) if e.peer_role is not None else ()
+        md = ((limits.PEER_ROLE_KEY, str(e.peer_role)),) if e.peer_role is not None else ()
         await context.abort(e.code, e.message, md)
 
     def _info(self) -> mesh_pb2.NodeInfo:
@@ -261,14 +243,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         if self._current is not None:
             info.activation.CopyFrom(self._current.activation)
             info.role_latency_ms = self._current.role_latency_ms
-        c = self.counters
-        info.counters.CopyFrom(
-            mesh_pb2.Counters(
-                runs=c.runs, run_errors=c.run_errors, exchanges_sent=c.exchanges_sent,
-                exchanges_received=c.exchanges_received, exchange_bytes_sent=c.exchange_bytes_sent,
-                exchange_bytes_received=c.exchange_bytes_received, deploys=c.deploys, activations=c.activations,
-            )
-        )
+        info.counters.CopyFrom(self.counters)
         return info
 
     # --- GetInfo ----------------------------------------------------------

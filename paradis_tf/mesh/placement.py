@@ -1,12 +1,38 @@
 """Choosing a plan for the healthy nodes (pure: no I/O).
 
-The most accurate plan whose roles all fit: a role fits a node when its
-width is at most the node's capacity and, when the node has a latency
-budget, its estimated latency is within it. The widest role goes to the most
-capable node (capacity, then measured speed). Plans are ranked by the int8
-accuracy the manifest records (else float accuracy); plans without recorded
-accuracy rank after those with it, wider total width first (slimmable
-networks gain accuracy with width), then fewer devices (less traffic).
+Fit. A role fits a node when its width is at most the node's capacity, its
+memory (its .tflite files plus their TFLM arenas) is within the node's
+memory budget when the node has one, and its estimated latency is within
+the node's latency budget when the node has one. Roles are placed widest
+first, each on the most capable free node it fits (capacity, then measured
+speed).
+
+Ranking (automatic choice, among the plans of the wanted kinds that fit):
+
+1. Plans whose manifest records an accuracy (int8 top-1, else float) rank
+   above plans without one.
+2. Measured plans are told apart only beyond their sampling noise. Two
+   accuracies p1 and p2 measured on n1 and n2 images (the accuracy entry's
+   ``samples``) differ significantly when
+   ``|p1 - p2| >= 1.96 * sqrt(p * (1 - p) * (1/n1 + 1/n2))`` with the pooled
+   ``p = (n1*p1 + n2*p2) / (n1 + n2)`` (the two-proportion z bound at 95%).
+   The most accurate remaining plan and every plan not significantly below
+   it form a group; a group ranks more devices first (the fleet's every
+   device is used when it costs no measurable accuracy), then higher
+   accuracy; then the next group. Example: on 1,000 images 3x0.25 at 86.6%
+   and 4x0.25 at 86.1% are 0.5 points apart against a bound of 3.0 points,
+   so 4x0.25 ranks first; on 100,000 images (bound 0.3 points) 3x0.25 does.
+   An entry without ``samples`` has no known noise: its plan is ranked by
+   accuracy alone.
+3. Plans without accuracy: wider total width first (slimmable networks gain
+   accuracy with width), then fewer devices (less traffic).
+
+Plan names break the remaining ties.
+
+A named plan (``choose_placement(..., plan="2x0.5")``) is that plan or an
+error, never another plan: `NoPlanFitsError` names it, says why it does not
+fit (not in the bundle; too few healthy nodes; which role needs which
+width, memory or time against which nodes) and lists the plans that do fit.
 """
 
 from __future__ import annotations
@@ -15,9 +41,27 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from paradis_tf.bundle import PLAN_KINDS, Device, Plan
+from paradis_tf.errors import ParaDiSError
 from paradis_tf.mesh.errors import NoPlanFitsError
+from paradis_tf.switches import Switch
 
-__all__ = ["NodeCandidate", "Placement", "rank_plans", "fit_plan", "choose_placement"]
+__all__ = [
+    "NOISE_Z",
+    "NodeCandidate",
+    "Placement",
+    "plan_accuracy",
+    "plan_samples",
+    "indistinguishable",
+    "rank_plans",
+    "fit_plan",
+    "why_not_fit",
+    "fitting_plans",
+    "choose_placement",
+]
+
+#: z of the two-proportion bound below which measured accuracies count as equal (95%).
+NOISE_Z = 1.96
 
 
 @dataclass(frozen=True)
@@ -31,17 +75,29 @@ class NodeCandidate:
     node_id: str = ""
     memory_budget_bytes: int = 0
 
+    @classmethod
+    def from_info(cls, address: str, info: Any) -> "NodeCandidate":
+        """From a `NodeInfo` message (a capacity of 0 means unset: 1.0)."""
+        return cls(address, info.capacity or 1.0, info.speed_score, info.latency_budget_ms, info.node_id,
+                   info.memory_budget_bytes)
+
     def estimated_ms(self, macs: float) -> float:
         # speed_score is GFLOP/s of a float matmul: a crude, relative scale.
         return 2.0 * macs / max(self.speed_score, 1e-6) / 1e6
 
+    def why_not(self, width: float, macs: float = 0.0, nbytes: int = 0) -> str | None:
+        """Why a role of this width, MACs and memory does not fit here (None: it fits)."""
+        if width > self.capacity + 1e-9:
+            return f"capacity {self.capacity:g} < width {width:g}"
+        if self.memory_budget_bytes > 0 and nbytes > self.memory_budget_bytes:
+            return f"memory budget {self.memory_budget_bytes:,} bytes < {nbytes:,} bytes"
+        if self.latency_budget_ms > 0 and macs > 0 and self.estimated_ms(macs) > self.latency_budget_ms:
+            return f"latency budget {self.latency_budget_ms:g} ms < estimated {self.estimated_ms(macs):.1f} ms"
+        return None
+
     def fits(self, width: float, macs: float = 0.0, nbytes: int = 0) -> bool:
         """Whether a role of this width, MACs and memory (model + arenas) fits."""
-        if width > self.capacity + 1e-9:
-            return False
-        if self.memory_budget_bytes > 0 and nbytes > self.memory_budget_bytes:
-            return False
-        return not (self.latency_budget_ms > 0 and macs > 0 and self.estimated_ms(macs) > self.latency_budget_ms)
+        return self.why_not(width, macs, nbytes) is None
 
 
 @dataclass(frozen=True)
@@ -57,83 +113,142 @@ class Placement:
         return f"{self.plan} [{roles}]"
 
 
-def plan_widths(plan: Mapping[str, Any]) -> list[float]:
-    return [float(d.get("width", 1.0)) for d in plan["devices"]]
-
-
-def role_bytes(device: Mapping[str, Any]) -> int:
+def role_bytes(device: Device) -> int:
     """Memory a role needs: its .tflite files plus their TFLM arenas when known."""
-    total = 0
-    for seg in device.get("segments", []):
-        total += int(seg.get("size") or 0)
-        tflm = seg.get("tflm") or {}
-        total += int(tflm.get("arena_bytes") or 0)
-    return total
+    return sum(s.size + (s.tflm.arena_bytes if s.tflm is not None else 0) for s in device.segments)
 
 
-def plan_accuracy(plan: Mapping[str, Any]) -> float | None:
-    acc = plan.get("accuracy") or {}
+def plan_accuracy(plan: Plan) -> float | None:
+    """The accuracy selection ranks by: int8 top-1, else float (None: not measured)."""
     for key in ("int8", "float"):
-        v = acc.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
+        v = plan.accuracy.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             return float(v)
     return None
 
 
-def rank_plans(plans: Mapping[str, Mapping[str, Any]], kinds: Iterable[str] = ("paradis",)) -> list[str]:
-    """Plan names, most accurate first (see module doc)."""
+def plan_samples(plan: Plan) -> int | None:
+    """How many images the recorded accuracy was measured on (None: not recorded)."""
+    n = plan.accuracy.get("samples")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def indistinguishable(a: Plan, b: Plan, z: float = NOISE_Z) -> bool:
+    """Whether the recorded accuracies of ``a`` and ``b`` differ by less than their
+    sampling noise (module doc); False when either lacks accuracy or sample count."""
+    pa, pb, na, nb = plan_accuracy(a), plan_accuracy(b), plan_samples(a), plan_samples(b)
+    if pa is None or pb is None or na is None or nb is None:
+        return False
+    p = (pa * na + pb * nb) / (na + nb)
+    bound = z * math.sqrt(max(p * (1.0 - p), 0.0) * (1.0 / na + 1.0 / nb))
+    return abs(pa - pb) < bound
+
+
+def _plans(plans: "Mapping[str, Plan] | Iterable[Plan]") -> list[Plan]:
+    return list(plans.values()) if isinstance(plans, Mapping) else list(plans)
+
+
+def rank_plans(plans: "Mapping[str, Plan] | Iterable[Plan]", kinds: Iterable[str] = ("paradis",)) -> list[str]:
+    """Plan names of the given kinds, best first (see module doc)."""
     kinds = tuple(kinds)
-    names = [n for n, p in plans.items() if p.get("kind", "paradis") in kinds]
+    pool = [p for p in _plans(plans) if p.kind in kinds]
 
-    def key(name: str):
-        p = plans[name]
+    def key(p: Plan):
         acc = plan_accuracy(p)
-        return (acc is not None, acc or 0.0, round(sum(plan_widths(p)), 6), -len(p["devices"]), name)
+        return (acc is not None, acc or 0.0, round(sum(d.width for d in p.devices), 6), -len(p.devices), p.name)
 
-    return sorted(names, key=key, reverse=True)
+    strict = sorted(pool, key=key, reverse=True)
+    measured = [p for p in strict if plan_accuracy(p) is not None]
+    ranked: list[Plan] = []
+    while measured:
+        top = measured[0]
+        group = [p for p in measured if p is top or indistinguishable(top, p)]
+        # stable: equal device counts keep the accuracy order
+        ranked += sorted(group, key=lambda p: len(p.devices), reverse=True)
+        measured = [p for p in measured if all(p is not g for g in group)]
+    return [p.name for p in ranked] + [p.name for p in strict if plan_accuracy(p) is None]
 
 
-def fit_plan(plan: Mapping[str, Any], nodes: Sequence[NodeCandidate]) -> tuple[str, ...] | None:
-    """Node address per role, widest role to the most capable node; None if it does not fit."""
-    devices = plan["devices"]
+def _assign(plan: Plan, nodes: Sequence[NodeCandidate]) -> tuple[str, ...] | str:
+    """Node address per role, widest role to the most capable node; else why not."""
+    devices = plan.devices
     if len(devices) > len(nodes):
-        return None
-    order = sorted(range(len(devices)), key=lambda r: (-float(devices[r].get("width", 1.0)), r))
+        have = ", ".join(n.address for n in nodes) or "none"
+        return f"it has {len(devices)} roles and {len(nodes)} healthy node(s) can take one ({have})"
+    order = sorted(range(len(devices)), key=lambda r: (-devices[r].width, r))
     free = sorted(nodes, key=lambda n: (-n.capacity, -n.speed_score, n.address))
     out: dict[int, str] = {}
     for r in order:
-        width = float(devices[r].get("width", 1.0))
-        macs = float(devices[r].get("macs") or 0.0)
-        nbytes = role_bytes(devices[r])
-        pick = next((n for n in free if n.fits(width, macs, nbytes)), None)
+        d = devices[r]
+        nbytes = role_bytes(d)
+        pick = next((n for n in free if n.fits(d.width, d.macs, nbytes)), None)
         if pick is None:
-            return None
+            others = "; ".join(f"{n.address}: {n.why_not(d.width, d.macs, nbytes)}" for n in free)
+            return (f"role {r} needs width {d.width:g}, {nbytes:,} bytes and {d.macs:,} MACs, "
+                    f"which none of the nodes left offers ({others})")
         free.remove(pick)
         out[r] = pick.address
     return tuple(out[r] for r in range(len(devices)))
 
 
+def fit_plan(plan: Plan, nodes: Sequence[NodeCandidate]) -> tuple[str, ...] | None:
+    """Node address per role, widest role to the most capable node; None if it does not fit."""
+    got = _assign(plan, nodes)
+    return got if isinstance(got, tuple) else None
+
+
+def why_not_fit(plan: Plan, nodes: Sequence[NodeCandidate]) -> str | None:
+    """Why ``plan`` does not fit ``nodes`` (None: it fits)."""
+    got = _assign(plan, nodes)
+    return None if isinstance(got, tuple) else got
+
+
+def fitting_plans(
+    plans: "Mapping[str, Plan] | Iterable[Plan]", nodes: Sequence[NodeCandidate], kinds: Iterable[str] = ("paradis",)
+) -> list[str]:
+    """Names of the plans of the given kinds that fit ``nodes``, best first."""
+    fit = [p for p in _plans(plans) if fit_plan(p, nodes) is not None]
+    return rank_plans(fit, kinds)
+
+
+def _named(plans: Mapping[str, Plan], name: str) -> Plan | None:
+    if name in plans:
+        return plans[name]
+    try:
+        return plans.get(str(Switch.parse(name)))
+    except ParaDiSError:
+        return None
+
+
 def choose_placement(
-    plans: Mapping[str, Mapping[str, Any]],
+    plans: Mapping[str, Plan],
     nodes: Sequence[NodeCandidate],
     plan: str | None = None,
     kinds: Iterable[str] = ("paradis",),
 ) -> Placement:
-    """The most accurate plan that fits ``nodes`` (or the named ``plan``).
+    """The best plan that fits ``nodes`` (module doc), or exactly the named ``plan``.
 
     Raises:
-        NoPlanFitsError: nothing fits; the message lists nodes and plans.
+        NoPlanFitsError: nothing fits; or the named plan is not in the
+            bundle or does not fit (the message says why, and which plans fit).
     """
     if plan is not None:
-        if plan not in plans:
-            raise NoPlanFitsError(f"plan {plan!r} is not in the bundle (plans: {', '.join(sorted(plans))})")
-        candidates = [plan]
-    else:
-        candidates = rank_plans(plans, kinds)
-    for name in candidates:
-        addresses = fit_plan(plans[name], nodes)
-        if addresses is not None:
-            return Placement(name, addresses, plan_accuracy(plans[name]))
+        chosen = _named(plans, plan)
+        if chosen is None:
+            problem = f"plan {plan!r} is not in the bundle (it has {', '.join(plans)})"
+        else:
+            got = _assign(chosen, nodes)
+            if isinstance(got, tuple):
+                return Placement(chosen.name, got, plan_accuracy(chosen))
+            problem = f"plan {plan!r} does not fit the healthy nodes: {got}"
+        fit = fitting_plans(plans, nodes, PLAN_KINDS)
+        offer = f"plans that fit: {', '.join(fit)} (name one of them, or 'auto')" if fit else "no plan fits them"
+        raise NoPlanFitsError(f"{problem}; {offer}")
+    candidates = fitting_plans(plans, nodes, kinds)
+    if candidates:
+        best = plans[candidates[0]]
+        return Placement(best.name, fit_plan(best, nodes), plan_accuracy(best))
     have = ", ".join(f"{n.address} (capacity {n.capacity:g})" for n in nodes) or "none"
-    wanted = ", ".join(f"{c} (widths {'/'.join(f'{w:g}' for w in plan_widths(plans[c]))})" for c in candidates) or "none"
+    tried = rank_plans(plans, kinds)
+    wanted = ", ".join(f"{c} (widths {'/'.join(f'{d.width:g}' for d in plans[c].devices)})" for c in tried) or "none"
     raise NoPlanFitsError(f"no plan fits the healthy nodes: nodes {have}; plans tried {wanted}")

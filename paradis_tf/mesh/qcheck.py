@@ -66,25 +66,16 @@ def mesh_qcheck(
     Returns:
         One `MeshCheck` per plan that was run.
     """
-    from paradis_tf.mesh.errors import NoPlanFitsError
-    from paradis_tf.mesh.placement import NodeCandidate, choose_placement, rank_plans
+    from paradis_tf.mesh.placement import NodeCandidate, fitting_plans
     from paradis_tf.runtime import LocalRunner
 
     out = []
     with Coordinator(nodes, bundle=bundle_dir, auto_replan=False, tls=tls) as c:
         if deploy:
             c.deploy(bundle_dir)
-        manifest = c.manifest
         if plans is None:
-            up = [NodeCandidate(s.address, s.info.capacity or 1.0, s.info.speed_score) for s in c.status() if s.up]
-            candidates = []
-            for name in rank_plans(manifest["plans"]):
-                try:
-                    choose_placement(manifest["plans"], up, plan=name)
-                except NoPlanFitsError:
-                    continue
-                candidates.append(name)
-            plans = candidates
+            up = [NodeCandidate.from_info(s.address, s.info) for s in c.status() if s.up]
+            plans = fitting_plans(c.bundle.plans, up)
         for name in plans:
             placement = c.select(name)
             t0 = time.perf_counter()

@@ -8,7 +8,7 @@ per element), per sample.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from paradis_tf.bundle import Plan
 
@@ -30,49 +30,42 @@ class DeviceCost:
     output_bytes: int  # partial outputs to the coordinator's fusion
 
 
+# PlanCost totals: name -> (DeviceCost field, how the devices' values combine)
+_TOTALS = {
+    "input_broadcast_bytes": ("input_bytes", sum),
+    "exchange_bytes": ("sent_bytes", sum),
+    "output_bytes": ("output_bytes", sum),
+    "total_macs": ("macs", sum),
+    "max_device_macs": ("macs", max),
+}
+
+
 @dataclass(frozen=True)
 class PlanCost:
+    """Per-device costs and their totals (`_TOTALS`, filled in from ``devices``)."""
+
     name: str
     kind: str
     devices: tuple[DeviceCost, ...]
+    input_broadcast_bytes: int = field(init=False)  # model input sent to the devices
+    exchange_bytes: int = field(init=False)  # feature maps between devices
+    output_bytes: int = field(init=False)  # partial outputs to the fusion
+    total_macs: int = field(init=False)
+    max_device_macs: int = field(init=False)
 
-    @property
-    def input_broadcast_bytes(self) -> int:
-        return sum(d.input_bytes for d in self.devices)
-
-    @property
-    def exchange_bytes(self) -> int:
-        return sum(d.sent_bytes for d in self.devices)
-
-    @property
-    def output_bytes(self) -> int:
-        return sum(d.output_bytes for d in self.devices)
+    def __post_init__(self) -> None:
+        for total, (attr, combine) in _TOTALS.items():
+            object.__setattr__(self, total, combine(getattr(d, attr) for d in self.devices))
 
     @property
     def crossing_bytes(self) -> int:
         """Everything that crosses a device boundary for one inference."""
         return self.input_broadcast_bytes + self.exchange_bytes + self.output_bytes
 
-    @property
-    def total_macs(self) -> int:
-        return sum(d.macs for d in self.devices)
-
-    @property
-    def max_device_macs(self) -> int:
-        return max(d.macs for d in self.devices)
-
     def as_dict(self) -> dict:
-        return {
-            "plan": self.name,
-            "kind": self.kind,
-            "devices": [asdict(d) for d in self.devices],
-            "input_broadcast_bytes": self.input_broadcast_bytes,
-            "exchange_bytes": self.exchange_bytes,
-            "output_bytes": self.output_bytes,
-            "crossing_bytes": self.crossing_bytes,
-            "total_macs": self.total_macs,
-            "max_device_macs": self.max_device_macs,
-        }
+        d = asdict(self)
+        d["devices"] = list(d["devices"])
+        return {"plan": d.pop("name"), **d, "crossing_bytes": self.crossing_bytes}
 
 
 def plan_cost(plan: Plan) -> PlanCost:

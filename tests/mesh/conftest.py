@@ -52,19 +52,15 @@ def images() -> np.ndarray:
 @pytest.fixture(scope="session")
 def mesh4(tmp_path_factory):
     """Four node daemons of capacity 0.25, shared by the tests that do not kill nodes."""
-    mesh = LocalMesh(4, tmp_path_factory.mktemp("mesh4"), capacity=0.25, block_tensorflow=True)
-    mesh.start()
-    yield mesh
-    mesh.close()
+    with LocalMesh(4, tmp_path_factory.mktemp("mesh4"), capacity=0.25, block_tensorflow=True) as mesh:
+        yield mesh
 
 
 @pytest.fixture(scope="session")
 def mesh2(tmp_path_factory):
     """Two full-capacity node daemons."""
-    mesh = LocalMesh(2, tmp_path_factory.mktemp("mesh2"), capacity=1.0, block_tensorflow=True)
-    mesh.start()
-    yield mesh
-    mesh.close()
+    with LocalMesh(2, tmp_path_factory.mktemp("mesh2"), capacity=1.0, block_tensorflow=True) as mesh:
+        yield mesh
 
 
 def _wait_until(predicate, timeout: float, what: str) -> None:

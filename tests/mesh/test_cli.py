@@ -31,9 +31,37 @@ def test_flash_status_infer_bench(mesh4, bundle4, images, tmp_path, capsys):
 
     report = tmp_path / "bench.json"
     assert main(["mesh", "bench", "--nodes", ",".join(mesh4.addresses), "--requests", "20", "--concurrency", "1,4", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
     r = json.loads(report.read_text())
-    assert r["plan"] == "4x0.25" and r["latency"]["requests"] == 20 and r["latency"]["p99_ms"] >= r["latency"]["p50_ms"] > 0
+    assert r["plan"] == "4x0.25" and r["mode"] == "automatic"
+    assert r["latency"]["requests"] == 20 and r["latency"]["p99_ms"] >= r["latency"]["p50_ms"] > 0
     assert [t["concurrency"] for t in r["throughput"]] == [1, 4] and all(t["throughput"] > 0 for t in r["throughput"])
+    # every row names the plan that answered it (20 timed requests + 5 warm-up); nothing failed, no re-plan
+    assert [row["plans"] for row in [r["latency"], *r["throughput"]]] == [{"4x0.25": 25}] * 3
+    assert r["stats"]["failed"] == 0 and r["stats"]["replans"] == 0 and r["stats"]["plans"] == [r["stats"]["plans"][0]]
+    rows = [line.split() for line in out.splitlines() if line.startswith(("latency", "concurrency"))]
+    assert [row[-6] for row in rows] == ["4x0.25"] * 3 and [row[-2:] for row in rows] == [["0", "0"]] * 3
+    assert "75 requests, 0 failed, 0 re-plan(s)" in out
+
+
+def test_switch_names_exactly_one_plan_or_fails(mesh4, bundle4, capsys):
+    nodes = ",".join(mesh4.addresses)
+    assert main(["mesh", "infer", "--nodes", nodes, "--bundle", str(bundle4), "--random", "2", "--switch", "8x0.125"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "paradis: plan '8x0.125' is not in the bundle (it has 1x0.25, 2x0.25, 3x0.25, 4x0.25); "
+        "plans that fit: 4x0.25, 3x0.25, 2x0.25, 1x0.25"
+    )
+    two = ",".join(mesh4.addresses[:2])
+    assert main(["mesh", "bench", "--nodes", two, "--bundle", str(bundle4), "--requests", "5", "--switch", "3x0.25"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "paradis: plan '3x0.25' does not fit the healthy nodes: it has 3 roles and 2 healthy node(s) can take one"
+    )
+    assert "plans that fit: 2x0.25, 1x0.25" in err
+    # a plan that fits runs exactly
+    assert main(["mesh", "infer", "--nodes", two, "--bundle", str(bundle4), "--random", "2", "--switch", "1x0.25"]) == 0
+    assert "final plan 1x0.25" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line(capsys):

@@ -14,6 +14,16 @@ def _counters(c: Coordinator) -> dict[str, object]:
     return {s.address: s.info.counters for s in c.status()}
 
 
+def _counted_run(c: Coordinator, bundle, plan: str, x: np.ndarray):
+    """Runs ``x`` on ``plan`` (it must equal LocalRunner's logits); the placement and the nodes' counters around the run."""
+    placement = c.select(plan)
+    before = _counters(c)
+    logits = c.infer(x)
+    after = _counters(c)
+    np.testing.assert_array_equal(logits, LocalRunner(bundle, plan).predict(x))
+    return placement, before, after
+
+
 def test_4x025_on_four_nodes_equals_local_runner(mesh4, bundle4, images):
     with Coordinator(mesh4.addresses) as c:
         replies = c.deploy(bundle4)
@@ -41,11 +51,7 @@ def test_sync_layer_feature_maps_go_node_to_node(mesh2, bundle_sync, images):
     x = images[:40]
     with Coordinator(mesh2.addresses) as c:
         c.deploy(bundle_sync)
-        placement = c.select("2x0.5")
-        before = _counters(c)
-        logits = c.infer(x)
-        after = _counters(c)
-        np.testing.assert_array_equal(logits, LocalRunner(bundle_sync, "2x0.5").predict(x))
+        placement, before, after = _counted_run(c, bundle_sync, "2x0.5", x)
         plan = c.bundle.plan("2x0.5")
         fm = plan.devices[0].segments[0].output.shape
         fm_bytes = int(np.prod(fm))
@@ -64,11 +70,7 @@ def test_sequential_plan_runs_device_to_device(mesh2, bundle_sync, images):
     x = images[:20]
     with Coordinator(mesh2.addresses, bundle=bundle_sync) as c:
         c.deploy(bundle_sync)
-        placement = c.select("seq-2")
-        before = _counters(c)
-        logits = c.infer(x)
-        after = _counters(c)
-        np.testing.assert_array_equal(logits, LocalRunner(bundle_sync, "seq-2").predict(x))
+        placement, before, after = _counted_run(c, bundle_sync, "seq-2", x)
         first, last = placement.addresses
         assert after[first].exchanges_sent - before[first].exchanges_sent == len(x)
         assert after[last].exchanges_received - before[last].exchanges_received == len(x)

@@ -149,7 +149,7 @@ def test_malformed_deploy_never_replaces_a_version(node, bundle4, bundle_sync):
             bundle="tiny", manifest_sha256="0" * 64, files=[mesh_pb2.FileEntry(path="../../etc/x", size=1, sha256="0" * 64)]))
         with pytest.raises(grpc.RpcError) as e:
             stub.Deploy(iter([header]), timeout=10)
-        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "invalid file path '../../etc/x'" in e.value.details()
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "file path in bundle '../../etc/x' must be relative" in e.value.details()
         with pytest.raises(grpc.RpcError) as e:
             stub.Deploy(iter([mesh_pb2.DeployRequest(chunk=mesh_pb2.FileChunk(data=b"x"))]), timeout=10)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "FileChunk before DeployBegin" in e.value.details()
