@@ -1,4 +1,4 @@
-"""Keras 3 layers that implement ParaDiS switches (DESIGN §3).
+"""Keras 3 layers that implement ParaDiS switches (the Keras side of docs/ARCHITECTURE.md).
 
 Every layer holds one set of full-width weights and takes the switch as a
 plain Python call argument; activations travel as lists of per-device

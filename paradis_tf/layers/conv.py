@@ -8,13 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from paradis_tf.layers._common import (
-    as_list,
-    check_device_count,
-    check_splits,
-    full_channels,
-    normalize_switches,
-)
+from paradis_tf.layers._common import SwitchLayer, as_list, check_device_count, check_splits, full_channels, shape_list
 from paradis_tf.switches import Switch
 
 ROLES = ("stem", "split", "sync")
@@ -29,6 +23,26 @@ def _pair(value, name: str) -> tuple[int, int]:
     return value
 
 
+def _set_window(layer, kernel_size, strides, padding: str) -> None:
+    """Checks and sets a convolution's ``kernel_size``, ``strides`` and ``padding``."""
+    if padding not in ("same", "valid"):
+        raise ValueError(f"Expected padding 'same' or 'valid'. Received padding={padding!r}.")
+    layer.kernel_size = _pair(kernel_size, "kernel_size")
+    layer.strides = _pair(strides, "strides")
+    layer.padding = padding
+
+
+def _conv_output_shape(shape, kernel_size, strides, padding: str, channels: int) -> tuple:
+    """NHWC output shape of a convolution (None sizes stay None)."""
+    spatial = []
+    for size, k, stride in zip(shape[1:3], kernel_size, strides):
+        if size is None:
+            spatial.append(None)
+        else:
+            spatial.append(-(-size // stride) if padding == "same" else (size - k) // stride + 1)
+    return (shape[0], *spatial, channels)
+
+
 def block_diagonal_mask(in_ranges, out_ranges) -> np.ndarray:
     """(in_used, out_used) float32 mask: 1 where input channel and output channel share a device."""
     mask = np.zeros((in_ranges[-1][1], out_ranges[-1][1]), np.float32)
@@ -38,11 +52,11 @@ def block_diagonal_mask(in_ranges, out_ranges) -> np.ndarray:
 
 
 @keras.saving.register_keras_serializable(package="paradis_tf")
-class ParaDiSConv2D(keras.layers.Layer):
+class ParaDiSConv2D(SwitchLayer):
     """2D convolution shared by all switches of a ParaDiS network.
 
     Under a switch with devices ``k = 0..K-1`` and the channel ranges
-    ``in_k`` / ``out_k`` of DESIGN §2, device ``k`` computes:
+    ``in_k`` / ``out_k`` of `paradis_tf.switches`, device ``k`` computes:
 
     * ``role="stem"``:  ``conv(x, W[:, :, all, out_k])`` (input broadcast);
     * ``role="split"``: ``conv(x_k, W[:, :, in_k, out_k])`` (block-diagonal);
@@ -76,56 +90,29 @@ class ParaDiSConv2D(keras.layers.Layer):
         The list of per-device output tensors (one tensor when ``packed``).
     """
 
-    # Run 1x1 stride-1 kernels as a matmul over the pixels (same numbers up
-    # to float summation order). An instance may set it False before its
-    # first call to use the convolution kernel instead (timing comparisons).
-    pointwise_matmul = True
+    CONFIG = ("filters", "kernel_size", "strides", "padding", "role", "use_bias", "kernel_initializer",
+              "kernel_regularizer")
 
-    def __init__(
-        self,
-        filters: int,
-        kernel_size=3,
-        strides=1,
-        padding: str = "same",
-        role: str = "split",
-        switches: Sequence = ("1x1.0",),
-        use_bias: bool = False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
+    def __init__(self, filters: int, kernel_size=3, strides=1, padding: str = "same", role: str = "split",
+                 switches: Sequence = ("1x1.0",), use_bias: bool = False, kernel_initializer="he_normal",
+                 kernel_regularizer=None, **kwargs):
+        super().__init__(switches, **kwargs)
         if not isinstance(filters, int) or filters <= 0:
             raise ValueError(f"Expected a strictly positive value. Received filters={filters!r}.")
         if role not in ROLES:
             raise ValueError(f"Expected role in {ROLES}. Received role={role!r}.")
-        if padding not in ("same", "valid"):
-            raise ValueError(f"Expected padding 'same' or 'valid'. Received padding={padding!r}.")
         self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        self.padding = padding
         self.role = role
-        self.switches = normalize_switches(switches)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        _set_window(self, kernel_size, strides, padding)
+        self._kernel_options("kernel", use_bias, kernel_initializer, kernel_regularizer)
 
     def build(self, input_shape):
-        in_ch = full_channels(input_shape, self.name)
         check_splits(self.filters, self.switches, self.name)
-        if self.role != "stem":
-            check_splits(in_ch, self.switches, self.name)
-        self.in_channels = in_ch
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(*self.kernel_size, in_ch, self.filters),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-        )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
-        )
+        # a stem reads the whole image: its input channels need not split
+        self.in_channels = self._channels(input_shape) if self.role != "stem" else full_channels(input_shape, self.name)
+        self.kernel, self.bias = self._add_kernel("kernel", (*self.kernel_size, self.in_channels, self.filters),
+                                                  self.kernel_initializer, self.kernel_regularizer,
+                                                  (self.filters,) if self.use_bias else None)
 
     def device_weights(self, switch, k: int) -> list:
         """Kernel (and bias) slice that device ``k`` runs under ``switch``."""
@@ -141,10 +128,11 @@ class ParaDiSConv2D(keras.layers.Layer):
         return [w] if self.bias is None else [w, self.bias[oa:ob]]
 
     def _conv(self, x, weights):
-        if self.pointwise_matmul and self.kernel_size == (1, 1) and self.strides == (1, 1):
-            # A pointwise convolution is a matmul over the pixels; on this CPU
-            # the matmul and its gradients beat the 1x1 convolution kernels
-            # (tools/bench_train_time.py --conv-pointwise, docs/BENCHMARKS.md).
+        if self.kernel_size == (1, 1) and self.strides == (1, 1):
+            # A pointwise convolution is a matmul over the pixels (the same
+            # numbers up to float summation order); on CPU the matmul and its
+            # gradients beat the 1x1 convolution kernels
+            # (tools/bench_train_time.py --conv-pointwise).
             w = weights[0][0, 0]
             shape = ops.shape(x)
             y = ops.reshape(ops.matmul(ops.reshape(x, (-1, shape[-1])), w), (*shape[:-1], w.shape[-1]))
@@ -183,24 +171,21 @@ class ParaDiSConv2D(keras.layers.Layer):
             return [self._conv(gathered, self.device_weights(s, k)) for k in range(len(s))]
         return [self._conv(x, self.device_weights(s, k)) for k, x in enumerate(xs)]
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            role=self.role,
-            switches=self.switches,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-        )
-        return config
+    def compute_output_shape(self, input_shape, switch="1x1.0", packed=False):
+        """Output shapes under ``switch``: one per device, or one shape when ``packed``."""
+        s = Switch.parse(switch)
+        out = s.channel_ranges(self.filters, self.name)
+        shapes = shape_list(input_shape)
+        if packed:
+            return _conv_output_shape(shapes[0], self.kernel_size, self.strides, self.padding, out[-1][1])
+        if self.role != "split":  # every device reads the whole image, or all devices' channels
+            shapes = shapes[:1] * len(s)
+        return [_conv_output_shape(shape, self.kernel_size, self.strides, self.padding, b - a)
+                for shape, (a, b) in zip(shapes, out)]
 
 
 @keras.saving.register_keras_serializable(package="paradis_tf")
-class ParaDiSDepthwiseConv2D(keras.layers.Layer):
+class ParaDiSDepthwiseConv2D(SwitchLayer):
     """Depthwise convolution: device ``k`` filters its own channel slice.
 
     Args:
@@ -223,39 +208,19 @@ class ParaDiSDepthwiseConv2D(keras.layers.Layer):
         The list of per-device output tensors (one tensor when ``packed``).
     """
 
-    def __init__(
-        self,
-        kernel_size=3,
-        strides=1,
-        padding: str = "same",
-        switches: Sequence = ("1x1.0",),
-        use_bias: bool = False,
-        depthwise_initializer="he_normal",
-        depthwise_regularizer=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if padding not in ("same", "valid"):
-            raise ValueError(f"Expected padding 'same' or 'valid'. Received padding={padding!r}.")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        self.padding = padding
-        self.switches = normalize_switches(switches)
-        self.use_bias = bool(use_bias)
-        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
-        self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)
+    CONFIG = ("kernel_size", "strides", "padding", "use_bias", "depthwise_initializer", "depthwise_regularizer")
+
+    def __init__(self, kernel_size=3, strides=1, padding: str = "same", switches: Sequence = ("1x1.0",),
+                 use_bias: bool = False, depthwise_initializer="he_normal", depthwise_regularizer=None, **kwargs):
+        super().__init__(switches, **kwargs)
+        _set_window(self, kernel_size, strides, padding)
+        self._kernel_options("depthwise", use_bias, depthwise_initializer, depthwise_regularizer)
 
     def build(self, input_shape):
-        ch = full_channels(input_shape, self.name)
-        check_splits(ch, self.switches, self.name)
-        self.channels = ch
-        self.kernel = self.add_weight(
-            name="depthwise_kernel",
-            shape=(*self.kernel_size, ch, 1),
-            initializer=self.depthwise_initializer,
-            regularizer=self.depthwise_regularizer,
-        )
-        self.bias = self.add_weight(name="bias", shape=(ch,), initializer="zeros") if self.use_bias else None
+        self.channels = self._channels(input_shape)
+        self.kernel, self.bias = self._add_kernel("depthwise_kernel", (*self.kernel_size, self.channels, 1),
+                                                  self.depthwise_initializer, self.depthwise_regularizer,
+                                                  (self.channels,) if self.use_bias else None)
 
     def device_weights(self, switch, k: int) -> list:
         a, b = Switch.parse(switch).channel_ranges(self.channels, self.name)[k]
@@ -277,15 +242,11 @@ class ParaDiSDepthwiseConv2D(keras.layers.Layer):
             out.append(y + w[1] if self.bias is not None else y)
         return out
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            switches=self.switches,
-            use_bias=self.use_bias,
-            depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer),
-            depthwise_regularizer=keras.regularizers.serialize(self.depthwise_regularizer),
-        )
-        return config
+    def compute_output_shape(self, input_shape, switch="1x1.0", packed=False):
+        """Output shapes under ``switch``: one per device, or one shape when ``packed``."""
+        s = Switch.parse(switch)
+        if packed:
+            return _conv_output_shape(shape_list(input_shape)[0], self.kernel_size, self.strides, self.padding,
+                                      s.used_channels(self.channels, self.name))
+        return [_conv_output_shape(shape, self.kernel_size, self.strides, self.padding, shape[-1])
+                for shape in shape_list(input_shape)]

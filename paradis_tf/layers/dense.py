@@ -7,13 +7,12 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from paradis_tf.layers._common import (as_list, check_device_count, check_known_switch, check_splits, full_channels,
-                                       normalize_switches)
+from paradis_tf.layers._common import SwitchLayer, as_list, check_device_count, check_known_switch, shape_list
 from paradis_tf.switches import Switch
 
 
 @keras.saving.register_keras_serializable(package="paradis_tf")
-class ParaDiSDense(keras.layers.Layer):
+class ParaDiSDense(SwitchLayer):
     """Final classifier: device ``k`` computes ``x_k @ W[in_k, :]``.
 
     The partial logits of the devices are fused by a sum plus one shared
@@ -49,6 +48,8 @@ class ParaDiSDense(keras.layers.Layer):
         Fused logits ``(batch, units)``, or the list of partial logits.
     """
 
+    CONFIG = ("units", "use_bias", "kernel_initializer", "kernel_regularizer", "logit_scale")
+
     def __init__(
         self,
         units: int,
@@ -59,28 +60,18 @@ class ParaDiSDense(keras.layers.Layer):
         logit_scale: bool = False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(switches, **kwargs)
         self.logit_scale = bool(logit_scale)
         self.log_scales = None
         if not isinstance(units, int) or units <= 0:
             raise ValueError(f"Expected a strictly positive value. Received units={units!r}.")
         self.units = units
-        self.switches = normalize_switches(switches)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self._kernel_options("kernel", use_bias, kernel_initializer, kernel_regularizer)
 
     def build(self, input_shape):
-        ch = full_channels(input_shape, self.name)
-        check_splits(ch, self.switches, self.name)
-        self.in_channels = ch
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(ch, self.units),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-        )
-        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
+        self.in_channels = self._channels(input_shape)
+        self.kernel, self.bias = self._add_kernel("kernel", (self.in_channels, self.units), self.kernel_initializer,
+                                                  self.kernel_regularizer, (self.units,) if self.use_bias else None)
         self.log_scales = (self.add_weight(name="log_scales", shape=(len(self.switches),), initializer="zeros")
                            if self.logit_scale else None)
 
@@ -119,14 +110,9 @@ class ParaDiSDense(keras.layers.Layer):
             y = y + p
         return y + self.bias if self.bias is not None else y
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            switches=self.switches,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            logit_scale=self.logit_scale,
-        )
-        return config
+    def compute_output_shape(self, input_shape, switch="1x1.0", partial=False, packed=False):
+        """``(batch, units)``, or one such shape per device for ``partial`` logits."""
+        shapes = shape_list(input_shape)
+        if partial:
+            return [(shape[0], self.units) for shape in shapes]
+        return (shapes[0][0], self.units)

@@ -1,4 +1,4 @@
-"""ParaDiS model builders (DESIGN §3)."""
+"""ParaDiS model builders (the Keras side of docs/ARCHITECTURE.md)."""
 
 from paradis_tf.models.base import ParaDiSModel
 from paradis_tf.models.mobilenet import MobileNetV1Body, mobilenet_v1

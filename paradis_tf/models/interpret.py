@@ -68,7 +68,7 @@ class ParaDiSOps:
 class PackedOps(ParaDiSOps):
     """Runs an architecture on one packed tensor per layer: the training path.
 
-    The devices' channel slices of a switch are contiguous (DESIGN §2), so
+    The devices' channel slices of a switch are contiguous (`paradis_tf.switches`), so
     the per-device tensors of `ParaDiSOps`, side by side, are channels
     ``0 .. used`` of one tensor. Each layer then runs one kernel for all
     devices (`packed=True`): depthwise, BN, ReLU, pooling and adds are per

@@ -71,13 +71,11 @@ def test_split_conv_equals_block_diagonal_full_conv():
     np.testing.assert_allclose(out, np_conv_same(x, block), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("matmul", [True, False])
 @pytest.mark.parametrize("role", ["split", "sync"])
-def test_pointwise_conv_as_matmul_matches_numpy(role, matmul):
-    # 1x1 stride-1 kernels run as a matmul over the pixels unless the layer is
-    # told to use the convolution kernel; both are the same convolution.
+def test_pointwise_conv_as_matmul_matches_numpy(role):
+    # 1x1 stride-1 kernels run as a matmul over the pixels: the same convolution
+    # (tools/bench_pointwise.py builds the 1x1-convolution-kernel variant to time them).
     layer = ParaDiSConv2D(8, 1, role=role, switches=["0.5+0.25+0.25"], use_bias=True)
-    layer.pointwise_matmul = matmul
     layer.build((None, 5, 3, 8))
     layer.bias.assign(RNG.normal(size=8).astype("float32"))
     w, b = layer.kernel.numpy(), layer.bias.numpy()
@@ -212,3 +210,43 @@ def test_layers_round_trip_through_keras_save(tmp_path):
         cfg = layer.get_config()
         clone = type(layer).from_config(cfg)
         assert clone.get_config() == cfg
+
+
+def _shapes(out):
+    return [tuple(o.shape) for o in out] if isinstance(out, list) else tuple(out.shape)
+
+
+@pytest.mark.parametrize("switch", ["1x1.0", "2x0.5", "0.5+0.25+0.25", "1x0.5"])
+def test_output_shapes_are_those_of_the_outputs_eager_and_symbolic(switch):
+    """compute_output_shape takes the switch (a call argument): eager outputs, the shapes it computes and the
+    symbolic outputs of a functional model (built from it, without running the layer) agree, per device and
+    packed."""
+    s = Switch.parse(switch)
+    layers = {
+        "stem": (ParaDiSConv2D(8, 3, strides=2, role="stem", switches=[switch]), (2, 7, 7, 3)),
+        "split": (ParaDiSConv2D(8, 3, strides=2, padding="valid", switches=[switch]), (2, 7, 7, 8)),
+        "sync": (ParaDiSConv2D(12, 1, role="sync", switches=[switch]), (2, 5, 5, 8)),
+        "dw": (ParaDiSDepthwiseConv2D(3, 2, switches=[switch]), (2, 7, 7, 8)),
+        "bn": (SwitchableBatchNormalization([switch]), (2, 5, 5, 8)),
+        "dense": (ParaDiSDense(5, [switch]), (2, 8)),
+    }
+    for name, (layer, shape) in layers.items():
+        layer.build(shape)  # at full width, as the models build them
+        x = RNG.normal(size=shape).astype("float32")
+        xs = x if name == "stem" else split(x, s, shape[-1])
+        calls = [dict(), dict(packed=True)] + ([dict(partial=True)] if name == "dense" else [])
+        for kwargs in calls:
+            inputs = x[..., : s.used_channels(shape[-1])] if kwargs.get("packed") and name != "stem" else xs
+            got = _shapes(layer(inputs, switch=switch, **kwargs))
+            in_shapes = [tuple(t.shape) for t in inputs] if isinstance(inputs, list) else tuple(inputs.shape)
+            assert layer.compute_output_shape(in_shapes, switch=switch, **kwargs) == got, (name, kwargs)
+            if isinstance(inputs, list):
+                symbolic = [keras.Input(batch_shape=t.shape) for t in inputs]
+            else:
+                symbolic = keras.Input(batch_shape=inputs.shape)
+            assert _shapes(layer(symbolic, switch=switch, **kwargs)) == got, (name, kwargs)
+    stem = layers["stem"][0]
+    assert stem.compute_output_shape((None, 7, 7, 3), switch=switch) == [(None, 4, 4, b - a)
+                                                                         for a, b in s.channel_ranges(8)]
+    assert layers["split"][0].compute_output_shape((None, None, 7, 8), switch=switch, packed=True) == (
+        None, None, 3, s.used_channels(8))
