@@ -10,6 +10,8 @@ from keras import ops
 
 from paradis_tf.data.pipeline import DEFAULT_PREPROCESSING
 from paradis_tf.errors import InputError, SwitchError
+from paradis_tf.layers.tensorflow_ops import is_dataset, random_permutation
+from paradis_tf.models.body import BODY_OPTIONS
 from paradis_tf.models.interpret import DeviceOps, PackedOps, ParaDiSOps, count_macs
 from paradis_tf.switches import Switch, parse_switches
 from paradis_tf.training.distillation import (TEACHERS, check_label_smoothing, check_sandwich, check_teacher_of,
@@ -18,6 +20,18 @@ from paradis_tf.training.distillation import (TEACHERS, check_label_smoothing, c
 # Architecture bodies register here by name (see `register_architecture`).
 ARCHITECTURES: dict[str, type] = {}
 
+def build_model(architecture: str, input_shape, num_classes: int, switches, arch_config: dict,
+                options: dict) -> "ParaDiSModel":
+    """A `ParaDiSModel` of a registered architecture, for the builders.
+
+    ``options`` are the builder's other keyword arguments: the `Body` ones
+    (`BODY_OPTIONS`, defaults filled in) join ``arch_config``, the rest go
+    to `ParaDiSModel` (labels, label_mix, sandwich, switch_weights, teacher,
+    preprocessing, name...).
+    """
+    options = dict(options)
+    arch = {**arch_config, **{k: options.pop(k, default) for k, default in BODY_OPTIONS.items()}}
+    return ParaDiSModel(architecture, switches, input_shape, num_classes, arch_config=arch, **options)
 
 
 def register_architecture(name: str):
@@ -26,15 +40,6 @@ def register_architecture(name: str):
         return keras.saving.register_keras_serializable(package="paradis_tf")(cls)
 
     return deco
-
-
-def _scale_for_distribution(loss):
-    try:
-        from keras.src.losses.loss import scale_loss_for_distribution
-    except ImportError:  # pragma: no cover - older Keras
-        return loss
-    return scale_loss_for_distribution(loss)
-
 
 
 @keras.saving.register_keras_serializable(package="paradis_tf")
@@ -157,9 +162,6 @@ class ParaDiSModel(keras.Model):
         # Derived Keras models are caches, kept out of Keras' tracking so that
         # they are not saved as sub-layers.
         object.__setattr__(self, "_switch_model_cache", {})
-        # How `call` and `forward` run (not saved, the same function either
-        # way): packed, or per device as the devices would (the reference).
-        self.packed = True
         self.build((None, *input_shape))
 
     # -- structure ----------------------------------------------------------
@@ -212,7 +214,7 @@ class ParaDiSModel(keras.Model):
         device and layer (`ParaDiSOps`). Both compute the same function.
         """
         s = self._switch(switch)
-        interpreter = ParaDiSOps if per_device or not self.packed else PackedOps
+        interpreter = ParaDiSOps if per_device else PackedOps
         return self.body.forward(interpreter(s, training), x)
 
     def _check_input(self, x):
@@ -232,24 +234,22 @@ class ParaDiSModel(keras.Model):
         self._check_input(inputs)
         if not training or self.sandwich is None or self.sandwich >= len(self._switches):
             return [self.forward(s, inputs, training) for s in self._switches]
-        import tensorflow as tf
-
         w, n = self.widest_index, self.narrowest_index
         others = [i for i in range(len(self._switches)) if i not in (w, n)]
         k = self.sandwich - (1 if w == n else 2)
-        chosen = tf.random.shuffle(tf.range(len(others)))[:k]
-        batch = tf.shape(inputs)[0]
+        chosen = random_permutation(len(others))[:k]
+        batch = ops.shape(inputs)[0]
         outs = []
         for i, s in enumerate(self._switches):
             if i in (w, n):
                 outs.append(self.forward(s, inputs, training))
                 continue
-            active = tf.reduce_any(tf.equal(chosen, others.index(i)))
+            active = ops.any(ops.equal(chosen, others.index(i)))
             outs.append(
-                tf.cond(
+                ops.cond(
                     active,
                     lambda s=s: self.forward(s, inputs, training),
-                    lambda: tf.fill([batch, self.num_classes], np.float32(np.nan)),
+                    lambda: ops.full((batch, self.num_classes), np.nan, dtype="float32"),
                 )
             )
         return outs
@@ -260,15 +260,21 @@ class ParaDiSModel(keras.Model):
         w = self.widest_index
         y = ops.cast(y, "int32")
         weight = [self.switch_weights.get(str(s), 1.0) for s in self._switches]
+        # Keras' loss objects average over the batch and divide by the number
+        # of `tf.distribute` replicas (whose gradients are summed); every term
+        # below is a multiple of one of them, so the total is scaled right.
+        distill_loss = keras.losses.CategoricalCrossentropy(from_logits=True)
         if self.label_smoothing > 0.0:
             target = ops.one_hot(ops.reshape(y, (-1,)), self.num_classes)
+            smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=self.label_smoothing)
 
             def label_loss(z):
-                return ops.mean(keras.losses.categorical_crossentropy(
-                    target, z, from_logits=True, label_smoothing=self.label_smoothing))
+                return smoothed(target, z)
         else:
+            sparse = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
             def label_loss(z):
-                return ops.mean(keras.losses.sparse_categorical_crossentropy(y, z, from_logits=True))
+                return sparse(y, z)
         total = weight[w] * label_loss(logits[w])
         temp = self.temperature
         soft = {w: ops.stop_gradient(ops.softmax(logits[w] / temp, axis=-1))}
@@ -282,7 +288,7 @@ class ParaDiSModel(keras.Model):
                 # widest switch, which always runs, teaches instead.
                 soft[t] = ops.where(ops.isnan(logits[t]), soft[w],
                                     ops.stop_gradient(ops.softmax(logits[t] / temp, axis=-1)))
-            kd = ops.mean(keras.losses.categorical_crossentropy(soft[t], student / temp, from_logits=True))
+            kd = distill_loss(soft[t], student / temp)
             if temp != 1.0:
                 kd = kd * (temp * temp)
             term = kd
@@ -291,7 +297,6 @@ class ParaDiSModel(keras.Model):
                 term = (1.0 - self.label_mix) * kd + self.label_mix * ce
             # Switches skipped by the sandwich sample carry NaN logits.
             total = total + ops.where(ops.isnan(term), 0.0, weight[i] * term)
-        total = _scale_for_distribution(total)
         if self.losses:
             total = total + self._aggregate_additional_loss(self.losses)
         return total
@@ -329,9 +334,7 @@ class ParaDiSModel(keras.Model):
             batch_size: batch size when ``x`` is an array.
             switches: subset of switches (default: all).
         """
-        import tensorflow as tf
-
-        if isinstance(x, tf.data.Dataset):
+        if is_dataset(x):
             batches = []
             for item in x.take(steps):
                 batches.append(item[0] if isinstance(item, (tuple, list)) else item)
@@ -350,7 +353,7 @@ class ParaDiSModel(keras.Model):
                 for step, batch in enumerate(batches):
                     for bn in bns:
                         bn._calibration_step = float(step)
-                    self.forward(s, tf.convert_to_tensor(batch, tf.float32), training=True)
+                    self.forward(s, ops.convert_to_tensor(batch, "float32"), training=True)
         finally:
             for bn in bns:
                 bn._calibration_step = None

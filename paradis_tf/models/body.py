@@ -9,6 +9,10 @@ import keras
 from paradis_tf.layers import ParaDiSConv2D, ParaDiSDense, SwitchableBatchNormalization
 from paradis_tf.switches import channel_divisor, parse_switches
 
+# The keyword arguments every architecture body takes (`Body`), with their
+# defaults; the builders (`mobilenet_v1`, `resnet`) take them too.
+BODY_OPTIONS = {"bn_momentum": 0.99, "weight_decay": 0.0, "logit_scale": False}
+
 
 class Body(keras.layers.Layer):
     """Holds an architecture's ParaDiS layers and its stage functions.
@@ -18,10 +22,20 @@ class Body(keras.layers.Layer):
     narrow switch never sizes a weight) and define `stages()`: a list of
     callables ``(ops, x) -> x``. Stage 0 receives the image; the last stage
     returns logits.
+
+    Args:
+        switches: switch texts.
+        input_shape: (H, W, C) of one image.
+        num_classes: number of classes.
+        bn_momentum: BN moving-average momentum.
+        weight_decay: L2 factor on convolution and classifier kernels.
+        logit_scale: learn one scale per switch on the classifier's partial
+            logits (folded into the device kernels at export).
     """
 
-    def __init__(self, switches: Sequence[str], input_shape, num_classes: int, bn_momentum: float = 0.99,
-                 weight_decay: float = 0.0, logit_scale: bool = False, **kwargs):
+    def __init__(self, switches: Sequence[str], input_shape, num_classes: int,
+                 bn_momentum: float = BODY_OPTIONS["bn_momentum"], weight_decay: float = BODY_OPTIONS["weight_decay"],
+                 logit_scale: bool = BODY_OPTIONS["logit_scale"], **kwargs):
         super().__init__(**kwargs)
         self.logit_scale = bool(logit_scale)
         self.switches = [str(s) for s in parse_switches(switches)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from paradis_tf.layers import ParaDiSDepthwiseConv2D
-from paradis_tf.models.base import ParaDiSModel, register_architecture
+from paradis_tf.models.base import ParaDiSModel, build_model, register_architecture
 from paradis_tf.models.body import Body
 
 # (pointwise filters, depthwise stride) of the 13 separable blocks.
@@ -111,10 +111,7 @@ def mobilenet_v1(
     sync_layers: Sequence[int] = (),
     stem_stride: int | None = None,
     channels: Sequence[int] | None = None,
-    bn_momentum: float = 0.99,
-    weight_decay: float = 0.0,
-    logit_scale: bool = False,
-    **model_kwargs,
+    **options,
 ) -> ParaDiSModel:
     """MobileNet v1 ParaDiS network, from 28x28x1 to 224x224x3 inputs.
 
@@ -128,12 +125,9 @@ def mobilenet_v1(
         stem_stride: stem stride (default: 2 for inputs >= 64 px, else 1).
         channels: output channels of the stem and of each block, ``depth + 1``
             counts (default: the standard layout times ``width``).
-        bn_momentum: BN moving-average momentum.
-        weight_decay: L2 factor on conv and dense kernels.
-        logit_scale: learn one scale per switch on the classifier's partial
-            logits (folded into the device kernels at export).
-        **model_kwargs: `ParaDiSModel` arguments (labels, label_mix,
-            sandwich, switch_weights, preprocessing, name).
+        **options: the `Body` options (bn_momentum, weight_decay,
+            logit_scale) and the `ParaDiSModel` arguments (labels,
+            label_mix, sandwich, switch_weights, preprocessing, name...).
 
     Returns:
         A `ParaDiSModel`.
@@ -143,6 +137,5 @@ def mobilenet_v1(
         Slimmable Neural Networks", arXiv 2110.02724.
     """
     arch = dict(width=width, depth=depth, sync_layers=list(sync_layers), stem_stride=stem_stride,
-                channels=None if channels is None else list(channels),
-                bn_momentum=bn_momentum, weight_decay=weight_decay, logit_scale=logit_scale)
-    return ParaDiSModel("mobilenet_v1", switches, input_shape, num_classes, arch_config=arch, **model_kwargs)
+                channels=None if channels is None else list(channels))
+    return build_model("mobilenet_v1", input_shape, num_classes, switches, arch, options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from paradis_tf.models.base import ParaDiSModel, register_architecture
+from paradis_tf.models.base import ParaDiSModel, build_model, register_architecture
 from paradis_tf.models.body import Body
 
 RESNET50_BLOCKS = (3, 4, 6, 3)
@@ -111,10 +111,7 @@ def resnet(
     base_filters: int = 64,
     sync_layers: Sequence[int] = (),
     large_stem: bool | None = None,
-    bn_momentum: float = 0.99,
-    weight_decay: float = 0.0,
-    logit_scale: bool = False,
-    **model_kwargs,
+    **options,
 ) -> ParaDiSModel:
     """Bottleneck ResNet ParaDiS network (ResNet-50 layout at full size).
 
@@ -128,15 +125,12 @@ def resnet(
         base_filters: first-stage bottleneck filters.
         sync_layers: bottleneck blocks whose first 1x1 conv is a sync conv.
         large_stem: ImageNet stem (default for inputs >= 64 px).
-        bn_momentum: BN momentum.
-        weight_decay: L2 factor.
-        logit_scale: learn one scale per switch on the classifier's partial
-            logits (folded into the device kernels at export).
-        **model_kwargs: `ParaDiSModel` arguments.
+        **options: the `Body` options (bn_momentum, weight_decay,
+            logit_scale) and the `ParaDiSModel` arguments.
 
     Returns:
         A `ParaDiSModel`.
     """
     arch = dict(blocks=list(blocks), width=width, base_filters=base_filters, sync_layers=list(sync_layers),
-                large_stem=large_stem, bn_momentum=bn_momentum, weight_decay=weight_decay, logit_scale=logit_scale)
-    return ParaDiSModel("resnet", switches, input_shape, num_classes, arch_config=arch, **model_kwargs)
+                large_stem=large_stem)
+    return build_model("resnet", input_shape, num_classes, switches, arch, options)
