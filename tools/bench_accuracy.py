@@ -29,6 +29,10 @@ from pathlib import Path
 
 from paradis_tf.switches import BENCHMARK_SWITCHES
 
+TOOLS = Path(__file__).resolve().parent
+if str(TOOLS) not in sys.path:  # workers.py sits beside this script (tests load the script by its path)
+    sys.path.insert(0, str(TOOLS))
+
 SWITCHES = list(BENCHMARK_SWITCHES)  # the six switches of the accuracy benchmark
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -499,7 +503,7 @@ def run_jobs(args, argv: list[str], kinds: list[str], chosen: list[str], cores: 
     Returns:
         The failed trainings, each with its log.
     """
-    from paradis_tf.training.recipe import start_pinned_worker
+    from workers import start_pinned_worker
 
     start = time.perf_counter()
     base = worker_argv(argv)

@@ -29,6 +29,10 @@ from pathlib import Path
 
 from paradis_tf.switches import BENCHMARK_SWITCHES
 
+TOOLS = Path(__file__).resolve().parent
+if str(TOOLS) not in sys.path:  # workers.py sits beside this script (tests load the script by its path)
+    sys.path.insert(0, str(TOOLS))
+
 ROOT = Path(__file__).resolve().parents[1]
 SWITCHES = list(BENCHMARK_SWITCHES)  # the six switches of the accuracy benchmark
 
@@ -39,7 +43,8 @@ def worker(args) -> int:
 
     from paradis_tf.data import load_fashion_mnist, make_dataset
     from paradis_tf.models import mobilenet_v1
-    from paradis_tf.training.recipe import TrainConfig, make_optimizer, set_threads
+    from paradis_tf.training.recipe import TrainConfig, make_optimizer
+    from workers import set_threads
 
     set_threads(1)
     switches = SWITCHES if args.worker == "paradis" else [args.worker]
@@ -66,7 +71,7 @@ def worker(args) -> int:
 
 def run_pair(args, model: str, cores: dict[str, int]) -> dict[str, list[dict]]:
     """Trains ``model`` twice at once, autotune on and off, each on its core; the epochs of each."""
-    from paradis_tf.training.recipe import start_pinned_worker
+    from workers import start_pinned_worker
 
     procs = {}
     for setting, core in cores.items():

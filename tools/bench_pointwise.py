@@ -18,6 +18,11 @@ Rounds interleave the three, so machine noise hits them alike; the record
 keeps each layer's median CPU milliseconds and the sums over the layers.
 All three give the same numbers (checked on every layer before timing).
 
+`use_conv_kernels(model)` builds the other variant of the kit's own
+pointwise layers: ``ParaDiSConv2D`` runs a 1x1 stride-1 convolution as a
+matmul over the pixels; the variant runs TensorFlow's 1x1 convolution
+kernel instead (``bench_train_time --conv-pointwise`` times both).
+
     python tools/bench_pointwise.py --groups 2 4 --rounds 5 --out docs/benchmarks/pointwise_grouped.json
 """
 
@@ -29,7 +34,12 @@ import os
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent
+if str(TOOLS) not in sys.path:  # workers.py sits beside this script (tests load the script by its path)
+    sys.path.insert(0, str(TOOLS))
 
 WAYS = ("masked", "per_device", "grouped")
 
@@ -46,6 +56,27 @@ def layer_shapes(width: float, depth: int, image: int = 28) -> list[dict]:
         size = -(-size // dw.strides[0])
         shapes.append({"layer": pw.name, "size": size, "in": pw.in_channels, "out": pw.filters})
     return shapes
+
+
+def use_conv_kernels(model) -> list[str]:
+    """Makes ``model``'s pointwise (1x1, stride 1) ParaDiS convolutions run the
+    1x1 convolution kernel instead of a matmul over the pixels: the same
+    numbers up to float summation order. Call it before the model's first
+    step is traced. Returns the names of the layers changed."""
+    from keras import ops
+
+    from paradis_tf.layers import ParaDiSConv2D
+
+    def conv_kernel(layer, x, weights):
+        y = ops.conv(x, weights[0], strides=layer.strides, padding=layer.padding)
+        return y + weights[1] if layer.bias is not None else y
+
+    changed = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, ParaDiSConv2D) and layer.kernel_size == (1, 1) and layer.strides == (1, 1):
+            layer._conv = types.MethodType(conv_kernel, layer)
+            changed.append(layer.name)
+    return changed
 
 
 def ways(groups: int, cin: int, cout: int) -> dict:
@@ -94,7 +125,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from paradis_tf.training.recipe import set_threads
+    from workers import set_threads
 
     try:
         set_threads(1)

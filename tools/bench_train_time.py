@@ -25,8 +25,52 @@ from pathlib import Path
 
 from paradis_tf.switches import BENCHMARK_SWITCHES
 
+TOOLS = Path(__file__).resolve().parent
+if str(TOOLS) not in sys.path:  # workers.py sits beside this script (tests load the script by its path)
+    sys.path.insert(0, str(TOOLS))
+
 SWITCHES = list(BENCHMARK_SWITCHES)  # the six switches of the accuracy benchmark
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# Side-by-side ratios of the record (wall time; the "_cpu" twin holds CPU time):
+# key -> how a line names one, from the keys nested under it (model, batch then model, or sandwich size)
+# and --batch-size.
+RATIOS = {
+    "packed_over_per_device": lambda batch: "joint packed / per device",
+    "matmul_over_conv_pointwise": lambda m, batch: f"{m}: pointwise as matmul / as 1x1 convolution",
+    "per_image_over_default": lambda n, m, batch: f"{m}: time per image at batch {n} / at batch {batch}",
+    "sandwich_over_all": lambda n, batch: f"joint with a sandwich of {n} / all six switches",
+}
+
+
+def ratio_lines(result: dict, batch_size: int) -> list[str]:
+    """The ratios of ``result`` that were measured, one line each: ``<what> = <wall> wall, <cpu> CPU time``."""
+    def walk(wall, cpu, keys):
+        if not isinstance(wall, dict):
+            yield keys, wall, cpu
+            return
+        for k in wall:
+            yield from walk(wall[k], cpu[k], keys + (k,))
+
+    lines = []
+    for key, name in RATIOS.items():
+        if key in result:
+            for keys, wall, cpu in walk(result[key], result[f"{key}_cpu"], ()):
+                lines.append(f"{name(*keys, batch=batch_size)} = {wall:.2f} wall, {cpu:.2f} CPU time")
+    return lines
+
+
+def per_device(model):
+    """The same model (its configuration; fresh weights) training on the per-device path
+    (`ParaDiSModel.forward(per_device=True)`: one kernel per device and layer) instead of packed."""
+    from paradis_tf.models import ParaDiSModel
+
+    class PerDeviceModel(ParaDiSModel):
+        def forward(self, switch, x, training=None, per_device: bool = True):
+            return super().forward(switch, x, training, per_device=True)
+
+    return PerDeviceModel.from_config(model.get_config())
 
 
 def main(argv=None) -> int:
@@ -50,7 +94,7 @@ def main(argv=None) -> int:
                          "--batch-size")
     ap.add_argument("--conv-pointwise", action="store_true",
                     help="also time the joint model and the individual 1x1.0 with their pointwise layers run as "
-                         "1x1 convolution kernels instead of matmuls (ParaDiSConv2D.pointwise_matmul), side by side")
+                         "1x1 convolution kernels instead of matmuls (bench_pointwise.use_conv_kernels), side by side")
     ap.add_argument("--threads", type=int, default=None,
                     help="TensorFlow intra- and inter-op threads (bench_accuracy --jobs workers run with 1); "
                          "default: TensorFlow's")
@@ -74,15 +118,15 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     if args.threads:
-        from paradis_tf.training.recipe import set_threads
+        from workers import set_threads
 
         try:
             set_threads(args.threads)
         except RuntimeError as e:
             raise SystemExit(f"--threads {args.threads}: {e}") from None
 
+    from bench_pointwise import use_conv_kernels
     from paradis_tf.data import load_fashion_mnist, make_dataset
-    from paradis_tf.layers import ParaDiSConv2D
     from paradis_tf.models import mobilenet_v1
 
     x, y = load_fashion_mnist("train", limit=args.batch_size * 50)
@@ -109,11 +153,10 @@ def main(argv=None) -> int:
     for name, sw in models.items():
         sandwich = int(name.rpartition(" ")[2]) if "sandwich" in name else None
         m = mobilenet_v1((28, 28, 1), 10, sw, width=args.width, depth=args.depth, sandwich=sandwich)
-        m.packed = not name.endswith("per device")
+        if name.endswith("per device"):
+            m = per_device(m)
         if name.endswith("conv pointwise"):
-            for layer in m._flatten_layers(include_self=False, recursive=True):
-                if isinstance(layer, ParaDiSConv2D):
-                    layer.pointwise_matmul = False  # read when the step is traced, just below
+            use_conv_kernels(m)  # before the step is traced, just below
         m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=name.endswith("XLA"))
         m.fit(feed[name], steps_per_epoch=3, epochs=1, verbose=0, calibrate=False)  # trace, warm up
         built[name] = m
@@ -162,20 +205,8 @@ def main(argv=None) -> int:
     print(f"\njoint / individual = {result['joint_over_individual']:.2f}")
     if args.xla:
         print(f"joint with XLA / without = {result['xla_over_default']:.2f}")
-    if args.per_device:
-        print(f"joint packed / per device = {result['packed_over_per_device']:.2f} wall, "
-              f"{result['packed_over_per_device_cpu']:.2f} CPU time")
-    if args.conv_pointwise:
-        for m in varied:
-            print(f"{m}: pointwise as matmul / as 1x1 convolution = {result['matmul_over_conv_pointwise'][m]:.2f} wall, "
-                  f"{result['matmul_over_conv_pointwise_cpu'][m]:.2f} CPU time")
-    for n in args.also_batch:
-        for m in varied:
-            print(f"{m}: time per image at batch {n} / at batch {args.batch_size} = "
-                  f"{result['per_image_over_default'][n][m]:.2f} wall, {result['per_image_over_default_cpu'][n][m]:.2f} CPU time")
-    for n in args.sandwich:
-        print(f"joint with a sandwich of {n} / all six switches = {result['sandwich_over_all'][n]:.2f} wall, "
-              f"{result['sandwich_over_all_cpu'][n]:.2f} CPU time")
+    for line in ratio_lines(result, args.batch_size):
+        print(line)
     return 0
 
 

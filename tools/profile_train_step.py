@@ -35,6 +35,10 @@ from pathlib import Path
 
 from paradis_tf.switches import BENCHMARK_SWITCHES
 
+TOOLS = Path(__file__).resolve().parent
+if str(TOOLS) not in sys.path:  # workers.py sits beside this script (tests load the script by its path)
+    sys.path.insert(0, str(TOOLS))
+
 ROOT = Path(__file__).resolve().parents[1]
 SWITCHES = list(BENCHMARK_SWITCHES)  # the six switches of the accuracy benchmark
 OP_EVENT = re.compile(r"^[^:]+:([A-Za-z_][A-Za-z0-9_]*)$")  # "scope/op_name:OpType" (not "Class::Method")
@@ -142,7 +146,8 @@ def main(argv=None) -> int:
 
     from paradis_tf.data import FASHION_MNIST_LABELS, load_fashion_mnist, make_dataset
     from paradis_tf.models import mobilenet_v1
-    from paradis_tf.training.recipe import TrainConfig, make_optimizer, set_threads
+    from paradis_tf.training.recipe import TrainConfig, make_optimizer
+    from workers import set_threads
 
     try:
         set_threads(args.threads)

@@ -1,7 +1,5 @@
 """Joint training with in-place distillation, BN calibration, tf.distribute."""
 
-import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +12,6 @@ from paradis_tf.data import load_fashion_mnist, preprocess
 from paradis_tf.models import mobilenet_v1
 from paradis_tf.errors import InputError
 from paradis_tf.switches import Switch
-from paradis_tf.training.recipe import start_pinned_worker
 from paradis_tf.training import (TrainConfig, device_accuracy, evaluate, individual_model, make_optimizer,
                                  slimmable_model, train)
 
@@ -367,23 +364,3 @@ def test_device_accuracy_is_the_switch_with_the_other_devices_silenced(fmnist):
     sync = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5"], width=0.25, depth=2, sync_layers=[1])
     with pytest.raises(InputError, match=r"sync layers \['block1_pw'\].*cannot run alone"):
         device_accuracy(sync, xt, yt)
-
-
-def test_pinned_worker_runs_on_its_core_with_one_thread_and_the_kit_first_on_its_path(tmp_path):
-    """The benchmarks' side-by-side workers: bound to the core asked for (where the platform binds processes),
-    TensorFlow and OpenMP told to use one thread, the given folder first on PYTHONPATH ahead of the caller's, and
-    the caller's own environment passed through."""
-    core = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    code = ("import json, os; print(json.dumps({'cores': sorted(os.sched_getaffinity(0)) if hasattr(os, "
-            "'sched_getaffinity') else None, 'env': {k: os.environ.get(k) for k in ('TF_NUM_INTRAOP_THREADS', "
-            "'TF_NUM_INTEROP_THREADS', 'OMP_NUM_THREADS', 'PYTHONPATH', 'MARK')}}))")
-    env = dict(os.environ, PYTHONPATH="/caller/path", MARK="kept")
-    proc = start_pinned_worker([sys.executable, "-c", code], core, tmp_path, stdout=subprocess.PIPE, text=True,
-                               env=env)
-    out, _ = proc.communicate(timeout=60)
-    got = json.loads(out)
-    assert proc.returncode == 0
-    if hasattr(os, "sched_setaffinity"):
-        assert got["cores"] == [core]
-    assert got["env"] == {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
-                          "PYTHONPATH": os.pathsep.join([str(tmp_path), "/caller/path"]), "MARK": "kept"}

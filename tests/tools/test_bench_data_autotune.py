@@ -4,10 +4,7 @@ import json
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def bench(tool):
-    return tool("bench_data_autotune")
+TOOL = "bench_data_autotune"  # the `bench` fixture loads it
 
 
 @pytest.mark.parametrize("argv, message", [

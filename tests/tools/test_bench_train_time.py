@@ -4,10 +4,7 @@ import json
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def bench(tool):
-    return tool("bench_train_time")
+TOOL = "bench_train_time"  # the `bench` fixture loads it
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -32,7 +29,7 @@ def test_threads_cannot_be_set_once_tensorflow_ran(bench, tmp_path):
 def test_joint_and_individual_steps_are_timed_side_by_side(run_tool, tmp_path):
     out = tmp_path / "t.json"
     run = run_tool("bench_train_time", "--rounds", "1", "--steps", "2", "--width", "0.25", "--depth", "2",
-                   "--batch-size", "16", "--threads", "1", "--out", str(out))
+                   "--batch-size", "16", "--threads", "1", "--per-device", "--conv-pointwise", "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     data = json.loads(out.read_text())
     switches = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
@@ -43,3 +40,9 @@ def test_joint_and_individual_steps_are_timed_side_by_side(run_tool, tmp_path):
     assert med["paradis"] > min(med[f"individual {s}"] for s in switches) > 0
     assert data["joint_over_individual"] == pytest.approx(med["paradis"] / sum(med[f"individual {s}"] for s in switches))
     assert "| paradis |" in run.stdout
+    # the variants the tools build (per-device path, 1x1 convolution kernels) were timed beside
+    assert {"paradis per device", "paradis conv pointwise", "individual 1x1.0 conv pointwise"} <= set(med)
+    assert data["packed_over_per_device"] == pytest.approx(med["paradis"] / med["paradis per device"])
+    assert set(data["matmul_over_conv_pointwise"]) == {"paradis", "individual 1x1.0"}
+    assert f"joint packed / per device = {data['packed_over_per_device']:.2f} wall" in run.stdout
+    assert "individual 1x1.0: pointwise as matmul / as 1x1 convolution = " in run.stdout

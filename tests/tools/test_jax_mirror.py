@@ -11,7 +11,7 @@ import pytest
 from paradis_tf.switches import parse_switches
 from paradis_tf.training.distillation import teacher_indices
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIX = ["1x1.0", "2x0.5", "0.5+0.25+0.25", "4x0.25", "1x0.5", "1x0.25"]
 
 

@@ -4,10 +4,7 @@ import json
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def bench(tool):
-    return tool("bench_accuracy")
+TOOL = "bench_accuracy"  # the `bench` fixture loads it
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,7 @@ import json
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def bench(tool):
-    return tool("bench_pointwise")
+TOOL = "bench_pointwise"  # the `bench` fixture loads it
 
 
 def test_layer_shapes_follow_the_benchmark_network(bench):
@@ -36,6 +33,25 @@ def test_every_way_computes_the_masked_product_and_its_gradients(bench, groups):
         assert np.all(grads[way][mask == 0] == 0), way  # the zero blocks get no gradient
     np.testing.assert_allclose(grads["per_device"], grads["masked"], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grads["grouped"], grads["masked"], rtol=1e-4, atol=1e-4)
+
+
+def test_the_conv_kernel_variant_of_the_pointwise_layers_computes_the_same(bench):
+    """`use_conv_kernels` (the variant `bench_train_time --conv-pointwise` times) changes every 1x1 stride-1
+    ParaDiS convolution, and only those, and the model computes what it computed with matmuls."""
+    import numpy as np
+
+    from paradis_tf.layers import ParaDiSConv2D
+    from paradis_tf.models import mobilenet_v1
+
+    m = mobilenet_v1((12, 12, 1), 10, ["1x1.0", "0.5+0.25+0.25"], width=0.25, depth=3, sync_layers=[1])
+    x = np.random.default_rng(0).random((3, 12, 12, 1)).astype("float32")
+    want = {(s, d): np.asarray(m.forward(s, x, per_device=d)) for s in ("1x1.0", "0.5+0.25+0.25") for d in (False, True)}
+    assert bench.use_conv_kernels(m) == ["block0_pw", "block1_pw", "block2_pw"]
+    assert m.body.stem_conv._conv.__func__ is ParaDiSConv2D._conv  # the 3x3 stem keeps the product's way
+    assert m.body.blocks[0][2]._conv.__func__ is not ParaDiSConv2D._conv
+    for (s, d), y in want.items():
+        np.testing.assert_allclose(np.asarray(m.forward(s, x, per_device=d)), y, rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{s} per_device={d}")
 
 
 @pytest.mark.parametrize("argv, message", [
