@@ -139,7 +139,15 @@ class SegmentInput:
 
 @dataclass(frozen=True)
 class TflmInfo(_Json):
-    """TFLite Micro artefacts of a segment."""
+    """TFLite Micro artefacts of a segment.
+
+    Attributes:
+        arena_bytes: the tensor arena the segment needs on the board.
+        ops: the operators the firmware registers for it.
+        cc: the C array source (bundle-relative path).
+        h: its header.
+        symbol: the C array's name.
+    """
 
     arena_bytes: int
     ops: tuple[str, ...]
@@ -359,16 +367,20 @@ def _relpath(ctx: _Ctx, value: Any) -> str:
         raise ctx.error(str(e)) from None
 
 
+def _nonempty(ctx: _Ctx, obj: Mapping, key: str, what: str) -> list[tuple[_Ctx, Any]]:
+    """The items of the required, non-empty list ``obj[key]``, each with its location."""
+    items = ctx.get(obj, key, list)
+    if not items:
+        raise ctx.at(key).error(what)
+    return [(ctx.at(key).at(i), item) for i, item in enumerate(items)]
+
+
 def _segment(ctx: _Ctx, obj: Mapping, expected_index: int) -> Segment:
     index = ctx.get(obj, "index", int)
     if index != expected_index:
         raise ctx.at("index").error(f"segments must be listed in order; expected index {expected_index}, found {index}")
     inputs = []
-    raw_inputs = ctx.get(obj, "inputs", list)
-    if not raw_inputs:
-        raise ctx.at("inputs").error("a segment needs at least one input")
-    for i, inp in enumerate(raw_inputs):
-        ictx = ctx.at("inputs").at(i)
+    for ictx, inp in _nonempty(ctx, obj, "inputs", "a segment needs at least one input"):
         src = ictx.get(inp, "source", (str, dict))
         if isinstance(src, str):
             if src != MODEL_INPUT:
@@ -415,24 +427,18 @@ def _plan(ctx: _Ctx, name: str, obj: Mapping, num_classes: int) -> Plan:
     if not widths or not all(isinstance(w, _NUM) and not isinstance(w, bool) and w > 0 for w in widths):
         raise ctx.at("widths").error(f"expected a list of positive widths, found {widths!r}")
     devices = []
-    raw_devices = ctx.get(obj, "devices", list)
-    if not raw_devices:
-        raise ctx.at("devices").error("a plan needs at least one device")
-    for k, dev in enumerate(raw_devices):
-        dctx = ctx.at("devices").at(k)
+    for k, (dctx, dev) in enumerate(_nonempty(ctx, obj, "devices", "a plan needs at least one device")):
         role = dctx.get(dev, "role", int)
         if role != k:
             raise dctx.at("role").error(f"devices must be listed by role; expected role {k}, found {role}")
-        segs = dctx.get(dev, "segments", list)
-        if not segs:
-            raise dctx.at("segments").error("a device needs at least one segment")
+        segs = _nonempty(dctx, dev, "segments", "a device needs at least one segment")
         devices.append(
             Device(
                 role=role,
                 width=float(dctx.get(dev, "width", _NUM)),
                 macs=dctx.get(dev, "macs", int),
                 params=dctx.get(dev, "params", int),
-                segments=tuple(_segment(dctx.at("segments").at(j), s, j) for j, s in enumerate(segs)),
+                segments=tuple(_segment(sctx, seg, j) for j, (sctx, seg) in enumerate(segs)),
             )
         )
     if kind == "paradis" and len(widths) != len(devices):
@@ -445,10 +451,7 @@ def _plan(ctx: _Ctx, name: str, obj: Mapping, num_classes: int) -> Plan:
     bias = fctx.get(fobj, "bias", list)
     if len(bias) != num_classes or not all(isinstance(b, _NUM) and not isinstance(b, bool) for b in bias):
         raise fctx.at("bias").error(f"expected {num_classes} numbers (model.num_classes), found {len(bias)} values")
-    outs_raw = fctx.get(fobj, "outputs", list)
-    if not outs_raw:
-        raise fctx.at("outputs").error("fusion needs at least one output")
-    outputs = tuple(_ref(fctx.at("outputs").at(i), o) for i, o in enumerate(outs_raw))
+    outputs = tuple(_ref(octx, o) for octx, o in _nonempty(fctx, fobj, "outputs", "fusion needs at least one output"))
     accuracy = ctx.get(obj, "accuracy", dict, optional=True) or {}
     plan = Plan(name, kind, tuple(float(w) for w in widths), Fusion(op, tuple(float(b) for b in bias), outputs),
                 tuple(devices), accuracy)

@@ -39,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from paradis_tf.files import atomic_write_json  # noqa: E402
 from paradis_tf.mesh import Coordinator, LocalMesh  # noqa: E402
 from paradis_tf.mesh.bench import mesh_latency, mesh_throughput, time_calls  # noqa: E402
 
@@ -186,11 +187,10 @@ def main(argv=None) -> int:
         "mac_ratio_2x0.5_device_vs_1x1.0": round(macs("2x0.5") / macs("1x1.0"), 3),
     }
     res["machine"]["loadavg_end"] = os.getloadavg()
-    print(json.dumps(res["summary"], indent=1))
-    print(json.dumps(res["bytes"], indent=1))
+    print(json.dumps({"summary": res["summary"], "bytes": res["bytes"]}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        atomic_write_json(args.out, res, indent=1)
     return 0
 
 
