@@ -829,7 +829,10 @@ def update_accuracy(root: str | os.PathLike, accuracy: Mapping[str, Mapping[str,
 
     Args:
         root: the bundle directory.
-        accuracy: plan name -> {"float": 0.91, "int8": 0.90, ...}.
+        accuracy: plan name -> {"samples": 10000, "float": 0.91, "int8": 0.90, ...}.
+            ``samples`` (how many images were measured) lets plan selection
+            tell accuracies apart from sampling noise
+            (`paradis_tf.mesh.placement`); without it plans rank by accuracy alone.
     """
     bundle = load(root, verify=False)
     raw = json.loads(json.dumps(bundle.manifest))
