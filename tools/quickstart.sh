@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fresh machine -> installed kit -> `paradis demo` end to end:
 # trains a small ParaDiS network on Fashion-MNIST, converts it to int8
-# partitions, deploys them to four local node daemons, runs inference on
-# every switch and survives the loss of a node.
+# partitions, serves it on four devices (three node daemons and an emulated
+# serial board behind `paradis bridge`) and keeps serving on three when one
+# is lost. Outputs: runs/demo/ (the README's pipeline runs on them).
+# Arguments go to `paradis demo` (see `paradis demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,77 @@
+"""The demo's serial board: the TFLM board emulator on a pty and `paradis bridge` in front of it.
+
+Child processes started and stopped like `paradis_tf.mesh.local.NodeProcess`
+(imported only when the demo runs: it pulls in gRPC).
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from paradis_tf.mesh.errors import MeshError
+from paradis_tf.mesh.local import NodeProcess
+
+__all__ = ["BoardEmulatorProcess", "BridgeProcess"]
+
+
+class BoardEmulatorProcess:
+    """The TFLM board emulator on a pty (``python -m firmware_bridge.emulator --pty``) in a child process.
+
+    Args:
+        board_id: the name the board reports in INFO.
+        log_path: where the child's stderr goes.
+    """
+
+    def __init__(self, board_id: str, log_path: Path) -> None:
+        self.board_id = board_id
+        self.log_path = log_path
+        self.url = ""
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Starts the emulator; returns its pty path (the first line it prints)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "firmware_bridge.emulator", "--pty", "--board-id", self.board_id],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+            )
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+        if not line.startswith("/dev/"):
+            self.stop()
+            raise MeshError(f"the board emulator printed no pty path within {timeout:g} s (got {line!r}); "
+                            f"see {self.log_path}")
+        self.url = line
+        return line
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (the emulator closes its pty and exits), SIGKILL if it does not."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+
+class BridgeProcess(NodeProcess):
+    """`paradis bridge` for one serial board, in a child process without TensorFlow."""
+
+    command_words = ("bridge",)
+
+    def __init__(self, store: Path, serial_url: str, node_id: str, capacity: float = 0.25) -> None:
+        super().__init__(store, node_id=node_id, capacity=capacity, block_tensorflow=True)
+        self.serial_url = serial_url
+
+    def _args(self) -> list[str]:
+        return ["--serial", self.serial_url, "--listen", f"{self.host}:{self.port}", "--store", str(self.store),
+                "--capacity", str(self.capacity), "--node-id", self.node_id]
