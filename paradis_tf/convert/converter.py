@@ -9,6 +9,7 @@ input ranges match the tensors it will receive on the devices.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -31,7 +32,7 @@ from paradis_tf.bundle import (
     TflmInfo,
     segment_order,
 )
-from paradis_tf.convert.tflite import ConversionError, keras_to_tflite_variants
+from paradis_tf.convert.tflite import ConversionError, keras_to_tflite_variants, native_stderr_quiet
 from paradis_tf.convert.tflm import c_name, tflm_artefacts
 from paradis_tf.errors import ParaDiSError
 from paradis_tf.runtime.backends import load_interpreter
@@ -39,12 +40,16 @@ from paradis_tf.quant import dequantize, quantize
 from paradis_tf.tflite_file import read_tflite
 from paradis_tf.switches import Switch
 
-__all__ = ["REQUIRED_MODEL_API", "convert_model", "load_images", "load_model", "prepare_calibration", "plan_dir"]
+__all__ = ["DEFAULT_SEQUENTIAL", "REQUIRED_MODEL_API", "convert_model", "load_images", "load_model",
+           "prepare_calibration", "plan_dir"]
 
 # What the converter uses of a ParaDiS model (paradis_tf.models.ParaDiSModel).
 REQUIRED_MODEL_API = ("switches", "image_shape", "num_classes", "preprocessing", "device_segments", "fusion_bias")
 
 Progress = Callable[[str], None]
+# Device counts of the sequential baseline plans when the caller names none.
+DEFAULT_SEQUENTIAL = (2, 3, 4)
+log = logging.getLogger(__name__)
 
 
 def plan_dir(plan: str, device: int) -> str:
@@ -183,8 +188,9 @@ def _convert_plan(
         data = variants["int8"]
         info = read_tflite(data, what)
         out_q = info.outputs[0].quant
-        it = load_interpreter(data, "litert", num_threads=num_threads)
-        q_out = it.run([quantize(c, t.quant) for c, t in zip(calib_inputs, info.inputs)])[0]
+        with native_stderr_quiet():
+            it = load_interpreter(data, "litert", num_threads=num_threads)
+            q_out = it.run([quantize(c, t.quant) for c, t in zip(calib_inputs, info.inputs)])[0]
         produced[ref] = dequantize(q_out, out_q)
         macs, params = info.macs_and_params()
         stats[ref.device][0] += macs
@@ -234,6 +240,38 @@ def _convert_plan(
     )
 
 
+def _sequential_specs(model: Any, sequential: Sequence[int] | None) -> list[_PlanSpec]:
+    """The sequential baseline plans asked for; with ``None``, those of `DEFAULT_SEQUENTIAL` the model can make."""
+    counts = sorted({int(k) for k in (DEFAULT_SEQUENTIAL if sequential is None else sequential)})
+    if any(k < 2 for k in counts):
+        raise ConversionError(f"sequential plans need at least 2 devices; received {counts}")
+    if not counts:
+        return []
+    names = ", ".join(f"seq-{k}" for k in counts)
+    if not hasattr(model, "sequential_models"):
+        if sequential is None:
+            return []
+        raise ConversionError(f"cannot make the sequential plans {names}: the model has no sequential_models() "
+                              "(pass sequential=() / --sequential none)")
+    if sequential is None and "1x1.0" not in {str(Switch.parse(s)) for s in model.switches}:
+        log.warning("skipping the sequential baseline plans %s: they cut the 1x1.0 switch, which the model lacks "
+                    "(it has %s)", names, ", ".join(str(s) for s in model.switches))
+        return []
+    specs, skipped = [], []
+    for k in counts:
+        try:
+            specs.append(_sequential_spec(model, k))
+        except ValueError as e:  # no 1x1.0 switch, or more pieces than the network has stages
+            if sequential is not None:
+                raise ConversionError(f"cannot make the sequential plan seq-{k}: {e} (choose other device counts "
+                                      "or pass sequential=() / --sequential none)") from None
+            skipped.append((k, str(e)))
+    if skipped:
+        log.warning("skipping the sequential baseline plans %s: %s", ", ".join(f"seq-{k}" for k, _ in skipped),
+                    skipped[0][1])
+    return specs
+
+
 def _resolve_switches(model: Any, switches: Iterable["str | Switch"] | None) -> list[Switch]:
     known = {str(Switch.parse(s)): Switch.parse(s) for s in model.switches}
     if switches is None:
@@ -257,7 +295,7 @@ def convert_model(
     *,
     switches: Iterable["str | Switch"] | None = None,
     calib_samples: int = 500,
-    sequential: Sequence[int] = (2, 3, 4),
+    sequential: Sequence[int] | None = None,
     float_variant: bool = False,
     tflm: bool = True,
     overwrite: bool = False,
@@ -277,7 +315,10 @@ def convert_model(
         switches: switches to convert (default: all of the model's).
         calib_samples: how many calibration images to use.
         sequential: device counts K of the sequential baseline plans
-            ``seq-K`` (the 1x1.0 network cut into K pieces).
+            ``seq-K`` (the 1x1.0 network cut into K pieces). None:
+            `DEFAULT_SEQUENTIAL`, leaving out (with a logged warning) the
+            plans the model cannot make: all of them when it has no 1x1.0
+            switch, those with more pieces than the network has stages.
         float_variant: also write float .tflite partitions (exactness checks).
         tflm: write TFLM C arrays and measure arena sizes.
         overwrite: replace an existing bundle at `out`.
@@ -295,12 +336,7 @@ def convert_model(
         BundleError: `out` holds something that must not be replaced.
     """
     _check_model(model, "the model")
-    if sequential and not hasattr(model, "sequential_models"):
-        raise ConversionError("the model has no sequential_models(); pass sequential=() to skip the baseline plans")
     chosen = _resolve_switches(model, switches)
-    seq = sorted({int(k) for k in sequential})
-    if any(k < 2 for k in seq):
-        raise ConversionError(f"sequential plans need at least 2 devices; received {seq}")
     calib = prepare_calibration(model, calib_x, calib_samples)
     progress = progress or (lambda msg: None)
     pre = model.preprocessing
@@ -312,7 +348,7 @@ def convert_model(
         preprocessing=Preprocessing(float(pre["scale"]), float(pre.get("offset", 0.0))),
         labels=None if labels is None else tuple(str(s) for s in labels),
     )
-    specs = [_paradis_spec(model, s) for s in chosen] + [_sequential_spec(model, k) for k in seq]
+    specs = [_paradis_spec(model, s) for s in chosen] + _sequential_specs(model, sequential)
     with BundleWriter(out, overwrite=overwrite) as writer:
         plans = [
             _convert_plan(spec, calib, writer, float_variant=float_variant, tflm=tflm, num_threads=num_threads, progress=progress)
@@ -329,13 +365,18 @@ def load_model(path: str | os.PathLike) -> Any:
         ConversionError: missing file, a file Keras cannot load, or a model
             that is not a ParaDiS model.
     """
+    import zipfile
     from pathlib import Path
 
     import keras
 
     p = Path(path)
     if not p.is_file():
-        raise ConversionError(f"{p}: no such model file")
+        raise ConversionError(f"{p}: no such model file (it does not exist; train one with `paradis train --out {p}`)")
+    if not zipfile.is_zipfile(p):
+        # Keras would answer "File not found" for a file that exists.
+        raise ConversionError(f"{p} is not a Keras model file (a .keras zip archive); pass the model.keras that "
+                              "`paradis train --out` or `model.save()` wrote")
     try:
         import paradis_tf.models  # noqa: F401  (registers the ParaDiS classes with Keras)
     except ImportError:
@@ -348,17 +389,24 @@ def load_model(path: str | os.PathLike) -> Any:
     return model
 
 
-def load_images(model: Any, dataset: str | None, data_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+def load_images(model: Any, dataset: str | None, data_dir: str | None, split: str,
+                labelled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw uint8 images (and labels) for calibration or checking.
 
     Args:
         dataset: ``"fashion_mnist"`` (uses `split`), or None with `data_dir`.
         data_dir: a folder of class sub-folders (all images are used).
+        labelled: the labels will be compared with the model's predictions:
+            they are mapped to the model's classes (`match_classes`).
 
     Raises:
-        DatasetError: both, neither, or an unknown dataset; unreadable data.
+        DatasetError: both, neither, or an unknown dataset; unreadable data;
+            with `labelled`, classes that do not match the model's.
     """
-    from paradis_tf.data import load_source
+    from paradis_tf.data import load_source, match_classes
 
-    x, y, _ = load_source(dataset, data_dir, split, tuple(int(v) for v in model.image_shape), holdout=0.0)
+    x, y, classes = load_source(dataset, data_dir, split, tuple(int(v) for v in model.image_shape), holdout=0.0)
+    if labelled:
+        source = f"--data {data_dir}" if data_dir else str(dataset)
+        y = match_classes(classes, y, getattr(model, "labels", None), int(model.num_classes), source)
     return x, y

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from paradis_tf.bundle import Bundle, Plan, load
-from paradis_tf.convert.tflite import ConversionError
+from paradis_tf.convert.tflite import ConversionError, native_stderr_quiet
 
 __all__ = ["BackendCheck", "PlanCheck", "float_reference", "qcheck"]
 
@@ -120,7 +120,8 @@ def qcheck(
             runner = LocalRunner(bundle, plan, backend, num_threads=num_threads)
             parts = []
             for i in range(0, len(x), batch):
-                parts.append(runner.predict(x[i : i + batch]))
+                with native_stderr_quiet():  # between the progress reports
+                    parts.append(runner.predict(x[i : i + batch]))
                 progress(len(x[i : i + batch]))
             got = np.concatenate(parts)
             top1 = _top1(got, y)

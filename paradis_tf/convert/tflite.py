@@ -12,6 +12,11 @@ models but took 2.5x longer per segment.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
 import warnings
 from typing import Callable, Iterable, Sequence
 
@@ -19,7 +24,9 @@ import numpy as np
 
 from paradis_tf.errors import ParaDiSError
 
-__all__ = ["ConversionError", "keras_to_tflite", "keras_to_tflite_variants", "input_name"]
+__all__ = ["ConversionError", "keras_to_tflite", "keras_to_tflite_variants", "input_name", "native_stderr_quiet"]
+
+log = logging.getLogger(__name__)
 
 
 class ConversionError(ParaDiSError, ValueError):
@@ -101,7 +108,7 @@ def keras_to_tflite_variants(
         elif variant != "float":
             raise ValueError(f"Expected variants among ('int8', 'float'). Received {variant!r}.")
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), native_stderr_quiet():
                 warnings.simplefilter("ignore")
                 data = converter.convert()
         except Exception as e:
@@ -110,6 +117,33 @@ def keras_to_tflite_variants(
         _check_input_order(data, shapes, what)
         out[variant] = data
     return out
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """Keeps C++ chatter off the terminal unless this module logs at DEBUG.
+
+    The MLIR quantizer prints a ``fully_quantize: ...`` line per model, and
+    LiteRT an ``INFO: Created TensorFlow Lite XNNPACK delegate`` line, straight
+    to file descriptor 2, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; so the
+    descriptor itself points at a scratch file meanwhile (failures still
+    raise, with the converter's diagnostics in the exception). Whatever else
+    writes to descriptor 2 during the block is dropped too: keep it short.
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def _by_name(representative: Callable[[], Iterable[Sequence[np.ndarray]]]) -> Callable[[], Iterable[dict]]:

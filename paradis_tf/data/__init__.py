@@ -2,9 +2,9 @@
 
 from paradis_tf.data.fashion_mnist import LABELS as FASHION_MNIST_LABELS
 from paradis_tf.data.fashion_mnist import load_fashion_mnist, read_idx
-from paradis_tf.data.folders import load_image_folder
+from paradis_tf.data.folders import load_image_files, load_image_folder, read_image
 from paradis_tf.data.pipeline import make_dataset, preprocess
-from paradis_tf.data.sources import DATASETS, load_source
+from paradis_tf.data.sources import DATASETS, load_source, match_classes
 
-__all__ = ["load_fashion_mnist", "read_idx", "load_image_folder", "make_dataset", "preprocess",
-           "FASHION_MNIST_LABELS", "DATASETS", "load_source"]
+__all__ = ["load_fashion_mnist", "read_idx", "load_image_folder", "load_image_files", "read_image", "make_dataset",
+           "preprocess", "FASHION_MNIST_LABELS", "DATASETS", "load_source", "match_classes"]

@@ -266,3 +266,29 @@ def test_translation_shifts_the_whole_batch_or_each_image():
     assert float(b.numpy().sum()) == pytest.approx(256 * 64)  # shifted, never cut: 2 px of padding suffice
     with pytest.raises(ValueError, match="translate one of batch, image.*Received translate='pixel'"):
         make_dataset(x, y, training=True, augment=True, translate="pixel")
+
+
+def test_a_corrupt_image_names_its_file(tmp_path):
+    import tensorflow as tf
+
+    (tmp_path / "ok").mkdir()
+    tf.io.write_file(str(tmp_path / "ok" / "a.png"), tf.io.encode_png(np.zeros((4, 4, 1), np.uint8)))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "b.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    with pytest.raises(DatasetError) as e:
+        load_image_folder(tmp_path, (8, 8), channels=1)
+    assert str(e.value).startswith(f"{tmp_path / 'bad' / 'b.jpg'} could not be decoded as an image")
+    assert "function_node" not in str(e.value) and "Op:" not in str(e.value)
+
+
+def test_classes_match_the_model_by_label_name_or_by_count():
+    from paradis_tf.data import FASHION_MNIST_LABELS, match_classes
+
+    y = np.array([0, 1, 1, 0])
+    # folder names may spell a label without its punctuation, and hold a subset of the classes
+    np.testing.assert_array_equal(match_classes(["Bag", "t-shirt_top"], y, FASHION_MNIST_LABELS, 10, "d"), [8, 0, 0, 8])
+    np.testing.assert_array_equal(match_classes(["a", "b"], y, None, 2, "d"), y)
+    np.testing.assert_array_equal(match_classes(["a", "b"], y, ["x", "y"], 2, "d"), y)
+    with pytest.raises(DatasetError, match=r"--data d has 2 classes \(a, b\) but the model predicts 10 "
+                                           r"\(T-shirt/top, Trouser, Pullover, Dress, \.\.\.\)"):
+        match_classes(["a", "b"], y, FASHION_MNIST_LABELS, 10, "--data d")
