@@ -10,6 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# As quiet as `paradis` by default (paradis_tf/cli/_logs.py): TensorFlow reads this when it loads.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 
 @pytest.fixture(scope="session")
 def tool():

@@ -10,10 +10,13 @@ import sys
 def add_data_args(parser: argparse.ArgumentParser, default_dataset: str | None = "fashion_mnist") -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", default=default_dataset, choices=["fashion_mnist"],
-                   help="built-in dataset (%(default)s); Debian package dataset-fashion-mnist")
+                   help="built-in dataset, from the Debian package dataset-fashion-mnist (default: %(default)s)")
     g.add_argument("--data", metavar="DIR", default=None,
-                   help="your own images, DIR/<class>/<image files> (replaces --dataset)")
-    g.add_argument("--limit", type=int, default=None, help="use only the first N images of each split")
+                   help="your own images, DIR/<class>/<image files>, replacing --dataset; a tenth of them (seeded) "
+                        "is the test split; to evaluate a model, one folder per model class or folders named as "
+                        "its labels")
+    g.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N images of each split (default: all)")
 
 
 def data_source(args) -> tuple[str | None, str | None]:

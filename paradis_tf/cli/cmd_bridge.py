@@ -38,17 +38,11 @@ def register(subparsers) -> None:
                    help="relative speed the coordinator ranks nodes by (default: %(default)s, a microcontroller)")
     c.add_argument("--latency-budget-ms", type=float, default=0.0,
                    help="refuse roles estimated slower than this (0: no budget; default: %(default)s)")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default: %(default)s)")
-    p.set_defaults(func=_bridge)
+    p.set_defaults(default_log_level="INFO", func=_bridge)
 
 
 def _bridge(args: argparse.Namespace) -> int:
-    import logging
-    import sys
-
     from firmware_bridge.bridge import run_bridge
-
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
     ready = ready_callback(args.ready_file, "paradis-bridge")
 

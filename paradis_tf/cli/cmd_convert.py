@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 
+from paradis_tf.convert.converter import DEFAULT_SEQUENTIAL
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert a trained model into a bundle of int8 partitions",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="trained ParaDiS model (model.keras)")
+    p.add_argument("model", help="trained ParaDiS model (model.keras from `paradis train`)")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     p.add_argument("--switches", default=None, metavar="S1,S2",
@@ -26,22 +28,27 @@ def register(subparsers) -> None:
     c = p.add_argument_group("calibration")
     src = c.add_mutually_exclusive_group()
     src.add_argument("--dataset", choices=["fashion_mnist"], default=None,
-                     help="calibrate on this dataset's training split")
-    src.add_argument("--data", metavar="DIR", default=None, help="calibrate on images in DIR/<class>/*")
+                     help="calibrate on this dataset's training split (give it or --data)")
+    src.add_argument("--data", metavar="DIR", default=None, help="calibrate on the images in DIR/<class>/*")
     c.add_argument("--calib-samples", type=int, default=500, metavar="N",
                    help="calibration images (a fixed random subset; default: %(default)s)")
     o = p.add_argument_group("outputs")
     o.add_argument("--float", action="store_true", help="also write float .tflite partitions (exactness checks)")
-    o.add_argument("--sequential", default="2,3,4", metavar="K1,K2",
-                   help="sequential baseline plans on K devices ('none' to skip; default: %(default)s)")
+    o.add_argument("--sequential", default=None, metavar="K1,K2",
+                   help="device counts K of the sequential baseline plans seq-K, the 1x1.0 network cut into K "
+                        "pieces, or 'none' (default: " + ",".join(map(str, DEFAULT_SEQUENTIAL)) + ", leaving out "
+                        "with a notice those the model cannot make)")
     o.add_argument("--no-tflm", action="store_true", help="skip TFLM C arrays and arena measurement")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads during calibration")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="interpreter threads during calibration (default: the interpreter's choice)")
     p.set_defaults(func=_convert)
 
 
-def _sequential(text: str) -> tuple[int, ...]:
+def _sequential(text: str | None) -> tuple[int, ...] | None:
     from paradis_tf.convert import ConversionError
 
+    if text is None:
+        return None
     if text.strip().lower() in ("", "none", "0"):
         return ()
     try:
@@ -51,9 +58,9 @@ def _sequential(text: str) -> tuple[int, ...]:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    import sys
     import time
 
+    from paradis_tf.cli._progress import ProgressLine
     from paradis_tf.convert import convert_model, load_images, load_model
     from paradis_tf.runtime.plan_cost import plan_cost
 
@@ -62,31 +69,14 @@ def _convert(args: argparse.Namespace) -> int:
     x, _ = load_images(model, args.dataset, args.data, "train")
     switches = None if args.switches is None else [s.strip() for s in args.switches.split(",") if s.strip()]
     t0 = time.perf_counter()
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="converting", unit="segment", file=sys.stderr, disable=not sys.stderr.isatty())
-    except ImportError:  # tqdm is a dev extra
-        bar = None
-
-    def progress(msg: str) -> None:
-        if bar is not None:
-            bar.set_postfix_str(msg)
-            bar.update(1)
-        else:
-            print(f"converting {msg}", file=sys.stderr)
-
-    try:
+    with ProgressLine("converting", unit="segments") as bar:
         bundle = convert_model(
             model, args.out, x,
             switches=switches, calib_samples=args.calib_samples, sequential=seq, float_variant=args.float,
             tflm=not args.no_tflm, overwrite=args.force, num_threads=args.threads,
             extra={"source_model": str(args.model), "calibration": args.dataset or args.data},
-            progress=progress,
+            progress=lambda what: bar.update(note=what),
         )
-    finally:
-        if bar is not None:
-            bar.close()
     dt = time.perf_counter() - t0
     print(f"wrote {bundle.root} in {dt:.1f} s: {len(bundle.plans)} plans, {len(bundle.files)} files")
     print(f"{'plan':<16} {'kind':<10} {'devices':>7} {'segments':>8} {'tflite KiB':>10} {'max arena KiB':>13}")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 from paradis_tf.cli._common import add_data_args, data_source, print_json, print_table
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="per-switch test accuracy of a trained model",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="trained model (.keras)")
+    p = sub.add_parser("eval", help="per-switch test accuracy of a trained model")
+    p.add_argument("model", help="trained ParaDiS model (model.keras from `paradis train`)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--devices", action="store_true",
                    help="also the top-1 of each device of every multi-device switch on its own (its partial "
@@ -19,30 +16,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_paradis_model(path: str):
-    """Loads a `.keras` file and checks that it holds a ParaDiS model."""
-    import os
-
-    import keras
-
-    from paradis_tf.errors import ParaDiSError
-    from paradis_tf.models import ParaDiSModel
-
-    if not os.path.exists(path):
-        raise ParaDiSError(f"model file {path} does not exist (train one with 'paradis train --out {path}')")
-    model = keras.saving.load_model(path)
-    if not isinstance(model, ParaDiSModel):
-        raise ParaDiSError(f"{path} holds a {type(model).__name__}, not a ParaDiS model (train one with 'paradis train')")
-    return model
-
-
 def run(args) -> int:
-    from paradis_tf.data import load_source
+    from paradis_tf.convert import load_model
+    from paradis_tf.data import load_source, match_classes
     from paradis_tf.training import device_accuracy, evaluate
 
-    model = load_paradis_model(args.model)
+    model = load_model(args.model)
     dataset, folder = data_source(args)
-    x, y, _ = load_source(dataset, folder, "test", model.image_shape, limit=args.limit)
+    x, y, classes = load_source(dataset, folder, "test", model.image_shape, limit=args.limit)
+    y = match_classes(classes, y, model.labels, model.num_classes, f"--data {folder}" if folder else str(dataset))
     accs = evaluate(model, x, y)
     devices = device_accuracy(model, x, y) if args.devices else None
     if args.json:

@@ -76,10 +76,9 @@ def flash_nodes(args: argparse.Namespace) -> int:
 def flash_serial(args: argparse.Namespace) -> int:
     """`paradis flash BUNDLE --serial PORT --switch S --role K`."""
     import hashlib
-    import sys
-    import time
 
     from firmware_bridge.board import Board
+    from paradis_tf.cli._progress import ProgressLine
     from paradis_tf.bundle import BundleError, load
 
     if args.switch is None or args.role is None:
@@ -96,20 +95,12 @@ def flash_serial(args: argparse.Namespace) -> int:
     image = bundle.path(seg.file).read_bytes()
     arena = seg.tflm.arena_bytes if seg.tflm is not None else None
     name = f"{bundle.model.name}/{plan.name}/{args.role}"
-    tty = sys.stderr.isatty()
-    last = [0.0]
+    bar = ProgressLine("  flashing", unit="bytes", every_s=2.0)
 
     def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < (0.1 if tty else 2.0):
-            return
-        last[0] = now
-        width = 30
-        bar = "#" * (width * done // max(total, 1))
-        end = "\r" if tty and done < total else "\n"
-        print(f"  [{bar:<{width}}] {done:>8}/{total} bytes", end=end, file=sys.stderr, flush=True)
+        bar.set(done, total)
 
-    with Board.open(args.serial, args.baud, timeout=args.timeout) as board:
+    with Board.open(args.serial, args.baud, timeout=args.timeout) as board, bar:
         info = board.hello()
         print(f"board {info.board_id} ({info.firmware_version}, {info.runtime}) on {args.serial}: "
               f"flash {info.flash_capacity} B, arena {info.arena_capacity} B, max payload {info.max_payload} B")

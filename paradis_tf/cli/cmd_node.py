@@ -46,18 +46,14 @@ def register(subparsers) -> None:
         help="refuse roles whose model files and arenas exceed this (0: no budget; default: %(default)s)",
     )
     c.add_argument("--keep-versions", type=int, default=3, help="bundle versions kept per bundle (default: %(default)s)")
-    s.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default: %(default)s)")
-    s.set_defaults(func=_serve)
+    s.set_defaults(default_log_level="INFO", func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-    import sys
     from pathlib import Path
 
     from paradis_tf.mesh.node import NodeConfig, run_node
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     config = NodeConfig(
         store=Path(args.store), node_id=args.node_id, backend=args.backend, capacity=args.capacity,
         latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,

@@ -21,8 +21,11 @@ def register(subparsers) -> None:
     p.add_argument("bundle", help="bundle directory (from `paradis convert`)")
     p.add_argument("--model", required=True, help="the model the bundle was converted from (model.keras)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--dataset", choices=["fashion_mnist"], default=None, help="check on this dataset's test split")
-    src.add_argument("--data", metavar="DIR", default=None, help="check on images in DIR/<class>/*")
+    src.add_argument("--dataset", choices=["fashion_mnist"], default=None,
+                     help="check on this dataset's test split (give it or --data)")
+    src.add_argument("--data", metavar="DIR", default=None,
+                     help="check on the images in DIR/<class>/*: one folder per model class, or folders named as "
+                          "the model's labels")
     p.add_argument("--samples", type=int, default=None, metavar="N", help="first N test images (default: all)")
     p.add_argument("--plans", default=None, metavar="P1,P2", help="plans to check (default: all)")
     p.add_argument("--tflm", default="all", metavar="all|none|P1,P2",
@@ -33,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--nodes", default=None, metavar="HOST:PORT,...",
                    help="also run the plans through these node daemons and compare with local int8")
     add_tls_args(p)
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="interpreter threads (default: the interpreter's choice)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_qcheck)
 
@@ -60,13 +64,14 @@ def _qcheck(args: argparse.Namespace) -> int:
     import sys
 
     from paradis_tf.bundle import load, update_accuracy
+    from paradis_tf.cli._progress import ProgressLine
     from paradis_tf.convert import ConversionError, load_images, load_model, qcheck
 
     bundle = load(args.bundle)
     model = load_model(args.model)
     if tuple(model.image_shape) != tuple(bundle.model.input_shape):
         raise ConversionError(f"{args.model} takes {tuple(model.image_shape)} images, the bundle {bundle.model.input_shape}")
-    x_raw, y = load_images(model, args.dataset, args.data, "test")
+    x_raw, y = load_images(model, args.dataset, args.data, "test", labelled=True)
     if args.samples is not None:
         x_raw, y = x_raw[: args.samples], y[: args.samples]
     x = bundle.model.preprocessing.apply(x_raw)
@@ -75,18 +80,9 @@ def _qcheck(args: argparse.Namespace) -> int:
     if tflm is None:
         tflm = [bundle.plan(p.strip()).name for p in args.tflm.split(",") if p.strip()]
     total = len(x) * (2 * len(plans) + len([p for p in plans if p in tflm]))
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="qcheck", unit="img", file=sys.stderr, disable=not sys.stderr.isatty())
-    except ImportError:
-        bar = None
-    try:
+    with ProgressLine("qcheck", total=total, unit="images") as bar:
         checks = qcheck(bundle, model, x, y, plans=plans, tflm_plans=tflm, num_threads=args.threads,
-                        progress=(bar.update if bar is not None else None))
-    finally:
-        if bar is not None:
-            bar.close()
+                        progress=bar.update)
     mesh = []
     if args.nodes:
         from paradis_tf.mesh.qcheck import mesh_qcheck

@@ -13,71 +13,72 @@ from paradis_tf.training.recipe import OPTIMIZERS
 DEFAULT_SWITCHES = ",".join(BENCHMARK_SWITCHES)
 # Peak learning rate and weight decay per optimizer when the command line gives none.
 RECIPE_DEFAULTS = {"sgd": {"lr": 0.1, "weight_decay": 5e-3}, "adam": {"lr": 2e-3, "weight_decay": 0.0}}
-WARMUP_EPOCHS = 0.5  # linear warm-up before the cosine decay, as in tools/bench_accuracy.py
+WARMUP_EPOCHS = 0.5  # linear warm-up before the cosine decay
+
+
+SYNC_LAYERS_HELP = "comma-separated block indices whose convolution reads every device's channels (default: none)"
+# Numeric knobs of the loss and the augmentation: flag, default, metavar, what it does.
+_LOSS_AND_AUGMENTATION = (
+    ("--erase", 0.0, "P", "random erasing: with probability P, one rectangle of each training image becomes noise"),
+    ("--label-mix", 0.5, "W", "weight of the label loss for distilled switches; the rest is distillation"),
+    ("--temperature", 1.0, "T", "distillation temperature: distilled switches match softmax(teacher / T) with "
+                                "weight T^2; 1 is plain in-place distillation"),
+    ("--label-smoothing", 0.0, "EPS", "label smoothing of the label terms: the true class gets 1 - EPS plus "
+                                      "EPS / classes; 0 is hard labels"),
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a ParaDiS model (all switches jointly)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, help="where to save the model (.keras)")
+    p = sub.add_parser("train", help="train a ParaDiS model (all switches jointly)")
+    p.add_argument("--out", required=True, metavar="MODEL.keras", help="where to save the model (.keras)")
     m = p.add_argument_group("model")
-    m.add_argument("--arch", choices=["mobilenet_v1", "resnet"], default="mobilenet_v1")
-    m.add_argument("--switches", default=DEFAULT_SWITCHES, help="comma-separated switches")
-    m.add_argument("--width", type=float, default=0.5, help="width multiplier")
-    m.add_argument("--depth", type=int, default=7, help="MobileNet separable blocks (1..13)")
-    m.add_argument("--blocks", default="1,1", help="ResNet bottleneck blocks per stage (3,4,6,3 = ResNet-50)")
+    m.add_argument("--arch", choices=["mobilenet_v1", "resnet"], default="mobilenet_v1",
+                   help="network family (default: %(default)s)")
+    m.add_argument("--switches", default=DEFAULT_SWITCHES, metavar="S1,S2",
+                   help="comma-separated switches the one set of weights serves (default: %(default)s)")
+    m.add_argument("--width", type=float, default=0.5, help="width multiplier of every layer (default: %(default)s)")
+    m.add_argument("--depth", type=int, default=7, help="MobileNet separable blocks, 1..13 (default: %(default)s)")
+    m.add_argument("--blocks", default="1,1", metavar="N1,N2",
+                   help="ResNet bottleneck blocks per stage; 3,4,6,3 is ResNet-50 (default: %(default)s)")
     m.add_argument("--layer-channels", default="", metavar="COUNTS",
                    help="MobileNet: comma-separated output channels of the stem and of each block (depth + 1 "
-                        "counts), e.g. 8,16,64,64,128,128,256,256, instead of the standard layout times --width")
-    m.add_argument("--sync-layers", default="", help="comma-separated block indices with a sync conv")
+                        "counts), e.g. 8,16,64,64,128,128,256,256, instead of the standard layout times --width "
+                        "(default: the standard layout)")
+    m.add_argument("--sync-layers", default="", metavar="I1,I2", help=SYNC_LAYERS_HELP)
     m.add_argument("--logit-scale", action="store_true",
                    help="learn one scale per switch on the classifier's logits (folded into partitions)")
-    m.add_argument("--image-size", type=int, default=None, help="input size for --data (square)")
-    m.add_argument("--channels", type=int, default=3, choices=[1, 3], help="input channels for --data")
+    m.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="square input size --data images are resized to (required with --data)")
+    m.add_argument("--channels", type=int, default=3, choices=[1, 3],
+                   help="input channels for --data: 1 grayscale, 3 RGB (default: %(default)s)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=2)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--epochs", type=int, default=2, help="passes over the training split (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=128, help="images per step (default: %(default)s)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                   help="sgd (Nesterov momentum) or adam (AdamW with --weight-decay). On Fashion-MNIST, 10 epochs, "
-                        "SGD lr 0.1 weight decay 0.005 beat Adam lr 0.002 by 1.1-1.8 points on every ParaDiS switch "
-                        "(docs/BENCHMARKS.md)")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (--optimizer sgd)")
+                   help="sgd (Nesterov momentum) or adam (AdamW with --weight-decay) (default: %(default)s)")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, --optimizer sgd (default: %(default)s)")
     t.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate, cosine decay after half an epoch of warm-up (default: 0.1 with sgd, "
-                        "0.002 with adam)")
+                   help="peak learning rate, cosine decay after half an epoch of warm-up (default: "
+                        f"{RECIPE_DEFAULTS['sgd']['lr']:g} with sgd, {RECIPE_DEFAULTS['adam']['lr']:g} with adam)")
     t.add_argument("--weight-decay", type=float, default=None,
-                   help="decoupled weight decay of the kernels: times 1 - lr_t * wd each step (default: 0.005 with "
-                        "sgd, 0 with adam; AdamW 0.05 on Fashion-MNIST, 10 epochs: +0.55 on ParaDiS 1x0.25, -0.3 to "
-                        "-0.65 on the multi-device switches)")
-    t.add_argument("--augment", action="store_true", help="random flip and translation")
+                   help="decoupled weight decay of the kernels: times 1 - lr_t * wd each step (default: "
+                        f"{RECIPE_DEFAULTS['sgd']['weight_decay']:g} with sgd, "
+                        f"{RECIPE_DEFAULTS['adam']['weight_decay']:g} with adam)")
+    t.add_argument("--augment", action="store_true", help="random horizontal flip and translation")
     t.add_argument("--translate", choices=TRANSLATIONS, default="batch",
-                   help="with --augment: one random shift per batch (%(default)s, every recorded run) or one per "
-                        "image (Fashion-MNIST, individual 1x1.0, 10 epochs, two seeds: 92.66 against 92.72; "
-                        "docs/BENCHMARKS.md)")
-    t.add_argument("--erase", type=float, default=0.0, metavar="P",
-                   help="random erasing: with probability P, one rectangle of each training image becomes noise")
-    t.add_argument("--label-mix", type=float, default=0.5,
-                   help="label-loss weight for distilled switches (0.5 beat pure distillation by 0.4-1.5 points "
-                        "on Fashion-MNIST, docs/BENCHMARKS.md)")
+                   help="with --augment: one random shift per batch, or one per image (default: %(default)s)")
     t.add_argument("--teacher", choices=TEACHERS, default="widest",
                    help="whom distilled switches learn from: the widest switch, or the cheapest switch that "
-                        "contains them (teacher assistants: 1x0.25 from 1x0.5, 4x0.25 from 0.5+0.25+0.25...; "
-                        "on Fashion-MNIST, 10 epochs, three seeds: 1x1.0 91.59-91.66 against 91.26-91.39 with the widest "
-                        "teacher, the other switches within seed noise; docs/BENCHMARKS.md)")
-    t.add_argument("--temperature", type=float, default=1.0,
-                   help="distillation temperature T: distilled switches match softmax(teacher / T) with weight T^2 "
-                        "(%(default)s: plain in-place distillation; T=3 on Fashion-MNIST, 20 epochs, two seeds: no switch gained, "
-                        "the multi-device and 1x0.5 switches lost up to 0.27, docs/BENCHMARKS.md)")
-    t.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
-                   help="label smoothing of the label terms: the true class gets 1 - EPS plus EPS / classes "
-                        "(%(default)s: hard labels; 0.1 on Fashion-MNIST, 10 epochs: every switch of the jointly trained "
-                        "model lost 0.06-0.51, the model trained alone nothing, docs/BENCHMARKS.md)")
-    t.add_argument("--sandwich", type=int, default=None, help="switches per step (default: all)")
+                        "contains them (1x0.25 from 1x0.5, 4x0.25 from 0.5+0.25+0.25, ...) (default: %(default)s)")
+    for flag, default, metavar, what in _LOSS_AND_AUGMENTATION:
+        t.add_argument(flag, type=float, default=default, metavar=metavar, help=f"{what} (default: %(default)s)")
+    t.add_argument("--sandwich", type=int, default=None, metavar="N",
+                   help="switches trained per step: the widest, the narrowest and random others (default: all)")
     t.add_argument("--switch-weight", action="append", default=[], metavar="SWITCH=W",
-                   help="loss weight of one switch, e.g. 1x0.25=2 (repeatable; default 1 each)")
+                   help="loss weight of one switch, e.g. 1x0.25=2 (repeatable; default: 1 each)")
     t.add_argument("--teacher-of", action="append", default=[], metavar="STUDENT=TEACHER",
-                   help="override --teacher for one switch, e.g. 1x0.25=1x1.0 (repeatable)")
-    t.add_argument("--seed", type=int, default=0)
+                   help="override --teacher for one switch, e.g. 1x0.25=1x1.0 (repeatable; default: none)")
+    t.add_argument("--seed", type=int, default=0, help="random seed of the initial weights, the shuffling and the augmentation (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     add_data_args(p)
     p.set_defaults(func=run)
