@@ -55,7 +55,16 @@ class _ThenRegister(importlib.abc.Loader):
     def exec_module(self, module):
         self._loader.exec_module(module)
         module.__loader__ = module.__spec__.loader = self._loader
-        _register_keras_objects()
+        if not _keras_side_loading():
+            _register_keras_objects()
+
+
+def _keras_side_loading() -> bool:
+    """Whether a module of paradis_tf is being imported (it imported Keras): importing `paradis_tf.models`
+    now would re-enter it half-built; that import is on its way to, or is itself, the Keras side."""
+    # `__spec__._initializing` is how the import system marks a module whose code is running.
+    return any(getattr(getattr(m, "__spec__", None), "_initializing", False)
+               for name, m in list(sys.modules.items()) if name.startswith("paradis_tf."))
 
 
 if "keras" in sys.modules:

@@ -27,6 +27,19 @@ def test_import_paradis_tf_loads_neither_tensorflow_nor_keras():
     assert run.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("first", ["paradis_tf.layers", "paradis_tf.models", "paradis_tf.training", "paradis_tf.convert"])
+def test_any_keras_side_module_imports_first_without_a_cycle(first):
+    """The import hook fires while that module's own `import keras` runs; it must not re-enter it half-built."""
+    run = _run(f"""
+        import {first}
+        import keras
+        from paradis_tf.layers import ParaDiSConv2D
+        print(keras.saving.get_registered_object("paradis_tf>ParaDiSConv2D") is ParaDiSConv2D)
+        """)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "True"
+
+
 @pytest.mark.slow
 def test_a_saved_model_loads_after_import_paradis_tf_then_keras(tmp_path):
     m = mobilenet_v1((12, 12, 1), 10, SWITCHES, width=0.25, depth=2, labels=[f"c{i}" for i in range(10)])
