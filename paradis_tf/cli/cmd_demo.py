@@ -14,7 +14,7 @@ non-zero when that story does not hold.
 
 Everything lands in WORKDIR: model.keras, bundle/ (int8 partitions, TFLM C
 arrays, manifest.json with the measured accuracies), images/<class>/*.png
-(test images for `paradis eval --data` and `paradis mesh infer`) and
+(three test images per class, for `paradis mesh infer --input`) and
 fleet/ (the daemons' stores and logs).
 """
 
@@ -160,7 +160,7 @@ def run(args) -> int:
     print_table(["switch", "devices", "float top-1 %"],
                 [[s, len(model.switches[i]), f"{100 * a:.2f}"] for i, (s, a) in enumerate(accs.items())])
     n_images = write_class_folders(work / "images", xt, yt, FASHION_MNIST_LABELS, IMAGES_PER_CLASS)
-    print(f"{n_images} test images written to {work / 'images'}/<class>/ (for `paradis eval --data`, `mesh infer`)")
+    print(f"{n_images} test images written to {work / 'images'}/<class>/ (for `paradis mesh infer --input`)")
 
     _say("2. converting every switch to int8 TFLite partitions (+ TFLM C arrays)")
     bundle_dir = work / "bundle"
