@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -114,9 +115,7 @@ def _failover(coord, mesh, names: dict, xf, requests: int = 400, kill_after: int
             failed += 1
     print(f"requests: {len(futures)}, answered {len(futures) - failed}, failed {failed}")
     for _, text in coord.stats.plans[history_start:]:
-        for address, name in names.items():
-            text = text.replace(address, name)
-        print(f"  re-planned: {text}")
+        print("  re-planned: " + re.sub(r"[\w.\-]+:\d+", lambda m: names.get(m.group(0), m.group(0)), text))
     return first, coord.placement, failed, len(futures)
 
 
