@@ -37,6 +37,10 @@ import time
 import types
 from pathlib import Path
 
+# TensorFlow's CPU kernels compute the gradient of a grouped convolution only through oneDNN, which
+# TensorFlow turns on by default on some CPUs only (off on AMD EPYC, for one): ask for it before TensorFlow loads.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 TOOLS = Path(__file__).resolve().parent
 if str(TOOLS) not in sys.path:  # workers.py sits beside this script (tests load the script by its path)
     sys.path.insert(0, str(TOOLS))

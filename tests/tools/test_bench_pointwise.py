@@ -1,6 +1,10 @@
 """The grouped-pointwise benchmark: the model's layer shapes, its refusals, a real tiny run."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,26 +17,44 @@ def test_layer_shapes_follow_the_benchmark_network(bench):
         (28, 16, 32), (14, 32, 64), (14, 64, 64), (7, 64, 128), (7, 128, 128), (4, 128, 256), (4, 256, 256)]
 
 
-@pytest.mark.parametrize("groups", [2, 4])
-def test_every_way_computes_the_masked_product_and_its_gradients(bench, groups):
-    import numpy as np
-    import tensorflow as tf
+# Run in a fresh process: the grouped way's gradient needs oneDNN, which the tool turns on before TensorFlow
+# loads (in this process TensorFlow may already run without it).
+EVERY_WAY = """
+import sys
+import numpy as np
+sys.path.insert(0, "tools")
+import bench_pointwise as bench
+import tensorflow as tf
 
-    x = tf.random.stateless_normal((2, 3, 3, 8), seed=(1, 2))
-    w = tf.random.stateless_normal((8, 12), seed=(3, 4))
-    mask = np.kron(np.eye(groups), np.ones((8 // groups, 12 // groups)))
-    want = np.einsum("bhwc,cd->bhwd", x.numpy(), w.numpy() * mask)  # NumPy: block-diagonal by construction
-    grads = {}
-    for way, fn in bench.ways(groups, 8, 12).items():
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            y = fn(x, w)
-            loss = tf.reduce_sum(y * y)
-        np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5, err_msg=way)
-        grads[way] = tape.gradient(loss, w).numpy()
-        assert np.all(grads[way][mask == 0] == 0), way  # the zero blocks get no gradient
-    np.testing.assert_allclose(grads["per_device"], grads["masked"], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(grads["grouped"], grads["masked"], rtol=1e-4, atol=1e-4)
+groups = int(sys.argv[1])
+x = tf.random.stateless_normal((2, 3, 3, 8), seed=(1, 2))
+w = tf.random.stateless_normal((8, 12), seed=(3, 4))
+mask = np.kron(np.eye(groups), np.ones((8 // groups, 12 // groups)))
+want = np.einsum("bhwc,cd->bhwd", x.numpy(), w.numpy() * mask)  # NumPy: block-diagonal by construction
+grads = {}
+for way, fn in bench.ways(groups, 8, 12).items():
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        y = fn(x, w)
+        loss = tf.reduce_sum(y * y)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5, err_msg=way)
+    grads[way] = tape.gradient(loss, w).numpy()
+    assert np.all(grads[way][mask == 0] == 0), way  # the zero blocks get no gradient
+np.testing.assert_allclose(grads["per_device"], grads["masked"], rtol=1e-4, atol=1e-4)
+np.testing.assert_allclose(grads["grouped"], grads["masked"], rtol=1e-4, atol=1e-4)
+print("ways:", sorted(grads))
+"""
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_every_way_computes_the_masked_product_and_its_gradients(groups):
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in [env.get("PYTHONPATH")] if p])
+    run = subprocess.run([sys.executable, "-c", EVERY_WAY, str(groups)], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ways: ['grouped', 'masked', 'per_device']" in run.stdout
 
 
 def test_the_conv_kernel_variant_of_the_pointwise_layers_computes_the_same(bench):
