@@ -650,7 +650,8 @@ def main(argv=None) -> int:
                          "The joint-vs-individual wall-time ratio needs all six, so it is left out")
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/accuracy.json"))
     ap.add_argument("--model-out", default=None,
-                    help="where to save the trained ParaDiS model (default: docs/benchmarks/fashion_mnist_paradis_e{epochs}.keras)")
+                    help="where to save the trained ParaDiS model (default: fashion_mnist_paradis_e{epochs}.keras in the "
+                         "system's temporary folder; docs/benchmarks/ keeps one model, the one the quantization table cites)")
     ap.add_argument("--baselines", default=None, metavar="JSON",
                     help="take the rows of the models this run does not train (--only) from this earlier "
                          "run (same recipe: epochs, width, depth, batch, lr, weight decay, augmentation, erasing, label "
@@ -747,7 +748,7 @@ def main(argv=None) -> int:
         if not os.access(args.logits_out, os.W_OK):
             raise SystemExit(f"--logits-out {args.logits_out}: the folder is not writable; pass a folder you can write to.")
     if args.model_out is None:
-        args.model_out = str(ROOT / f"docs/benchmarks/fashion_mnist_paradis_e{args.epochs}.keras")
+        args.model_out = os.path.join(tempfile.gettempdir(), f"fashion_mnist_paradis_e{args.epochs}.keras")
     if args.table:
         print(table(json.loads(Path(args.out).read_text())))
         return 0

@@ -8,7 +8,7 @@ the fused int8 partitions through `litert` and through the real TFLM kernels
 arena bytes of every 4x0.25 partition. Writes docs/benchmarks/quant.json;
 `--table` prints the Markdown for docs/BENCHMARKS.md from it.
 
-    python tools/bench_quant.py --model docs/benchmarks/fashion_mnist_paradis.keras
+    python tools/bench_quant.py --model docs/benchmarks/fashion_mnist_paradis_e10_sgd.keras
 
 Target (issue 3): int8 fused top-1 within 0.5 points of float for every
 switch (aim 0.3), through both litert and tflm.
@@ -58,7 +58,7 @@ def table(data: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(ROOT / "docs/benchmarks/fashion_mnist_paradis.keras"),
+    ap.add_argument("--model", default=str(ROOT / "docs/benchmarks/fashion_mnist_paradis_e10_sgd.keras"),
                     help="trained ParaDiS model (default: %(default)s)")
     ap.add_argument("--bundle", default="/tmp/paradis-fmnist-bundle", help="bundle directory to (re)build (default: %(default)s)")
     ap.add_argument("--reuse", action="store_true", help="reuse --bundle if it exists instead of converting again")
