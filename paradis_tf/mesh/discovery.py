@@ -1,7 +1,7 @@
 """Zeroconf (mDNS / DNS-SD) discovery of node daemons: ``_paradis._tcp``.
 
 A static address list always works; discovery is the optional convenience
-of DESIGN §6 for a factory floor where boards come and go. A node started
+of docs/MESH.md for a factory floor where boards come and go. A node started
 with ``paradis node serve --advertise`` registers a service instance
 
     <node id>-<fleet>._paradis._tcp.local.   port = its gRPC port

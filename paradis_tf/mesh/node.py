@@ -99,7 +99,7 @@ class NodeConfig:
     memory_budget_mb: float = 0.0
     threads: int = 1
     keep_versions: int = 3
-    # zeroconf: announce this node as _paradis._tcp (DESIGN §6, optional)
+    # zeroconf: announce this node as _paradis._tcp (optional; docs/MESH.md)
     advertise: bool = False
     fleet: str = "default"
     advertise_interfaces: tuple[str, ...] = ()

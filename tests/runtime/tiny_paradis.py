@@ -3,7 +3,7 @@
 Four layers on tiny images: stem conv -> conv2 (split, or sync with an
 all-gather before it) -> conv3 (split) -> global average pool -> classifier.
 Device k of a switch owns a contiguous channel range of every layer, exactly
-as DESIGN.md section 3 says, with slices of one set of full-width weights;
+as docs/ARCHITECTURE.md (keras layer) describes, with slices of one set of full-width weights;
 `switch_model` computes the same thing in one graph with masked full-width
 weights, so it is an independent reference for the converted partitions.
 """
