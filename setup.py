@@ -7,7 +7,7 @@ RUNTIME = ["ai-edge-litert>=2.0"]
 NODE = RUNTIME + ["grpcio>=1.85.1", "grpcio-health-checking>=1.85", "protobuf>=7.35,<8", "zeroconf>=0.132", "cryptography>=42"]
 BRIDGE = NODE + ["pyserial>=3.5", "cobs>=1.2", "tflite-micro"]
 # jax: tools/jax_mirror.py (the benchmark recipe on an accelerator) and its tests.
-DEV = ["pytest>=8", "hypothesis>=6", "grpcio-tools==1.85.1", "tqdm>=4", "jax>=0.10"]
+DEV = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6", "grpcio-tools==1.85.1", "tqdm>=4", "jax>=0.10"]
 
 setup(
     name="paradis-tf",

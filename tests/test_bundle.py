@@ -47,6 +47,7 @@ def _refused(root: Path, fn, match: str) -> None:
         load(root)
 
 
+@pytest.mark.slow
 def test_a_converted_bundle_loads_with_every_file_listed(bundle_dir):
     b = load(bundle_dir)
     assert list(b.plans) == ["2x0.5", "seq-2"]

@@ -42,6 +42,7 @@ def test_refuses_a_calibration_set_of_the_wrong_shape_or_dtype(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_failed_conversion_leaves_no_bundle_and_keeps_the_old_one(tmp_path, tiny_bundle_dir):
     import shutil
 
@@ -109,6 +110,7 @@ def test_plan_cost_counts_bytes_crossing_devices(tiny_bundle_dir):
     assert s.total_macs == plan_cost(b.plan("1x1.0")).total_macs
 
 
+@pytest.mark.slow
 def test_a_learned_logit_scale_is_folded_into_the_partitions(tmp_path):
     """Float partitions of a model with per-switch logit scales, fused with one
     bias, equal the Keras switches: the scale lives in each device's kernel."""

@@ -5,6 +5,7 @@ its range); the litert backend must fall back to TFLite's builtin kernels and
 agree with TFLM, instead of failing the conversion or the node.
 """
 
+import pytest
 import numpy as np
 
 from paradis_tf.convert import convert_model
@@ -13,6 +14,7 @@ from paradis_tf.runtime import LocalRunner
 from paradis_tf.runtime.backends import load_interpreter
 
 
+@pytest.mark.slow
 def test_dead_layer_converts_and_runs_on_litert_and_tflm(tmp_path):
     calib = np.random.default_rng(0).integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
     model = mobilenet_v1((28, 28, 1), 10, ["1x0.25", "2x0.25"], width=0.25, depth=2)

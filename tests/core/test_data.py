@@ -110,6 +110,7 @@ def test_pipeline_autotune_is_off_by_default_and_changes_no_batch():
 
 
 @pytest.mark.parametrize("translate, erase", [("batch", 0.0), ("image", 0.5)])
+@pytest.mark.slow
 def test_augmented_batches_are_a_function_of_the_seed(translate, erase):
     """Flips, shifts and erasures come from stateless ops on seeded per-batch draws: the same seeds give the same
     batches (autotune on or off, whatever order the parallel map runs in), every epoch its own draws."""
@@ -180,6 +181,7 @@ def test_cli_train_recipe_defaults_follow_the_optimizer():
         config("--momentum", "1.5")
 
 
+@pytest.mark.slow
 def test_cli_train_then_eval(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     out = tmp_path / "m.keras"

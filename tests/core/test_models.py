@@ -67,6 +67,7 @@ def _perturb_device(model, switch, j, seed=3):
         bn.gammas[i].assign(g)
 
 
+@pytest.mark.slow
 def test_changing_device_j_never_changes_device_k(images):
     switch = "4x0.25"
     m = mobilenet_v1((12, 12, 1), 10, [switch], width=0.5, depth=3)
@@ -92,6 +93,7 @@ def test_every_stem_sees_the_whole_input(tiny_mobilenet, images):
         assert np.abs(np.asarray(stem_out(x2)) - np.asarray(stem_out(images)))[:, :2, :2].max() > 0.0
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_is_identical_for_every_switch(tiny_mobilenet, images, tmp_path):
     path = tmp_path / "m.keras"
     tiny_mobilenet.save(path)
@@ -103,6 +105,7 @@ def test_save_load_round_trip_is_identical_for_every_switch(tiny_mobilenet, imag
         )
 
 
+@pytest.mark.slow
 def test_sync_layer_gives_two_segments_that_compose_exactly(images):
     m = mobilenet_v1((12, 12, 1), 10, ["1x1.0", "2x0.5", "4x0.25"], width=0.25, depth=3, sync_layers=[1])
     randomize_bn(m)
@@ -122,6 +125,7 @@ def test_sync_layer_gives_two_segments_that_compose_exactly(images):
     assert np.abs(np.asarray(segs[0][1](changed)) - np.asarray(segs[0][1](first))).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_resnet_bottleneck_with_sync_is_exact():
     x = np.random.default_rng(4).random((2, 16, 16, 3)).astype("float32")
     m = resnet((16, 16, 3), 5, ["1x1.0", "2x0.5", "0.5+0.25+0.25"], blocks=(1, 2), width=0.25,
@@ -132,6 +136,7 @@ def test_resnet_bottleneck_with_sync_is_exact():
         np.testing.assert_allclose(total, np.asarray(m.switch_model(s)(x)), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_logit_scale_model_is_exact_after_export_and_round_trips(images, tmp_path):
     m = mobilenet_v1((12, 12, 1), 10, ["1x1.0", "2x0.5", "4x0.25"], width=0.25, depth=3, logit_scale=True)
     randomize_bn(m)
@@ -150,6 +155,7 @@ def test_logit_scale_model_is_exact_after_export_and_round_trips(images, tmp_pat
         np.testing.assert_allclose(np.asarray(loaded.switch_model(s)(images)), o, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resnet50_layout_at_full_size():
     m = resnet((224, 224, 3), 1000, ["1x1.0", "2x0.5"])
     convs = [u for u in m.body.units]
@@ -160,6 +166,7 @@ def test_resnet50_layout_at_full_size():
     assert 25.45e6 < weights < 25.55e6, weights
 
 
+@pytest.mark.slow
 def test_mobilenet_adapts_to_imagenet_size():
     m = mobilenet_v1((224, 224, 3), 1000, ["1x1.0", "4x0.25"], width=1.0)
     assert m.body.stem_stride == 2 and len(m.body.blocks) == 13
@@ -184,6 +191,7 @@ def test_channel_rounding_splits_for_every_switch():
         assert bn.channels % 4 == 0
 
 
+@pytest.mark.slow
 def test_explicit_channels_shape_every_layer_are_rounded_to_split_and_round_trip(images, tmp_path):
     """channels= gives the stem and each block its own count instead of the standard layout times width;
     counts that do not split for every switch are rounded up like widths are, and the model saves, loads
@@ -275,6 +283,7 @@ def _packed_and_per_device_models():
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
+@pytest.mark.slow
 def test_packed_forward_computes_what_the_devices_compute(switch):
     """The packed path (one kernel per layer) equals the per-device path: logits, BN updates, gradients."""
     import tensorflow as tf

@@ -28,6 +28,7 @@ def test_import_paradis_tf_loads_neither_tensorflow_nor_keras():
 
 
 @pytest.mark.parametrize("first", ["paradis_tf.layers", "paradis_tf.models", "paradis_tf.training", "paradis_tf.convert"])
+@pytest.mark.slow
 def test_any_keras_side_module_imports_first_without_a_cycle(first):
     """The import hook fires while that module's own `import keras` runs; it must not re-enter it half-built."""
     run = _run(f"""

@@ -176,6 +176,7 @@ def test_label_smoothing_softens_the_label_terms_only_and_round_trips(tmp_path):
             mobilenet_v1((12, 12, 1), 4, SIX, width=0.25, depth=1, label_smoothing=bad)
 
 
+@pytest.mark.slow
 def test_nested_teacher_trains_with_a_sandwich(fmnist):
     x, y, _, _ = fmnist
     m = mobilenet_v1((28, 28, 1), 10, SIX, width=0.25, depth=1, sandwich=3, teacher="nested", label_mix=0.5)
@@ -201,6 +202,7 @@ def test_teacher_gets_no_gradient_from_students():
     assert np.all(g[c // 2 :] == 0), "channels only the teacher uses get nothing from the distillation loss"
 
 
+@pytest.mark.slow
 def test_fit_trains_every_switch_and_calibrates_automatically(fmnist):
     x, y, xt, yt = fmnist
     keras.utils.set_random_seed(0)  # a fixed start: the thresholds below must not depend on luck
@@ -219,6 +221,7 @@ def test_fit_trains_every_switch_and_calibrates_automatically(fmnist):
         assert a > 0.3, (s, accs)  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_calibration_rescues_narrow_switches(fmnist):
     x, y, xt, yt = fmnist
     m = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "1x0.25"], width=0.5, depth=2)
@@ -237,6 +240,7 @@ def test_calibration_rescues_narrow_switches(fmnist):
     assert again["1x0.25"] == pytest.approx(calibrated["1x0.25"], abs=0.03)
 
 
+@pytest.mark.slow
 def test_sandwich_training_runs_a_sample_of_switches(fmnist):
     x, y, _, _ = fmnist
     m = mobilenet_v1((28, 28, 1), 10, ["1x1.0", "2x0.5", "4x0.25", "1x0.5", "1x0.25"], width=0.25, depth=1,
@@ -308,6 +312,7 @@ def test_training_input_shape_mismatch_is_named(fmnist):
         train(m, x, y, TrainConfig(epochs=1))
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_cpu_devices():
     code = textwrap.dedent("""
         import os
@@ -340,6 +345,7 @@ def test_mirrored_strategy_on_two_cpu_devices():
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_device_accuracy_is_the_switch_with_the_other_devices_silenced(fmnist):
     """Device k alone (its own Keras model, partial logits + fusion bias) scores what the whole switch scores when
     the classifier rows of every other device are zeroed (the packed switch path); single-device switches are left

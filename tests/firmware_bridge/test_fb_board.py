@@ -23,6 +23,7 @@ from paradis_tf.errors import ParaDiSError
 
 
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
+@pytest.mark.slow
 def test_flash_activate_run(serve, models, transport):
     server = serve(BoardConfig(max_payload=128), transport)
     m = models["features"]  # 128-byte input, 512-byte output: both directions fragment
@@ -103,6 +104,7 @@ def test_flash_interrupted_then_resumed(serve, models):
         np.testing.assert_array_equal(board.run(x)[0].numpy(), tflm_reference(m, [x])[0])
 
 
+@pytest.mark.slow
 def test_silent_board_times_out_within_its_budget():
     pty = PtyPair()
     try:

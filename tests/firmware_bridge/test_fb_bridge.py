@@ -54,6 +54,7 @@ def _images(n: int) -> np.ndarray:
     return (raw.astype(np.float32) * np.float32(1 / 255)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_mixed_mesh_matches_local_runner(bundle, serve, tmp_path):
     from paradis_tf.mesh.coordinator import Coordinator
     from paradis_tf.runtime import LocalRunner
@@ -118,6 +119,7 @@ def _paradis(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_paradis_flash_serial(bundle, serve):
     manifest = json.loads((bundle / "manifest.json").read_text())
     seg = manifest["plans"][SWITCH]["devices"][1]["segments"][0]

@@ -48,6 +48,7 @@ def _run(args, text: str = "", timeout: float = 60) -> str:
     return r.stdout
 
 
+@pytest.mark.slow
 def test_unit_tests_pass(cbin):
     assert re.fullmatch(r"ok \d+ checks\n", _run([cbin["unit"]]))
 
@@ -319,6 +320,7 @@ def test_c_dispatcher_answers_like_the_python_emulator(cbin, which):
         assert len(answered) >= 3000 and MsgType.ERROR in types and MsgType.ACK in types
 
 
+@pytest.mark.slow
 def test_c_fuzz_under_sanitizers(tmp_path):
     """The C parser and dispatcher under AddressSanitizer + UBSan."""
     b = _make(tmp_path / "asan", "SANITIZE=1")

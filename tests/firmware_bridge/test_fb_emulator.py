@@ -140,6 +140,7 @@ def _quant(host, model):
     return act.inputs[0].scale, act.inputs[0].zero_point
 
 
+@pytest.mark.slow
 def test_arena_budget_is_measured_with_tflm(models):
     m = models["classifier"]
     roomy = Host(BoardEmulator(BoardConfig(arena_capacity=64 << 10)))
@@ -283,6 +284,7 @@ def test_command_line_serves_a_pty():
 
 
 @pytest.mark.parametrize("module", ["firmware_bridge.emulator", "firmware_bridge.fault_proxy"])
+@pytest.mark.slow
 def test_command_line_stops_cleanly_on_a_signal_sent_at_once(module):
     """SIGTERM or SIGINT as soon as the address is printed: exit 0, every time (no kill, no hang)."""
     with EmulatorServer(BoardEmulator(BoardConfig("proxied")), "tcp") as target:

@@ -24,6 +24,7 @@ def _inputs(shape, n):
 
 
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
+@pytest.mark.slow
 def test_moderate_noise_everything_completes(serve, models, transport):
     """About 1 frame in 4 is damaged: retransmission hides it completely."""
     server = serve(BoardConfig(max_payload=256), transport)
@@ -44,6 +45,7 @@ def test_moderate_noise_everything_completes(serve, models, transport):
     assert board.stats["retransmits"] >= 3
 
 
+@pytest.mark.slow
 def test_heavy_noise_never_corrupts(serve, models):
     """Half the frames are damaged and retries are few: operations may fail,
     but only with a BoardError, and nothing wrong is ever flashed, activated

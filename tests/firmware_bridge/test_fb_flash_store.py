@@ -26,6 +26,7 @@ def _spawn(flash_dir) -> tuple[subprocess.Popen, str]:
     return proc, proc.stdout.readline().strip()
 
 
+@pytest.mark.slow
 def test_sigkilled_board_boots_its_last_partition(tmp_path, models):
     m = models["classifier"]
     x = random_int8((1, 8, 8, 1), 3)
@@ -76,6 +77,7 @@ def test_flash_interrupted_by_a_reset_resumes_from_the_written_bytes(tmp_path, m
                                                                    "sha256": hashlib.sha256(m).hexdigest()}
 
 
+@pytest.mark.slow
 def test_new_image_replaces_the_old_only_on_activate_and_a_corrupt_one_is_not_booted(tmp_path, models, caplog):
     a, b = models["classifier"], models["features"]
     with EmulatorServer(BoardEmulator(flash_dir=tmp_path)) as server, Board.open(server.url, timeout=1.0) as board:

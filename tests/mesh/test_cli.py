@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from paradis_tf.cli import main
 
 
+@pytest.mark.slow
 def test_flash_status_infer_bench(mesh4, bundle4, images, tmp_path, capsys):
     a, b, c, d = mesh4.addresses
     assert main(["flash", str(bundle4), "--node", a, "--node", f"{b},{c},{d}", "--activate", "auto"]) == 0

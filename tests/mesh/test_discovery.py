@@ -27,6 +27,7 @@ def _fleet() -> str:
     return f"t{uuid.uuid4().hex[:8]}"
 
 
+@pytest.mark.slow
 def test_discover_finds_the_nodes_of_its_fleet_only(tmp_path):
     ours, theirs = _fleet(), _fleet()
     with LocalMesh(2, tmp_path / "a", capacity=[0.25, 0.5], block_tensorflow=True, extra_args=_advert_args(ours)) as a, \
@@ -42,6 +43,7 @@ def test_discover_finds_the_nodes_of_its_fleet_only(tmp_path):
         assert [n.address for n in gone] == [a.addresses[0]]
 
 
+@pytest.mark.slow
 def test_coordinator_adopts_a_joining_node_and_drops_one_saying_goodbye(tmp_path, bundle4, images, wait_for):
     fleet = _fleet()
     with LocalMesh(2, tmp_path / "m", capacity=0.25, block_tensorflow=True, extra_args=_advert_args(fleet)) as mesh:
@@ -106,6 +108,7 @@ def test_coordinator_with_discovery_and_no_node_says_what_to_do():
         Coordinator([], discovery=True, fleet=_fleet(), discovery_interfaces=[LO], discovery_wait_s=0.3)
 
 
+@pytest.mark.slow
 def test_cli_flash_and_status_with_discover(tmp_path, bundle4, capsys):
     from paradis_tf.cli import main
 

@@ -18,6 +18,7 @@ from paradis_tf.mesh.local import LocalMesh
 from paradis_tf.runtime import LocalRunner
 
 
+@pytest.mark.slow
 def test_sigkill_during_500_requests_then_readmission(tmp_path, bundle4, images, wait_for):
     with LocalMesh(4, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
         with Coordinator(mesh.addresses, probe_interval_s=0.2) as c:
@@ -88,6 +89,7 @@ def test_service_continues_on_fewer_nodes_and_fails_clearly_on_none(tmp_path, bu
             assert row.failed == 3 and row.plans == {} and row.stats.failed == 3 and row.stats.p50_ms is None
 
 
+@pytest.mark.slow
 def test_a_pinned_plan_is_placed_again_or_fails_clearly_never_switched(tmp_path, bundle4, images, wait_for):
     with LocalMesh(3, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
         with Coordinator(mesh.addresses, probe_interval_s=0.2) as c:
@@ -121,6 +123,7 @@ def test_a_pinned_plan_is_placed_again_or_fails_clearly_never_switched(tmp_path,
             assert {p.split()[0] for _, p in c.stats.plans} == {"2x0.25"}
 
 
+@pytest.mark.slow
 def test_hung_node_in_a_sync_plan_times_out_and_comes_back(tmp_path, bundle_sync, images, wait_for):
     """SIGSTOP (a hung board, sockets still open): Run deadlines expire, the
     node is marked down, the survivor serves 1x1.0; SIGCONT: back to 2x0.5."""
@@ -156,6 +159,7 @@ def test_hung_node_in_a_sync_plan_times_out_and_comes_back(tmp_path, bundle_sync
             np.testing.assert_array_equal(c.infer(images[:8]), LocalRunner(bundle_sync, "2x0.5").predict(images[:8]))
 
 
+@pytest.mark.slow
 def test_add_node_at_run_time_plans_up(tmp_path, bundle4, images, wait_for):
     with LocalMesh(3, tmp_path, capacity=0.25, block_tensorflow=True) as mesh:
         first, second, extra = mesh.nodes
@@ -170,6 +174,7 @@ def test_add_node_at_run_time_plans_up(tmp_path, bundle4, images, wait_for):
                 c.add_node("nope")
 
 
+@pytest.mark.slow
 def test_status_between_restart_and_probe_does_not_block_readmission(tmp_path, bundle4, images, wait_for):
     """A restarted node that answers `status()` before the watcher's health
     probe is reported, but only the watcher admits it, and then re-plans up."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import asyncio
 
 import numpy as np
@@ -86,6 +87,7 @@ def test_coordinator_without_the_bundle_directory_fetches_the_manifest(mesh2, bu
         np.testing.assert_array_equal(c.infer(images[:4]), LocalRunner(bundle_sync, "2x0.5").predict(images[:4]))
 
 
+@pytest.mark.slow
 def test_mesh_qcheck_compares_the_live_mesh_with_local_int8(mesh2, bundle_sync, images):
     from paradis_tf.mesh.qcheck import mesh_qcheck
 

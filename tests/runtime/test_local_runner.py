@@ -19,6 +19,7 @@ def _keras(model, plan_name, x):
     return model.switch_model(switch).predict(x, verbose=0)
 
 
+@pytest.mark.slow
 def test_float_partitions_fused_equal_the_keras_switch(tiny_model, tiny_bundle, sync_model, sync_bundle, tiny_images):
     x = _x(tiny_images)
     names = []
@@ -31,6 +32,7 @@ def test_float_partitions_fused_equal_the_keras_switch(tiny_model, tiny_bundle, 
 
 
 @pytest.mark.parametrize("backend", ["litert", "tflm"])
+@pytest.mark.slow
 def test_int8_partitions_fused_track_the_keras_switch(tiny_model, tiny_bundle, tiny_images, backend):
     x = _x(tiny_images)
     for name in tiny_bundle.plans:

@@ -274,6 +274,7 @@ def test_individual_switch_that_the_benchmark_lacks_is_refused(bench, tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.slow
 def test_some_individual_switches_train_alone_and_their_table_names_each_time(bench, tmp_path, capsys):
     """--individual trains only the switches named; the six-trainings total (and ratio) is not claimed."""
     out = tmp_path / "out.json"
@@ -304,6 +305,7 @@ def test_some_individual_switches_train_alone_and_their_table_names_each_time(be
     assert f"Process CPU time per training: individual 1x0.25 {mine[0]['train_cpu_seconds']:.0f} s (wall " in text
 
 
+@pytest.mark.slow
 def test_sandwich_is_checked_first_kept_in_the_record_and_not_averaged_with_full_runs(bench, tmp_path, capsys):
     """--sandwich N trains N ParaDiS switches per step; a record without the key trained all of them."""
     with pytest.raises(SystemExit, match="--sandwich 1: pass 2 to 6 switches per step"):
@@ -330,6 +332,7 @@ def test_sandwich_is_checked_first_kept_in_the_record_and_not_averaged_with_full
     assert "sandwich 3" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sync_layers_are_checked_first_shape_every_model_and_are_part_of_the_recipe(bench, tmp_path):
     """--sync-layers builds every model with sync pointwise convolutions there: a recipe key, so
     baselines that differ in it and anything else are refused and runs with and without them are not averaged."""
@@ -365,6 +368,7 @@ def test_sync_layers_are_checked_first_shape_every_model_and_are_part_of_the_rec
         bench.mean_over_runs([("s.json", data, ["paradis"])]))
 
 
+@pytest.mark.slow
 def test_channels_are_checked_first_shape_every_model_and_are_part_of_the_recipe(bench, tmp_path):
     """--channels gives the stem and each block their counts: checked before any data is read, recorded,
     named by the table, and a recipe key (baselines of the standard layout are refused)."""
@@ -393,6 +397,7 @@ def test_channels_are_checked_first_shape_every_model_and_are_part_of_the_recipe
     assert "MobileNet v1 width 0.5 depth 7, 10 epochs" in bench.table(run_record())
 
 
+@pytest.mark.slow
 def test_baselines_without_sync_layers_give_only_their_single_device_rows(bench, tmp_path):
     """A sync convolution on one device is the plain convolution: a run with sync layers takes the
     single-device rows of a run without them, trains the multi-device ones, and says which rows are whose."""
@@ -454,6 +459,7 @@ def test_jobs_are_checked_against_the_cores(bench, tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.slow
 def test_jobs_train_in_pinned_workers_and_a_failed_worker_loses_only_its_own_rows(bench, tmp_path, capsys, monkeypatch):
     """--jobs 2: each training in its own process on its own core, three trainings queued on two cores; when
     one fails (here the ParaDiS worker cannot save its model) the others still train and keep their rows,
@@ -490,6 +496,7 @@ def test_jobs_train_in_pinned_workers_and_a_failed_worker_loses_only_its_own_row
     assert "Each trained on one thread" in text
 
 
+@pytest.mark.slow
 def test_logits_out_saves_what_was_evaluated_and_ensemble_sums_the_files(bench, tmp_path, capsys):
     """--logits-out writes each trained switch's test logits (their top-1 is the record's), and --ensemble
     gives the top-1 of each file and of their summed logits, as NumPy computes it."""

@@ -19,6 +19,7 @@ def test_bad_options_are_named(bench, tmp_path, argv, message):
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow
 def test_two_pinned_trainings_record_every_epoch(bench, tmp_path):
     out = tmp_path / "autotune.json"
     assert bench.main(["--models", "1x0.25", "--epochs", "2", "--train-images", "256", "--width", "0.25",

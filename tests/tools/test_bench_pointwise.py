@@ -47,6 +47,7 @@ print("ways:", sorted(grads))
 
 
 @pytest.mark.parametrize("groups", [2, 4])
+@pytest.mark.slow
 def test_every_way_computes_the_masked_product_and_its_gradients(groups):
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
@@ -85,6 +86,7 @@ def test_bad_options_are_named(bench, argv, message):
         bench.main(argv)
 
 
+@pytest.mark.slow
 def test_a_real_run_records_every_layer_and_way(run_tool, tmp_path):
     out = tmp_path / "pw.json"
     run = run_tool("bench_pointwise", "--depth", "14", "--out", str(out))

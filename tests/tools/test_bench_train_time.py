@@ -26,6 +26,7 @@ def test_threads_cannot_be_set_once_tensorflow_ran(bench, tmp_path):
         bench.main(["--threads", "1", "--out", str(tmp_path / "t.json")])
 
 
+@pytest.mark.slow
 def test_joint_and_individual_steps_are_timed_side_by_side(run_tool, tmp_path):
     out = tmp_path / "t.json"
     run = run_tool("bench_train_time", "--rounds", "1", "--steps", "2", "--width", "0.25", "--depth", "2",

@@ -12,6 +12,7 @@ def fuzz(tool):
     return tool("fuzz_framing")
 
 
+@pytest.mark.slow
 def test_fuzz_decoder_20k(fuzz):
     start = time.monotonic()
     counts = fuzz.fuzz_decoder(20_000, seed=5)

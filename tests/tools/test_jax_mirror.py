@@ -38,6 +38,7 @@ def paradis_model():
 
 
 @pytest.mark.parametrize("training", [True, False])
+@pytest.mark.slow
 def test_forward_matches_paradis_model(mirror, paradis_model, training):
     import jax.numpy as jnp
     import tensorflow as tf
@@ -111,6 +112,7 @@ def test_optimizer_steps_match_keras(mirror, optimizer):
     assert not np.allclose(np.asarray(p["kernel"]), start["kernel"])
 
 
+@pytest.mark.slow
 def test_training_runs_members_independently(mirror):
     """Two members with the same seed and recipe train to the same weights;
     a third with another seed does not (each member draws its own batches)."""

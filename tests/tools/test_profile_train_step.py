@@ -46,6 +46,7 @@ def test_threads_cannot_be_set_once_tensorflow_ran(bench):
         bench.main(["--steps", "1", "--threads", "1"])
 
 
+@pytest.mark.slow
 def test_a_traced_joint_step_is_split_into_groups(bench, run_tool, tmp_path):
     out = tmp_path / "p.json"
     run = run_tool("profile_train_step", "--switches", "1x1.0", "2x0.5", "--width", "0.25", "--depth", "2",
