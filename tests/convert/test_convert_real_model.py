@@ -10,6 +10,9 @@ import pytest
 from paradis_tf.bundle import SegmentRef, load
 from paradis_tf.runtime import LocalRunner
 
+# Every test here uses the module's trained model (about a minute to train and convert).
+pytestmark = pytest.mark.slow
+
 
 def _float_reference(model, plan, x):
     if plan.kind == "sequential":
@@ -20,7 +23,6 @@ def _float_reference(model, plan, x):
     return model.switch_model(plan.name).predict(x, verbose=0)
 
 
-@pytest.mark.slow
 def test_convert_cli_writes_every_switch_with_sync_segments_and_the_sequential_plan(real_bundle):
     b = load(real_bundle)
     assert list(b.plans) == ["1x1.0", "2x0.5", "4x0.25", "seq-2"]
@@ -32,7 +34,6 @@ def test_convert_cli_writes_every_switch_with_sync_segments_and_the_sequential_p
     assert [len(d.segments) for d in b.plan("seq-2").devices] == [1, 1]
 
 
-@pytest.mark.slow
 def test_float_partitions_fused_equal_the_keras_switch_within_1e4(trained, real_bundle):
     _, model, xt, _ = trained
     x = xt[:200].astype(np.float32) / 255.0
@@ -43,7 +44,6 @@ def test_float_partitions_fused_equal_the_keras_switch_within_1e4(trained, real_
 
 
 @pytest.mark.parametrize("backend", ["litert", "tflm"])
-@pytest.mark.slow
 def test_int8_partitions_fused_agree_with_float_on_99_percent_of_top1(trained, real_bundle, backend):
     _, model, xt, yt = trained
     x = xt.astype(np.float32) / 255.0
@@ -56,7 +56,6 @@ def test_int8_partitions_fused_agree_with_float_on_99_percent_of_top1(trained, r
         assert abs(float((got.argmax(1) == yt).mean()) - float((ref.argmax(1) == yt).mean())) <= 0.01
 
 
-@pytest.mark.slow
 def test_qcheck_cli_reports_records_and_fails_on_a_drop(cli, trained, real_bundle, tmp_path):
     import shutil
 
@@ -105,7 +104,6 @@ def test_plan_cli_is_deterministic_and_counts_sync_exchanges(cli, real_bundle):
     assert cli("plan", real_bundle)[1] == text
 
 
-@pytest.mark.slow
 def test_convert_cli_refusals(cli, trained, tmp_path):
     import keras
 
