@@ -1,4 +1,5 @@
-"""The demo's serial board: the TFLM board emulator on a pty and `paradis bridge` in front of it.
+"""The demo's serial board: the TFLM board emulator on a pty (`paradis bridge` in front of it is a
+`paradis_tf.mesh.local.BridgeProcess`).
 
 Child processes started and stopped like `paradis_tf.mesh.local.NodeProcess`
 (imported only when the demo runs: it pulls in gRPC).
@@ -13,9 +14,8 @@ import sys
 from pathlib import Path
 
 from paradis_tf.mesh.errors import MeshError
-from paradis_tf.mesh.local import NodeProcess
 
-__all__ = ["BoardEmulatorProcess", "BridgeProcess"]
+__all__ = ["BoardEmulatorProcess"]
 
 
 class BoardEmulatorProcess:
@@ -61,17 +61,3 @@ class BoardEmulatorProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.proc.stdout.close()
-
-
-class BridgeProcess(NodeProcess):
-    """`paradis bridge` for one serial board, in a child process without TensorFlow."""
-
-    command_words = ("bridge",)
-
-    def __init__(self, store: Path, serial_url: str, node_id: str, capacity: float = 0.25) -> None:
-        super().__init__(store, node_id=node_id, capacity=capacity, block_tensorflow=True)
-        self.serial_url = serial_url
-
-    def _args(self) -> list[str]:
-        return ["--serial", self.serial_url, "--listen", f"{self.host}:{self.port}", "--store", str(self.store),
-                "--capacity", str(self.capacity), "--node-id", self.node_id]

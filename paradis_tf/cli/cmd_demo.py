@@ -124,7 +124,8 @@ def run(args) -> int:
     import keras
 
     from paradis_tf.bundle import update_accuracy
-    from paradis_tf.cli._demo_fleet import BoardEmulatorProcess, BridgeProcess
+    from paradis_tf.cli._demo_fleet import BoardEmulatorProcess
+    from paradis_tf.mesh.local import BridgeProcess
     from paradis_tf.convert.converter import convert_model
     from paradis_tf.convert.qcheck import qcheck
     from paradis_tf.data import FASHION_MNIST_LABELS, load_fashion_mnist, preprocess

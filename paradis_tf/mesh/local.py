@@ -21,7 +21,7 @@ from typing import Sequence
 
 from paradis_tf.mesh.errors import MeshError
 
-__all__ = ["NodeProcess", "LocalMesh", "BLOCKED_MODULES", "boot_command", "subcommand_main"]
+__all__ = ["NodeProcess", "BridgeProcess", "LocalMesh", "BLOCKED_MODULES", "boot_command", "subcommand_main"]
 
 BLOCKED_MODULES = ("tensorflow", "keras", "tf_keras", "tensorflow_cpu")
 
@@ -189,6 +189,29 @@ class NodeProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class BridgeProcess(NodeProcess):
+    """`paradis bridge` for one serial board in a child process, without TensorFlow (as on a board).
+
+    Args:
+        store: the bridge's store directory.
+        serial_url: the board's port (a tty, a pty, ``socket://...``).
+        node_id: the bridge's node id.
+        capacity: ``--capacity``.
+        extra_args: more ``paradis bridge`` flags.
+    """
+
+    command_words = ("bridge",)
+
+    def __init__(self, store: str | os.PathLike, serial_url: str, node_id: str, capacity: float = 0.25,
+                 extra_args: Sequence[str] = ()) -> None:
+        super().__init__(store, node_id=node_id, capacity=capacity, block_tensorflow=True, extra_args=extra_args)
+        self.serial_url = serial_url
+
+    def _args(self) -> list[str]:
+        return ["--serial", self.serial_url, "--listen", f"{self.host}:{self.port}", "--store", str(self.store),
+                "--capacity", str(self.capacity), "--node-id", self.node_id]
 
 
 class LocalMesh:

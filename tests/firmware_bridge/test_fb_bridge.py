@@ -19,23 +19,9 @@ import pytest
 
 from firmware_bridge.board import Board
 from firmware_bridge.emulated_board import BoardConfig
-from paradis_tf.mesh.local import NodeProcess
+from paradis_tf.mesh.local import BridgeProcess, NodeProcess
 
 SWITCH = "0.5+0.25+0.25"
-
-class BridgeProcess(NodeProcess):
-    """`paradis bridge` for one serial port, in a child process without TensorFlow."""
-
-    command_words = ("bridge",)
-
-    def __init__(self, store: Path, serial_url: str, capacity: float = 0.25) -> None:
-        super().__init__(store, node_id=store.name, capacity=capacity, block_tensorflow=True)
-        self.serial_url = serial_url
-
-    def _args(self) -> list[str]:
-        return ["--serial", self.serial_url, "--listen", f"{self.host}:{self.port}", "--store", str(self.store),
-                "--capacity", str(self.capacity), "--node-id", self.node_id, "--timeout", "0.3"]
-
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
@@ -62,7 +48,7 @@ def test_mixed_mesh_matches_local_runner(bundle, serve, tmp_path):
     boards = [serve(BoardConfig(board_id=f"mcu-{i}", max_payload=256, arena_capacity=128 << 10), "pty")
               for i in range(2)]
     node = NodeProcess(tmp_path / "node0", node_id="node0", capacity=0.5, backend="tflm", block_tensorflow=True)
-    bridges = [BridgeProcess(tmp_path / f"bridge{i}", b.url) for i, b in enumerate(boards)]
+    bridges = [BridgeProcess(tmp_path / f"bridge{i}", b.url, node_id=f"bridge{i}", extra_args=("--timeout", "0.3")) for i, b in enumerate(boards)]
     procs = [node, *bridges]
     try:
         for p in procs:
