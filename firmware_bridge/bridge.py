@@ -1,6 +1,7 @@
 """The bridge: a serial board served as one more node of the mesh.
 
-    paradis bridge --serial /dev/ttyACM0 --baud 921600 --listen 0.0.0.0:5101 --store /var/lib/paradis-bridge --capacity 0.25
+    paradis bridge --serial /dev/ttyACM0 --baud 921600 --listen 0.0.0.0:5101 --store /var/lib/paradis-bridge --capacity 0.25 \
+        --tls-ca pki/ca.pem --tls-cert pki/mcu1.pem --tls-key pki/mcu1.key
 
 `BridgeServicer` is the node daemon (`paradis_tf.mesh.node.NodeServicer`:
 the same Deploy, Activate, Run, Exchange, health, restart and SIGTERM
@@ -35,6 +36,7 @@ from paradis_tf.bundle import Bundle, BundleError
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.errors import DeployError
 from paradis_tf.mesh.node import NodeConfig, NodeServicer, serve
+from paradis_tf.mesh.security import check_listen
 from paradis_tf.mesh.store import VersionInfo
 from paradis_tf.runtime.backends import BackendError, Interpreter, TensorDetail
 from paradis_tf.runtime.program import DeviceProgram
@@ -167,10 +169,11 @@ class BridgeServicer(NodeServicer):
 
 def run_bridge(port: str, listen: str, store: str | Path, *, baudrate: int = 115200, capacity: float = 1.0,
                node_id: str = "", speed_score: float = DEFAULT_SPEED_SCORE, timeout: float = 0.5, retries: int = 8,
-               latency_budget_ms: float = 0.0, ready=None, tls=None) -> int:
+               latency_budget_ms: float = 0.0, ready=None, tls=None, insecure: bool = False) -> int:
     """Blocking entry point of `paradis bridge`."""
     import asyncio
 
+    check_listen(listen, tls, insecure)  # before the board is opened
     board = Board.open(port, baudrate, timeout=timeout, retries=retries)
     try:
         info = board.hello()
@@ -178,7 +181,7 @@ def run_bridge(port: str, listen: str, store: str | Path, *, baudrate: int = 115
                  info.runtime, info.flash_capacity, info.arena_capacity, info.max_payload)
         config = NodeConfig(store=Path(store), node_id=node_id or f"bridge-{info.board_id}",
                             backend=f"serial:{info.runtime}", capacity=capacity,
-                            latency_budget_ms=latency_budget_ms, tls=tls)
+                            latency_budget_ms=latency_budget_ms, tls=tls, insecure=insecure)
 
         async def main() -> None:
             await serve(BridgeServicer(config, board, speed_score), listen, ready=ready)

@@ -6,7 +6,8 @@ Each sub-command lives in its own module of this package exposing
 (TensorFlow) happen inside handlers only, so `paradis node serve` and
 `paradis bridge` start on boards without TensorFlow.
 
-Errors print one line, ``paradis: <what> (<what to do>)``, and exit 1;
+Errors print one line, ``paradis: <what> (<what to do>)``, and exit 1 (2 for a
+command line that must change, such as plaintext off loopback);
 ``--debug`` shows the traceback. ``--log-level`` (default WARNING, INFO for
 the daemons) sets how much the libraries may say.
 """
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"paradis: {_one_line(e)}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)
     except Exception as e:  # a bug, or a library failing in a way this kit does not translate yet
         if args.debug:
             raise

@@ -84,6 +84,11 @@ def add_tls_args(p, serving: bool = False) -> None:
     p.add_argument("--tls-ca", metavar="PEM", help="fleet CA certificate (`paradis certs init`); enables mutual TLS")
     p.add_argument("--tls-cert", metavar="PEM", help=f"{who} certificate (`paradis certs issue`)")
     p.add_argument("--tls-key", metavar="PEM", help=f"{who} private key")
+    if serving:
+        p.add_argument("--insecure", action="store_true",
+                       help="serve plaintext on an address other hosts can reach (refused otherwise; loopback "
+                            "needs no flag): anyone on that network can deploy and run models; warns at start "
+                            "and every hour")
 
 
 def tls_config(args):

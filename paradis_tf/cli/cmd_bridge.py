@@ -48,4 +48,5 @@ def _bridge(args: argparse.Namespace) -> int:
 
     return run_bridge(args.serial, args.listen, args.store, baudrate=args.baud, capacity=args.capacity,
                       node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,
-                      latency_budget_ms=args.latency_budget_ms, ready=ready, tls=tls_config(args))
+                      latency_budget_ms=args.latency_budget_ms, ready=ready, tls=tls_config(args),
+                      insecure=args.insecure)

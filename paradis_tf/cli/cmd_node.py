@@ -53,14 +53,16 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from paradis_tf.mesh.node import NodeConfig, run_node
+    from paradis_tf.mesh.security import check_listen
 
     config = NodeConfig(
         store=Path(args.store), node_id=args.node_id, backend=args.backend, capacity=args.capacity,
         latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,
         advertise=args.advertise, fleet=args.fleet, advertise_interfaces=tuple(args.advertise_interface),
-        tls=tls_config(args),
+        tls=tls_config(args), insecure=args.insecure,
     )
 
+    check_listen(args.listen, config.tls, config.insecure)  # before the store is opened
     ready = ready_callback(args.ready_file, "paradis-node")
 
     return run_node(config, args.listen, ready=ready)

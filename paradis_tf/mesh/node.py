@@ -105,6 +105,9 @@ class NodeConfig:
     advertise_interfaces: tuple[str, ...] = ()
     # mutual TLS (paradis_tf.mesh.security): serve TLS, require client certificates, use them towards peers
     tls: "security.TlsConfig | None" = None
+    # plaintext off loopback only when asked (`--insecure`), with a warning at start and every interval
+    insecure: bool = False
+    insecure_warning_interval_s: float = security.INSECURE_WARNING_INTERVAL_S
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -547,6 +550,7 @@ async def serve(
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"Expected --listen HOST:PORT. Received {listen!r}.")
+    plaintext_off_loopback = security.check_listen(listen, servicer.config.tls, servicer.config.insecure)
     bound = security.add_port(server, listen, servicer.config.tls)
     if bound == 0:
         raise OSError(f"cannot listen on {listen!r} (address in use or not available)")
@@ -570,6 +574,9 @@ async def serve(
         except Exception as e:  # the static address keeps working: serve anyway
             log.error("zeroconf announcement failed (%s); serving without it: give coordinators %s with --nodes", e, address)
             advert = None
+    warner = None
+    if plaintext_off_loopback:
+        warner = asyncio.create_task(_warn_plaintext(address, servicer.config.insecure_warning_interval_s))
     if ready is not None:
         ready(address)
     stop = stop or asyncio.Event()
@@ -584,10 +591,19 @@ async def serve(
     # NOT_SERVING first, then the zeroconf goodbye: a coordinator that hears
     # the goodbye and probes the node must not see it healthy and re-admit it.
     await health_servicer.enter_graceful_shutdown()
+    if warner is not None:
+        warner.cancel()
     if advert is not None:
         await advert.close()
     await server.stop(grace_s)
     await servicer.close()
+
+
+async def _warn_plaintext(address: str, interval_s: float) -> None:
+    while True:
+        log.warning("serving PLAINTEXT on %s (--insecure): anyone who reaches this address can deploy, activate and "
+                    "run models and read their inputs; use --tls-ca/--tls-cert/--tls-key", address)
+        await asyncio.sleep(interval_s)
 
 
 def run_node(config: NodeConfig, listen: str, ready: Callable[[str], None] | None = None) -> int:

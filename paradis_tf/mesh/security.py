@@ -28,7 +28,51 @@ import grpc
 from paradis_tf.files import atomic_write
 from paradis_tf.mesh.errors import MeshError
 
-__all__ = ["TlsConfig", "channel", "add_port", "make_ca", "issue"]
+__all__ = ["TlsConfig", "PlaintextRefused", "INSECURE_WARNING_INTERVAL_S", "is_loopback", "check_listen", "channel",
+           "add_port", "make_ca", "issue"]
+
+#: how often a daemon serving plaintext off loopback (``--insecure``) repeats its warning
+INSECURE_WARNING_INTERVAL_S = 3600.0
+
+
+class PlaintextRefused(MeshError):
+    """A daemon asked to serve plaintext on an address other hosts can reach."""
+
+    exit_code = 2  # a usage error: the command line must change
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) is reachable only from this machine.
+
+    Any other name counts as reachable from the network: it may resolve to any address.
+    """
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(listen: str, tls: "TlsConfig | None", insecure: bool = False) -> bool:
+    """Refuses plaintext on a non-loopback ``listen`` address unless ``insecure``.
+
+    Returns:
+        True when the daemon will serve plaintext off loopback (``insecure``): it must warn.
+
+    Raises:
+        PlaintextRefused: plaintext asked on a non-loopback address without ``insecure``.
+    """
+    if tls is not None or is_loopback(listen.rpartition(":")[0]):
+        return False
+    if not insecure:
+        raise PlaintextRefused(
+            f"refusing to serve plaintext on {listen}, an address other hosts can reach: anyone on that network could "
+            "deploy, activate and run models (give --tls-ca/--tls-cert/--tls-key for mutual TLS, see `paradis certs`; "
+            "or --insecure to serve plaintext anyway; or listen on 127.0.0.1)"
+        )
+    return True
 
 
 def _read(path: Path, what: str) -> bytes:
