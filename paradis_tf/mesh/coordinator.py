@@ -50,6 +50,7 @@ import numpy as np
 
 from paradis_tf.mesh import limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
+from paradis_tf.errors import InputError
 from paradis_tf.bundle import Bundle, Plan, SegmentRef, TensorSpec
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.errors import DeployError, MeshError, NodeError, NoPlanFitsError, RequestFailedError, TensorError
@@ -742,15 +743,24 @@ class Coordinator:
         self.stats.failed += 1
         raise RequestFailedError(f"request {rid} failed: " + " | then: ".join(errors))
 
+    @staticmethod
+    def _check_finite(batch: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(batch.reshape(len(batch), -1)).all(axis=1))
+        if bad.size:
+            raise InputError(f"input samples {bad[:10].tolist()} hold NaN or infinite values; pass finite floats "
+                             "(the images as the bundle's preprocessing makes them)")
+
     def _prepare(self, x) -> tuple[np.ndarray, bool]:
         if self._manifest is None:
             self._call(self._ensure_manifest())
         shape = tuple(self._manifest["model"]["input_shape"])
         x = np.asarray(x, dtype=np.float32)
         if x.shape == shape:
+            self._check_finite(x[None])
             return x[None], True
         if x.shape[1:] != shape:
             raise MeshError(f"expected input of shape (N, {', '.join(map(str, shape))}) or {shape}; received {x.shape}")
+        self._check_finite(x)
         return x, False
 
     def infer(self, x, timeout: float | None = None) -> np.ndarray:

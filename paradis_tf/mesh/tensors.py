@@ -7,6 +7,7 @@ receiver expects and names the first mismatch.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -72,8 +73,8 @@ def decode(
         A read-only numpy array (a view on the message bytes).
 
     Raises:
-        TensorError: unknown/unexpected dtype, unexpected shape, or a byte
-            length that does not match the shape.
+        TensorError: unknown/unexpected dtype, unexpected shape, a byte
+            length that does not match the shape, or NaN/infinite floats.
     """
     name = _BY_ENUM.get(t.dtype)
     if name is None:
@@ -86,12 +87,15 @@ def decode(
     if shape is not None and got_shape != tuple(int(d) for d in shape):
         raise TensorError(f"{what}: expected shape {list(shape)}, received {list(got_shape)}.")
     np_dtype = np.dtype(name).newbyteorder("<")
-    expected = int(np.prod(got_shape, dtype=np.int64)) * np_dtype.itemsize
+    # exact integers: an int64 product of a hostile shape can wrap around to the length actually sent
+    expected = math.prod(got_shape) * np_dtype.itemsize
     if len(t.data) != expected:
         raise TensorError(
             f"{what}: byte length {len(t.data)} does not match shape {list(got_shape)} of {name} ({expected} bytes)."
         )
     a = np.frombuffer(t.data, dtype=np_dtype).reshape(got_shape)
+    if np_dtype.kind == "f" and not np.isfinite(a).all():
+        raise TensorError(f"{what}: {name} values must be finite; received NaN or infinity.")
     return a.astype(np_dtype.newbyteorder("="), copy=False)
 
 

@@ -8,6 +8,7 @@ import asyncio
 import numpy as np
 
 from paradis_tf.mesh import Coordinator
+from paradis_tf.errors import InputError
 from paradis_tf.runtime import LocalRunner
 
 
@@ -46,6 +47,15 @@ def test_4x025_on_four_nodes_equals_local_runner(mesh4, bundle4, images):
         # a node that takes the model input and no feature map receives exactly one input per request
         bytes_per_input = 28 * 28 * 1
         assert c.stats.bytes_to_nodes == 4 * bytes_per_input * (200 + 1 + 8 + 1)
+        # NaN and infinite images are refused before any request, naming the samples; the mesh serves on
+        for bad in (np.nan, np.inf, -np.inf):
+            hostile = images[:3].copy()
+            hostile[1, 4, 4, 0] = bad
+            with pytest.raises(InputError, match=r"input samples \[1\] hold NaN or infinite values"):
+                c.infer(hostile)
+            with pytest.raises(InputError, match=r"input samples \[0\]"):
+                c.submit(hostile[1])
+        np.testing.assert_array_equal(c.infer(images[:2]), logits[:2])
 
 
 def test_sync_layer_feature_maps_go_node_to_node(mesh2, bundle_sync, images):

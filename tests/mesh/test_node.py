@@ -95,6 +95,8 @@ def test_malformed_run_is_refused_and_the_node_keeps_serving(node, bundle4, imag
             "wrong shape": (tensors.encode(np.zeros((1, 27, 28, 1), np.int8), good.scale, good.zero_point), grpc.StatusCode.INVALID_ARGUMENT, "expected shape (N, 28, 28, 1), received [1, 27, 28, 1]"),
             "short bytes": (mesh_pb2.Tensor(dtype=good.dtype, shape=good.shape, data=good.data[:-5], scale=good.scale, zero_point=good.zero_point), grpc.StatusCode.INVALID_ARGUMENT, "byte length 779 does not match shape [1, 28, 28, 1]"),
             "zero scale": (mesh_pb2.Tensor(dtype=good.dtype, shape=good.shape, data=good.data, scale=0.0), grpc.StatusCode.INVALID_ARGUMENT, "scale"),
+            # 2**62 * 28 * 28 elements wrap to 0 in int64: the empty payload must not pass for that shape
+            "overflowing shape": (mesh_pb2.Tensor(dtype=good.dtype, shape=[2**62, 28, 28, 1], data=b"", scale=good.scale, zero_point=good.zero_point), grpc.StatusCode.INVALID_ARGUMENT, "byte length 0 does not match shape [4611686018427387904, 28, 28, 1]"),
         }
         for name, (tensor, code, text) in cases.items():
             with pytest.raises(grpc.RpcError) as e:

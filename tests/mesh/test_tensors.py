@@ -51,3 +51,18 @@ def test_qtensor_keeps_the_senders_quantization():
         tensors.decode_qtensor(tensors.encode(np.ones((1, 2, 3), np.int8), 0.1, 0), spec)
     with pytest.raises(TensorError, match="scale"):
         tensors.decode_qtensor(tensors.encode(np.ones((1, 2, 2, 3), np.int8), 0.0, 0), spec)
+
+
+def test_a_shape_whose_element_count_overflows_int64_is_refused_by_its_byte_length():
+    # 2**32 * 2**32 elements wrap to 0 in int64: an empty payload must not pass as that shape
+    t = mesh_pb2.Tensor(dtype=tensors.encode(np.zeros(1, np.int8)).dtype, shape=[2**32, 2**32], data=b"")
+    with pytest.raises(TensorError, match=r"byte length 0 does not match shape \[4294967296, 4294967296\]"):
+        tensors.decode(t, what="input")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_floats_are_refused_naming_the_tensor(bad):
+    a = np.zeros((1, 3), np.float32)
+    a[0, 1] = bad
+    with pytest.raises(TensorError, match="input: float32 values must be finite"):
+        tensors.decode(tensors.encode(a), what="input")
