@@ -415,6 +415,9 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                         t0 = time.monotonic()
                         try:
                             t = await self._mailbox.get((aid, rid, p, s), deadline - t0)
+                        except MailboxFull as e:  # the coordinator retries RESOURCE_EXHAUSTED
+                            raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot wait for the feature map of "
+                                         f"role {p} segment {s}: {e}; retry later") from None
                         except asyncio.TimeoutError:
                             raise _Abort(
                                 grpc.StatusCode.ABORTED,

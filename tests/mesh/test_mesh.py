@@ -122,3 +122,42 @@ def test_nodes_without_the_bundle_get_it_or_are_left_out(tmp_path, bundle4, imag
         with Coordinator([a, b], bundle=bundle4) as c:  # the bundle is here: b gets it
             assert c.select().plan == "2x0.25"
             assert all(s.info.bundles and s.info.bundles[0].versions for s in c.status())
+
+
+@pytest.mark.slow
+def test_a_flooded_mailbox_answers_resource_exhausted_not_unknown(tmp_path, bundle_sync, images):
+    """Exchanges that fill a node's mailbox make its Run say RESOURCE_EXHAUSTED (which the coordinator retries),
+    not UNKNOWN; the node keeps serving other calls."""
+    import grpc
+
+    from paradis_tf.mesh import limits, tensors
+    from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
+    from paradis_tf.mesh.errors import RequestFailedError
+    from paradis_tf.mesh.local import LocalMesh
+
+    with LocalMesh(2, tmp_path, capacity=1.0, block_tensorflow=True) as mesh, Coordinator(mesh.addresses) as c:
+        c.deploy(bundle_sync)
+        placement = c.select("2x0.5")
+        np.testing.assert_array_equal(c.infer(images[:2]), LocalRunner(bundle_sync, "2x0.5").predict(images[:2]))
+        target = placement.addresses[0]  # role 0 waits for role 1's segment-0 feature map
+        activation = next(s.info.activation for s in c.status() if s.address == target)
+        spec = c.bundle.plan("2x0.5").devices[1].segments[0].output
+        fm = tensors.encode(np.full((1, *spec.shape[1:]), spec.quant.zero_point, spec.quant.np_dtype),
+                            spec.quant.scale, spec.quant.zero_point)
+
+        def flood(i: int):
+            return stub.Exchange(mesh_pb2.ExchangeRequest(
+                request_id=f"flood-{i}", plan="2x0.5", activation_id=activation.activation_id,
+                producer_role=1, producer_segment=0, tensor=fm), timeout=10)
+
+        with grpc.insecure_channel(target) as ch:
+            stub = mesh_pb2_grpc.NodeStub(ch)
+            for i in range(limits.MAILBOX_MAX_ENTRIES):
+                flood(i)
+            with pytest.raises(grpc.RpcError) as e:
+                flood(limits.MAILBOX_MAX_ENTRIES)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            with pytest.raises(RequestFailedError) as failed:
+                c.infer(images[:1])
+            assert "RESOURCE_EXHAUSTED" in str(failed.value) and "UNKNOWN" not in str(failed.value)
+            assert stub.GetInfo(mesh_pb2.GetInfoRequest(), timeout=5).node_id  # still serving
