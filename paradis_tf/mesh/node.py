@@ -311,6 +311,11 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
     async def _activate(self, bundle: str, version: str, plan: str, role: int, peers: dict[int, str], activation_id: str, persist: bool = True) -> _Active:
         async with self._activate_lock:
             info = self.store.resolve(bundle, version)
+            current = self._current
+            if activation_id and current is not None and current.activation.activation_id == activation_id:
+                a = current.activation
+                if (a.bundle, a.version, a.plan, a.role, dict(a.peers)) == (info.name, info.version, plan, role, peers):
+                    return current  # a repeated Activate (a retry, or a loop): nothing to reload or re-measure
             try:
                 loaded = await asyncio.to_thread(load_bundle, info.path, verify=False)
                 plan_obj = loaded.plan(plan)

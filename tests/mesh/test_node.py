@@ -176,6 +176,23 @@ def test_previous_version_is_restorable(node, bundle4, bundle_sync, images):
         np.testing.assert_array_equal(c.infer(images[:4]), LocalRunner(bundle4, "1x0.25").predict(images[:4]))
 
 
+def test_repeating_the_current_activation_is_a_cheap_no_op(node, bundle4):
+    ch, stub = _stub(node.address)
+    with ch:
+        stub.Deploy(_deploy_messages(bundle4), timeout=60)
+        req = mesh_pb2.ActivateRequest(bundle="tiny", plan="1x0.25", role=0, peers={0: node.address}, activation_id="same")
+        first = stub.Activate(req, timeout=60)
+        before = stub.GetInfo(mesh_pb2.GetInfoRequest(), timeout=5).counters.activations
+        for _ in range(20):
+            again = stub.Activate(req, timeout=60)
+            assert again.activation == first.activation and again.role_latency_ms == first.role_latency_ms  # not re-measured
+        assert stub.GetInfo(mesh_pb2.GetInfoRequest(), timeout=5).counters.activations == before  # nothing reloaded
+        moved = mesh_pb2.ActivateRequest(bundle="tiny", plan="1x0.25", role=0, peers={0: node.address, 1: "127.0.0.1:1"},
+                                         activation_id="same")
+        stub.Activate(moved, timeout=60)  # the same id with other peers is a new activation: loaded again
+        assert stub.GetInfo(mesh_pb2.GetInfoRequest(), timeout=5).counters.activations == before + 1
+
+
 def test_sigterm_and_restart_restore_the_activation(node, bundle4, images):
     ch, stub = _stub(node.address)
     with ch:
