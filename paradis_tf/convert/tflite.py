@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
-import tempfile
 import warnings
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from paradis_tf.errors import ParaDiSError
+from paradis_tf.runtime.backends import quiet_native_stderr
 
 __all__ = ["ConversionError", "keras_to_tflite", "keras_to_tflite_variants", "input_name", "native_stderr_quiet"]
 
@@ -121,29 +119,18 @@ def keras_to_tflite_variants(
 
 @contextlib.contextmanager
 def native_stderr_quiet():
-    """Keeps C++ chatter off the terminal unless this module logs at DEBUG.
+    """`paradis_tf.runtime.backends.quiet_native_stderr` unless this module logs at DEBUG.
 
     The MLIR quantizer prints a ``fully_quantize: ...`` line per model, and
     LiteRT an ``INFO: Created TensorFlow Lite XNNPACK delegate`` line, straight
-    to file descriptor 2, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; so the
-    descriptor itself points at a scratch file meanwhile (failures still
-    raise, with the converter's diagnostics in the exception). Whatever else
-    writes to descriptor 2 during the block is dropped too: keep it short.
+    to file descriptor 2, whatever ``TF_CPP_MIN_LOG_LEVEL`` says (failures
+    still raise, with the converter's diagnostics in the exception).
     """
     if log.isEnabledFor(logging.DEBUG):
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with quiet_native_stderr():
+        yield
 
 
 def _by_name(representative: Callable[[], Iterable[Sequence[np.ndarray]]]) -> Callable[[], Iterable[dict]]:

@@ -42,6 +42,7 @@ __all__ = [
     "load_interpreter",
     "available_backends",
     "tflm_arena_bytes",
+    "quiet_native_stderr",
 ]
 
 DEFAULT_BACKEND = "litert"
@@ -203,8 +204,11 @@ def _op_resolver_no_delegate(backend: str):
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silences C-level stderr (TFLM prints every failed allocation)."""
+def quiet_native_stderr() -> Iterator[None]:
+    """Silences file descriptor 2 for the block: C++ code that prints past Python's logging (TFLM prints every
+    failed allocation; the MLIR quantizer a ``fully_quantize`` line per model; LiteRT its XNNPACK notice).
+    Anything else written to descriptor 2 meanwhile is dropped too: keep the block short."""
+    sys.stderr.flush()  # Python's own buffered output still goes where it was meant to
     try:
         fd = os.dup(2)
     except OSError:  # no fd 2 (embedded interpreters): nothing to silence
@@ -231,7 +235,7 @@ class _TflmInterpreter(Interpreter):
         if arena_size is None:
             arena_size = max(10 * len(content), 64 * 1024)
         try:
-            with _quiet_stderr():
+            with quiet_native_stderr():
                 self._it = runtime.Interpreter.from_bytes(content, arena_size=int(arena_size))
         except Exception as e:
             raise BackendError(
@@ -377,7 +381,7 @@ def tflm_arena_bytes(content: bytes, *, limit: int | None = None) -> int:
         return it
 
     try:
-        with _quiet_stderr():
+        with quiet_native_stderr():
             it = allocate(arena, invoke=True)
     except Exception as e:
         raise BackendError(f"The model does not run under tflm in a {arena}-byte arena ({type(e).__name__}: {e})") from e
@@ -390,13 +394,13 @@ def tflm_arena_bytes(content: bytes, *, limit: int | None = None) -> int:
     while lo < hi:
         mid = (lo + hi) // 2
         try:
-            with _quiet_stderr():
+            with quiet_native_stderr():
                 allocate(mid * 16)
             hi = mid
         except Exception:
             lo = mid + 1
     try:
-        with _quiet_stderr():
+        with quiet_native_stderr():
             allocate(lo * 16, invoke=True)
     except Exception as e:
         raise BackendError(f"TFLM allocates the model in {lo * 16} bytes but does not invoke it ({e})") from e
