@@ -755,13 +755,12 @@ class Coordinator:
             self._call(self._ensure_manifest())
         shape = tuple(self._manifest["model"]["input_shape"])
         x = np.asarray(x, dtype=np.float32)
-        if x.shape == shape:
-            self._check_finite(x[None])
-            return x[None], True
-        if x.shape[1:] != shape:
+        single = x.shape == shape
+        if not single and x.shape[1:] != shape:
             raise MeshError(f"expected input of shape (N, {', '.join(map(str, shape))}) or {shape}; received {x.shape}")
-        self._check_finite(x)
-        return x, False
+        batch = x[None] if single else x
+        self._check_finite(batch)
+        return batch, single
 
     def infer(self, x, timeout: float | None = None) -> np.ndarray:
         """Logits for a float batch ``(N,) + input_shape`` (or one sample).

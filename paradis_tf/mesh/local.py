@@ -115,11 +115,15 @@ class NodeProcess:
     #: the `paradis` sub-command this process runs (subclasses: ``("bridge",)``)
     command_words: tuple[str, ...] = ("node", "serve")
 
-    def _args(self) -> list[str]:
-        args = ["--listen", f"{self.host}:{self.port}", "--store", str(self.store), "--capacity", str(self.capacity), "--backend", self.backend]
+    def _served_args(self) -> list[str]:
+        """The flags `node serve` and `bridge` share: where to listen and store, capacity, node id."""
+        args = ["--listen", f"{self.host}:{self.port}", "--store", str(self.store), "--capacity", str(self.capacity)]
         if self.node_id:
             args += ["--node-id", self.node_id]
         return args
+
+    def _args(self) -> list[str]:
+        return [*self._served_args(), "--backend", self.backend]
 
     def _command(self) -> list[str]:
         return boot_command(self.command_words, [*self._args(), *self.extra_args], self.block_tensorflow)
@@ -210,8 +214,7 @@ class BridgeProcess(NodeProcess):
         self.serial_url = serial_url
 
     def _args(self) -> list[str]:
-        return ["--serial", self.serial_url, "--listen", f"{self.host}:{self.port}", "--store", str(self.store),
-                "--capacity", str(self.capacity), "--node-id", self.node_id]
+        return ["--serial", self.serial_url, *self._served_args()]
 
 
 class LocalMesh:
