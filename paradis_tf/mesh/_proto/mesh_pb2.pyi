@@ -61,8 +61,15 @@ class StoredBundle(_message.Message):
     def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[BundleVersion, _Mapping]]] = ...) -> None: ...
 
 class Activation(_message.Message):
-    __slots__ = ("bundle", "version", "plan", "role", "peers", "activation_id")
+    __slots__ = ("bundle", "version", "plan", "role", "peers", "activation_id", "peer_node_ids")
     class PeersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    class PeerNodeIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -75,13 +82,15 @@ class Activation(_message.Message):
     ROLE_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     bundle: str
     version: str
     plan: str
     role: int
     peers: _containers.ScalarMap[int, str]
     activation_id: str
-    def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ..., plan: _Optional[str] = ..., role: _Optional[int] = ..., peers: _Optional[_Mapping[int, str]] = ..., activation_id: _Optional[str] = ...) -> None: ...
+    peer_node_ids: _containers.ScalarMap[int, str]
+    def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ..., plan: _Optional[str] = ..., role: _Optional[int] = ..., peers: _Optional[_Mapping[int, str]] = ..., activation_id: _Optional[str] = ..., peer_node_ids: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class Counters(_message.Message):
     __slots__ = ("runs", "run_errors", "exchanges_sent", "exchanges_received", "exchange_bytes_sent", "exchange_bytes_received", "deploys", "activations")
@@ -104,7 +113,7 @@ class Counters(_message.Message):
     def __init__(self, runs: _Optional[int] = ..., run_errors: _Optional[int] = ..., exchanges_sent: _Optional[int] = ..., exchanges_received: _Optional[int] = ..., exchange_bytes_sent: _Optional[int] = ..., exchange_bytes_received: _Optional[int] = ..., deploys: _Optional[int] = ..., activations: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "software_version", "backend", "cores", "speed_score", "capacity", "latency_budget_ms", "memory_bytes", "bundles", "active", "activation", "role_latency_ms", "counters", "started_unix_ms", "kind", "memory_budget_bytes")
+    __slots__ = ("node_id", "software_version", "backend", "cores", "speed_score", "capacity", "latency_budget_ms", "memory_bytes", "bundles", "active", "activation", "role_latency_ms", "counters", "started_unix_ms", "kind", "memory_budget_bytes", "max_batch", "store_quota_bytes", "store_bytes", "trusted_keys", "tls_role")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +130,11 @@ class NodeInfo(_message.Message):
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    STORE_QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    TLS_ROLE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     software_version: str
     backend: str
@@ -137,7 +151,12 @@ class NodeInfo(_message.Message):
     started_unix_ms: int
     kind: str
     memory_budget_bytes: int
-    def __init__(self, node_id: _Optional[str] = ..., software_version: _Optional[str] = ..., backend: _Optional[str] = ..., cores: _Optional[int] = ..., speed_score: _Optional[float] = ..., capacity: _Optional[float] = ..., latency_budget_ms: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., bundles: _Optional[_Iterable[_Union[StoredBundle, _Mapping]]] = ..., active: _Optional[bool] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., role_latency_ms: _Optional[float] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., started_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
+    max_batch: int
+    store_quota_bytes: int
+    store_bytes: int
+    trusted_keys: _containers.RepeatedScalarFieldContainer[str]
+    tls_role: str
+    def __init__(self, node_id: _Optional[str] = ..., software_version: _Optional[str] = ..., backend: _Optional[str] = ..., cores: _Optional[int] = ..., speed_score: _Optional[float] = ..., capacity: _Optional[float] = ..., latency_budget_ms: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., bundles: _Optional[_Iterable[_Union[StoredBundle, _Mapping]]] = ..., active: _Optional[bool] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., role_latency_ms: _Optional[float] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., started_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., max_batch: _Optional[int] = ..., store_quota_bytes: _Optional[int] = ..., store_bytes: _Optional[int] = ..., trusted_keys: _Optional[_Iterable[str]] = ..., tls_role: _Optional[str] = ...) -> None: ...
 
 class FileEntry(_message.Message):
     __slots__ = ("path", "size", "sha256")
@@ -198,8 +217,15 @@ class DeployReply(_message.Message):
     def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ..., bytes: _Optional[int] = ..., already_present: _Optional[bool] = ..., versions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ActivateRequest(_message.Message):
-    __slots__ = ("bundle", "version", "plan", "role", "peers", "activation_id")
+    __slots__ = ("bundle", "version", "plan", "role", "peers", "activation_id", "peer_node_ids")
     class PeersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    class PeerNodeIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -212,13 +238,15 @@ class ActivateRequest(_message.Message):
     ROLE_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     bundle: str
     version: str
     plan: str
     role: int
     peers: _containers.ScalarMap[int, str]
     activation_id: str
-    def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ..., plan: _Optional[str] = ..., role: _Optional[int] = ..., peers: _Optional[_Mapping[int, str]] = ..., activation_id: _Optional[str] = ...) -> None: ...
+    peer_node_ids: _containers.ScalarMap[int, str]
+    def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ..., plan: _Optional[str] = ..., role: _Optional[int] = ..., peers: _Optional[_Mapping[int, str]] = ..., activation_id: _Optional[str] = ..., peer_node_ids: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class ActivateReply(_message.Message):
     __slots__ = ("activation", "role_latency_ms")
