@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from paradis_tf.mesh import limits
 from paradis_tf.mesh._proto import mesh_pb2
 from paradis_tf.mesh.errors import TensorError
 from paradis_tf.quant import QTensor, QuantError, QuantParams
@@ -27,6 +28,7 @@ DTYPES: dict[str, int] = {
     "float32": mesh_pb2.DTYPE_FLOAT32,
 }
 _BY_ENUM = {v: k for k, v in DTYPES.items()}
+_INT64_MAX = 2**63 - 1
 
 
 def dtype_name(enum_value: int) -> str:
@@ -73,14 +75,18 @@ def decode(
         A read-only numpy array (a view on the message bytes).
 
     Raises:
-        TensorError: unknown/unexpected dtype, unexpected shape, a byte
-            length that does not match the shape, or NaN/infinite floats.
+        TensorError: unknown/unexpected dtype, unexpected shape (more than
+            `limits.MAX_TENSOR_DIMS` dimensions, a negative one, an element
+            count that overflows int64), a byte length that does not match
+            the shape, or NaN/infinite floats.
     """
     name = _BY_ENUM.get(t.dtype)
     if name is None:
         raise TensorError(f"{what}: dtype {dtype_name(t.dtype)} is not allowed; expected {dtype or ' or '.join(DTYPES)}.")
     if dtype is not None and name != dtype:
         raise TensorError(f"{what}: expected dtype {dtype}, received {name}.")
+    if len(t.shape) > limits.MAX_TENSOR_DIMS:
+        raise TensorError(f"{what}: shape has {len(t.shape)} dimensions; at most {limits.MAX_TENSOR_DIMS} are allowed.")
     got_shape = tuple(int(d) for d in t.shape)
     if any(d < 0 for d in got_shape):
         raise TensorError(f"{what}: negative dimension in shape {list(got_shape)}.")
@@ -93,6 +99,9 @@ def decode(
         raise TensorError(
             f"{what}: byte length {len(t.data)} does not match shape {list(got_shape)} of {name} ({expected} bytes)."
         )
+    # an empty tensor passes the length check; numpy still refuses a shape whose other dimensions overflow int64
+    if math.prod(d for d in got_shape if d) * np_dtype.itemsize > _INT64_MAX:
+        raise TensorError(f"{what}: shape {list(got_shape)} of {name} has an element count that overflows int64.")
     a = np.frombuffer(t.data, dtype=np_dtype).reshape(got_shape)
     if np_dtype.kind == "f" and not np.isfinite(a).all():
         raise TensorError(f"{what}: {name} values must be finite; received NaN or infinity.")

@@ -126,13 +126,12 @@ def test_nodes_without_the_bundle_get_it_or_are_left_out(tmp_path, bundle4, imag
 
 @pytest.mark.slow
 def test_a_flooded_mailbox_answers_resource_exhausted_not_unknown(tmp_path, bundle_sync, images):
-    """Exchanges that fill a node's mailbox make its Run say RESOURCE_EXHAUSTED (which the coordinator retries),
-    not UNKNOWN; the node keeps serving other calls."""
+    """Exchanges that fill one producer's share of a node's mailbox are refused with RESOURCE_EXHAUSTED, not
+    UNKNOWN; the node keeps serving other calls, and a new activation serves at once."""
     import grpc
 
     from paradis_tf.mesh import limits, tensors
     from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
-    from paradis_tf.mesh.errors import RequestFailedError
     from paradis_tf.mesh.local import LocalMesh
 
     with LocalMesh(2, tmp_path, capacity=1.0, block_tensorflow=True) as mesh, Coordinator(mesh.addresses) as c:
@@ -152,12 +151,11 @@ def test_a_flooded_mailbox_answers_resource_exhausted_not_unknown(tmp_path, bund
 
         with grpc.insecure_channel(target) as ch:
             stub = mesh_pb2_grpc.NodeStub(ch)
-            for i in range(limits.MAILBOX_MAX_ENTRIES):
+            for i in range(limits.MAILBOX_MAX_PER_PRODUCER):
                 flood(i)
             with pytest.raises(grpc.RpcError) as e:
-                flood(limits.MAILBOX_MAX_ENTRIES)
-            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            with pytest.raises(RequestFailedError) as failed:
-                c.infer(images[:1])
-            assert "RESOURCE_EXHAUSTED" in str(failed.value) and "UNKNOWN" not in str(failed.value)
+                flood(limits.MAILBOX_MAX_PER_PRODUCER)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "role 1 of activation" in e.value.details()
             assert stub.GetInfo(mesh_pb2.GetInfoRequest(), timeout=5).node_id  # still serving
+            c.select("2x0.5")  # a new activation has a share of its own
+            np.testing.assert_array_equal(c.infer(images[:2]), LocalRunner(bundle_sync, "2x0.5").predict(images[:2]))
