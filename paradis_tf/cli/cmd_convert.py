@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                         "pieces, or 'none' (default: " + ",".join(map(str, DEFAULT_SEQUENTIAL)) + ", leaving out "
                         "with a notice those the model cannot make)")
     o.add_argument("--no-tflm", action="store_true", help="skip TFLM C arrays and arena measurement")
+    o.add_argument("--sign-key", metavar="KEY", default=None,
+                   help="sign the bundle with this private key once written (as `paradis sign BUNDLE --key KEY`; "
+                        "nodes with --trust-key accept only signed bundles)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="interpreter threads during calibration (default: the interpreter's choice)")
     p.set_defaults(func=_convert)
@@ -65,6 +68,12 @@ def _convert(args: argparse.Namespace) -> int:
     from paradis_tf.runtime.plan_cost import plan_cost
 
     seq = _sequential(args.sequential)
+    signing_key = None
+    if args.sign_key is not None:  # a key that cannot sign is named before the conversion, not after it
+        from paradis_tf.cli.cmd_keys import signing_module
+
+        signing = signing_module()
+        signing_key = signing.load_private_key(args.sign_key)
     model = load_model(args.model)
     x, _ = load_images(model, args.dataset, args.data, "train")
     switches = None if args.switches is None else [s.strip() for s in args.switches.split(",") if s.strip()]
@@ -86,4 +95,8 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"{plan.name:<16} {plan.kind:<10} {len(plan.devices):>7} {sum(d.segments for d in cost.devices):>8} "
               f"{sum(d.partition_bytes for d in cost.devices) / 1024:>10.1f} "
               f"{(max(arenas) / 1024 if arenas else float('nan')):>13.1f}")
+    if signing_key is not None:
+        from paradis_tf.cli.cmd_sign import print_signed
+
+        print_signed(signing.sign_bundle(bundle.root, signing_key))
     return 0

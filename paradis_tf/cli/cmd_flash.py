@@ -8,6 +8,11 @@ than the board's flash or needs a bigger TFLM arena than the board has;
 chunked with progress; resumed from the last acknowledged byte after an
 interruption; verified (sha256) by the board before it replaces the running
 partition, so a failed flash leaves the old one running.
+
+``--trust-key PUB`` checks on this host, before anything is sent, that the
+bundle carries a valid signature of that key (`paradis sign`): a board
+cannot check one itself; node daemons check it again with their own
+``--trust-key``.
 """
 
 from __future__ import annotations
@@ -37,10 +42,18 @@ def register(subparsers) -> None:
     s.add_argument("--no-activate", action="store_true", help="flash and verify only; keep the running partition")
     s.add_argument("--timeout", type=float, default=0.5,
                    help="seconds to wait for an answer before retransmitting (default: %(default)s)")
+    p.add_argument("--trust-key", action="append", default=[], metavar="PUB",
+                   help="check on this host, before anything is sent, that the bundle is signed by this public key "
+                        "(`paradis keys new`; repeatable: any one of them); a board cannot check signatures itself")
     p.set_defaults(func=_flash)
 
 
 def _flash(args: argparse.Namespace) -> int:
+    if args.trust_key:  # on this host, before anything is sent (a serial board cannot check a signature)
+        from paradis_tf.mesh.signing import load_trusted_keys, verify_bundle
+
+        signer = verify_bundle(args.bundle, load_trusted_keys(args.trust_key))
+        print(f"bundle {args.bundle}: signed by trusted key {signer}")
     if args.serial:
         if args.node or args.discover:
             raise ValueError("give either --node/--discover or --serial, not both (a board takes one partition)")
