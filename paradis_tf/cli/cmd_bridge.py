@@ -36,6 +36,9 @@ def register(subparsers) -> None:
                    help="widest role width the board may run (default: %(default)s)")
     c.add_argument("--speed-score", type=float, default=0.01,
                    help="relative speed the coordinator ranks nodes by (default: %(default)s, a microcontroller)")
+    c.add_argument("--max-batch", type=int, default=0, metavar="N",
+                   help="largest batch one Run may carry; a bigger one is refused with INVALID_ARGUMENT naming the "
+                   "limit (0: auto, about 100 ms of work at the board's measured speed; default: %(default)s)")
     c.add_argument("--latency-budget-ms", type=float, default=0.0,
                    help="refuse roles estimated slower than this (0: no budget; default: %(default)s)")
     p.set_defaults(default_log_level="INFO", func=_bridge)
@@ -49,4 +52,4 @@ def _bridge(args: argparse.Namespace) -> int:
     return run_bridge(args.serial, args.listen, args.store, baudrate=args.baud, capacity=args.capacity,
                       node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,
                       latency_budget_ms=args.latency_budget_ms, ready=ready, tls=tls_config(args),
-                      insecure=args.insecure)
+                      insecure=args.insecure, max_batch=args.max_batch)

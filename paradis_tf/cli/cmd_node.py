@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     r = s.add_argument_group("execution")
     r.add_argument("--backend", default="litert", choices=("litert", "tflite_runtime", "tf", "tflm"), help="interpreter backend (default: %(default)s)")
     r.add_argument("--threads", type=int, default=1, help="interpreter threads (default: %(default)s)")
+    r.add_argument("--max-batch", type=int, default=0, metavar="N",
+                   help="largest batch one Run may carry; a bigger one is refused with INVALID_ARGUMENT naming the "
+                   "limit (0: auto, about 100 ms of work at the role's measured speed; default: %(default)s)")
     c = s.add_argument_group("identity and capacity")
     c.add_argument("--node-id", default="", help="node id (default: generated once and kept in the store)")
     c.add_argument("--capacity", type=float, default=1.0, help="widest role width this node may run (default: %(default)s)")
@@ -60,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
         latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,
         advertise=args.advertise, fleet=args.fleet, advertise_interfaces=tuple(args.advertise_interface),
         tls=tls_config(args), insecure=args.insecure,
+        max_batch=args.max_batch,
     )
 
     check_listen(args.listen, config.tls, config.insecure)  # before the store is opened

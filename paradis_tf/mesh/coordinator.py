@@ -600,11 +600,18 @@ class Coordinator:
             req = mesh_pb2.ActivateRequest(
                 bundle=self._bundle_name or "", version=self._version, plan=placement.plan, role=role, peers=peers, activation_id=aid
             )
-            try:
-                await self._nodes[address].stub.Activate(req, timeout=limits.ACTIVATE_TIMEOUT_S)
-                return None
-            except grpc.aio.AioRpcError as e:
-                return (address, e)
+            # a node that activated often just now (limits.ACTIVATION_BURST) answers RESOURCE_EXHAUSTED: wait, retry
+            give_up, pause = time.monotonic() + limits.ACTIVATE_RETRY_S, 0.25
+            while True:
+                try:
+                    await self._nodes[address].stub.Activate(req, timeout=limits.ACTIVATE_TIMEOUT_S)
+                    return None
+                except grpc.aio.AioRpcError as e:
+                    if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() + pause > give_up:
+                        return (address, e)
+                    log.info("node %s: %s; retrying in %.2f s", address, e.details(), pause)
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
         errors = [e for e in await asyncio.gather(*(one(r, a) for r, a in enumerate(placement.addresses))) if e]
         if errors:
@@ -765,7 +772,10 @@ class Coordinator:
     def infer(self, x, timeout: float | None = None) -> np.ndarray:
         """Logits for a float batch ``(N,) + input_shape`` (or one sample).
 
-        The samples run concurrently (up to ``max_concurrency`` in flight).
+        The samples run concurrently (up to ``max_concurrency`` in flight),
+        each as its own Run of batch 1: a batch of any size stays within every
+        node's ``max_batch`` (GetInfo), and the nodes take turns between
+        callers one segment at a time.
 
         Raises:
             RequestFailedError: a sample could not be answered (the first

@@ -21,7 +21,6 @@ import statistics
 import time
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable
@@ -34,10 +33,11 @@ from paradis_tf.mesh import limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
 from paradis_tf.mesh.errors import DeployError, MeshError, TensorError
 from paradis_tf.mesh.mailbox import Mailbox, MailboxFull
+from paradis_tf.mesh.scheduler import FairScheduler, TokenBucket
 from paradis_tf.bundle import BundleError, SegmentRef, TensorSpec
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.program import RoleProgram, load_role_program, model_input_spec
-from paradis_tf.mesh.store import BundleStore, VersionInfo
+from paradis_tf.mesh.store import BundleStore, VersionInfo, check_name
 from paradis_tf.quant import QTensor
 
 __all__ = ["NodeServicer", "NodeConfig", "serve", "run_node", "measure_speed_score"]
@@ -48,6 +48,17 @@ log = logging.getLogger("paradis.node")
 # before, so requests already in flight when the coordinator re-plans finish
 # on the plan they started with.
 _KEEP_ACTIVATIONS = 2
+
+# Callers of the interpreter thread that are no remote peer (`FairScheduler`
+# turns): loading and measuring a role (Activate, restore), anything else.
+_ACTIVATE_CALLER = "(activate)"
+_LOCAL_CALLER = "(local)"
+
+# String fields every handler checks (`limits.check_text`): name -> longest allowed
+_ID, _NAME = limits.MAX_ID_CHARS, limits.MAX_NAME_CHARS
+_RUN_FIELDS = (("request_id", _ID), ("plan", _NAME), ("activation_id", _ID))
+_ACTIVATE_FIELDS = (("bundle", _NAME), ("version", _NAME), ("plan", _NAME), ("activation_id", _ID))
+_MANIFEST_FIELDS = (("bundle", _NAME), ("version", _NAME))
 
 
 def measure_speed_score(seconds: float = 0.15) -> float:
@@ -108,6 +119,8 @@ class NodeConfig:
     # plaintext off loopback only when asked (`--insecure`), with a warning at start and every interval
     insecure: bool = False
     insecure_warning_interval_s: float = security.INSECURE_WARNING_INTERVAL_S
+    # largest batch of one Run (`--max-batch`); 0: auto, from the role's measured latency (limits.auto_max_batch)
+    max_batch: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -118,6 +131,8 @@ class NodeConfig:
             raise ValueError(f"Expected a non-negative memory budget. Received memory_budget_mb={self.memory_budget_mb}.")
         if self.threads < 1:
             raise ValueError(f"Expected at least one interpreter thread. Received threads={self.threads}.")
+        if self.max_batch < 0:
+            raise ValueError(f"Expected a max batch >= 0 (0: auto). Received max_batch={self.max_batch}.")
         if self.advertise:
             from paradis_tf.mesh.discovery import check_fleet
 
@@ -166,7 +181,9 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         self.speed_score = measure_speed_score() if speed_score is None else float(speed_score)
         self.started_unix_ms = int(time.time() * 1000)
         self.counters = mesh_pb2.Counters()  # what GetInfo reports, counted in place
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paradis-interp")
+        # interpreter work: one thread, callers take turns (scheduler.FairScheduler)
+        self._scheduler = FairScheduler(thread_name_prefix="paradis-interp")
+        self._activation_tokens = TokenBucket(limits.ACTIVATION_BURST, limits.ACTIVATION_RATE_PER_S)
         self._activations: OrderedDict[str, _Active] = OrderedDict()
         self._current: _Active | None = None
         self._activate_lock = asyncio.Lock()
@@ -204,12 +221,26 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         for ch, _ in self._peers.values():
             await ch.close()
         self._peers.clear()
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._scheduler.close()
         self._activations.clear()
 
     # --- helpers ----------------------------------------------------------
-    async def _in_worker(self, fn: Callable, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+    async def _in_worker(self, fn: Callable, *args, caller: str = _LOCAL_CALLER):
+        """``fn(*args)`` on the interpreter thread, in ``caller``'s turn (`_caller_key`)."""
+        return await self._scheduler.run(caller, fn, *args)
+
+    def _max_batch(self, entry: "_Active") -> int:
+        """The largest batch one Run of ``entry`` may carry (`--max-batch`, or auto from its latency)."""
+        return self.config.max_batch or limits.auto_max_batch(entry.role_latency_ms)
+
+    def _check_batch(self, entry: "_Active", t: QTensor, what: str) -> None:
+        limit = self._max_batch(entry)
+        if t.shape[0] > limit:
+            how = (f"--max-batch {limit}" if self.config.max_batch else
+                   f"auto: about {limits.RUN_BATCH_BUDGET_MS:g} ms of work at {entry.role_latency_ms:.3g} ms per sample")
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"{what} carries a batch of {t.shape[0]}; this node takes at most {limit} per Run ({how}): "
+                         f"split it into Runs of at most {limit} samples (GetInfo reports max_batch)")
 
     def _peer(self, address: str) -> mesh_pb2_grpc.NodeStub:
         entry = self._peers.get(address)
@@ -246,6 +277,9 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         if self._current is not None:
             info.activation.CopyFrom(self._current.activation)
             info.role_latency_ms = self._current.role_latency_ms
+            info.max_batch = self._max_batch(self._current)
+        else:
+            info.max_batch = self.config.max_batch  # auto (0) is known once a role is measured
         info.counters.CopyFrom(self.counters)
         return info
 
@@ -316,6 +350,16 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                 a = current.activation
                 if (a.bundle, a.version, a.plan, a.role, dict(a.peers)) == (info.name, info.version, plan, role, peers):
                     return current  # a repeated Activate (a retry, or a loop): nothing to reload or re-measure
+            if not self._activation_tokens.take():
+                cur = "no activation" if current is None else (
+                    f"the current activation {current.activation.activation_id!r} (plan {current.activation.plan!r} "
+                    f"role {current.activation.role})")
+                raise _Abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"activate refused: this node loads at most {limits.ACTIVATION_BURST} activations back to back and "
+                    f"{limits.ACTIVATION_RATE_PER_S:g} per second after that; {cur} keeps serving; retry in "
+                    f"{self._activation_tokens.wait_s():.1f} s (repeating the current activation is free)",
+                )
             try:
                 loaded = await asyncio.to_thread(load_bundle, info.path, verify=False)
                 plan_obj = loaded.plan(plan)
@@ -331,8 +375,8 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             missing = sorted(r for r in needed if r not in peers)
             if missing:
                 raise DeployError(f"plan {plan!r} role {role} exchanges feature maps with roles {missing}, but Activate gave no peer address for them")
-            program = await self._in_worker(self.load_program, info, plan_obj.name, role)
-            latency = await self._in_worker(_measure_role_latency, program)
+            program = await self._in_worker(self.load_program, info, plan_obj.name, role, caller=_ACTIVATE_CALLER)
+            latency = await self._in_worker(_measure_role_latency, program, caller=_ACTIVATE_CALLER)
             act = mesh_pb2.Activation(bundle=info.name, version=info.version, plan=plan_obj.name, role=role, peers=peers, activation_id=activation_id or uuid.uuid4().hex)
             entry = _Active(act, program, latency)
             self._activations.pop(act.activation_id, None)
@@ -349,7 +393,15 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
 
     async def Activate(self, request: mesh_pb2.ActivateRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ActivateReply:
         try:
+            _check_fields("Activate", request, _ACTIVATE_FIELDS)
+            try:
+                for r, address in request.peers.items():
+                    limits.check_text(address, f"Activate.peers[{r}]", limits.MAX_ADDRESS_CHARS)
+            except limits.FieldError as e:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
             entry = await self._activate(request.bundle, request.version, request.plan, request.role, dict(request.peers), request.activation_id)
+        except _Abort as e:
+            await self._abort(context, e)
         except DeployError as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION if "not stored" in str(e) else grpc.StatusCode.INVALID_ARGUMENT, f"activate refused: {e}")
         except (MeshError, ValueError, OSError, RuntimeError) as e:
@@ -385,10 +437,12 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             await self._abort(context, e)
 
     async def _run(self, request: mesh_pb2.RunRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.RunReply:
+        _check_fields("Run", request, _RUN_FIELDS)
         if not request.request_id:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "Run has an empty request_id")
         entry = self._lookup(request.activation_id, request.plan)
         act, program = entry.activation, entry.program
+        caller = _caller_key(context)
         remaining = context.time_remaining()
         budget = limits.RUN_TIMEOUT_S if remaining is None else remaining
         # Give up on a peer's feature map a little before the caller's deadline,
@@ -401,6 +455,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             if not request.HasField("input"):
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"Run has no input tensor, but role {act.role} of plan {act.plan!r} takes the model input")
             x = _decode(request.input, spec, "input")
+            self._check_batch(entry, x, "Run.input")
         batch = None if x is None else x.shape[0]
         aid, rid = act.activation_id, request.request_id
         local: dict[int, QTensor] = {}
@@ -436,7 +491,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                         ins.append(t)
                 t0 = time.perf_counter()
                 try:
-                    out = await self._in_worker(program.run_segment, j, ins)
+                    out = await self._in_worker(program.run_segment, j, ins, caller=caller)
                 except Exception as e:  # the interpreter's own errors
                     raise _Abort(grpc.StatusCode.INTERNAL, f"segment {j} failed: {type(e).__name__}: {e}") from None
                 compute += time.perf_counter() - t0
@@ -477,6 +532,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
     # --- Exchange ---------------------------------------------------------
     async def Exchange(self, request: mesh_pb2.ExchangeRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ExchangeReply:
         try:
+            _check_fields("Exchange", request, _RUN_FIELDS)
             if not request.request_id:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "Exchange has an empty request_id")
             entry = self._lookup(request.activation_id, request.plan)
@@ -484,7 +540,9 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             p, s = request.producer_role, request.producer_segment
             if not 0 <= p < len(plan.devices) or not 0 <= s < len(plan.devices[p].segments):
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"plan {request.plan!r} has no segment {s} on role {p}")
+            _check_consumed(entry, p, s)
             t = _decode(request.tensor, plan.devices[p].segments[s].output, f"feature map of role {p} segment {s}")
+            self._check_batch(entry, t, f"Exchange.tensor (role {p} segment {s})")
             try:
                 fresh = self._mailbox.put((entry.activation.activation_id, request.request_id, p, s), t)
             except MailboxFull as e:
@@ -498,6 +556,14 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
 
     # --- GetManifest ------------------------------------------------------
     async def GetManifest(self, request: mesh_pb2.GetManifestRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.GetManifestReply:
+        try:
+            _check_fields("GetManifest", request, _MANIFEST_FIELDS)
+            if request.bundle:
+                check_name(request.bundle)
+        except _Abort as e:
+            await self._abort(context, e)
+        except DeployError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"GetManifest.bundle: {e}")
         name, version = request.bundle, request.version
         if not name:
             if self._current is not None:
@@ -514,6 +580,40 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         data = await asyncio.to_thread((info.path / "manifest.json").read_bytes)
         return mesh_pb2.GetManifestReply(bundle=info.name, version=info.version, manifest_json=data)
+
+
+def _caller_key(context: grpc.aio.ServicerContext) -> str:
+    """Who a call comes from, for taking turns: its certificate's name, else its host (any port)."""
+    names = context.auth_context().get("x509_common_name")
+    if names:
+        return "cert:" + bytes(names[0]).decode("utf-8", "replace")
+    kind, _, rest = (context.peer() or "").partition(":")  # ipv4:127.0.0.1:5000, ipv6:[::1]:5000, unix:...
+    if kind in ("ipv4", "ipv6"):
+        rest = rest.rpartition(":")[0]
+    return f"host:{rest}"
+
+
+def _check_consumed(entry: _Active, producer: int, segment: int) -> None:
+    """Refuses (INVALID_ARGUMENT) a feature map that this node's role does not take from a peer."""
+    act, program = entry.activation, entry.program
+    taken = sorted({(i.source.device, i.source.segment) for j in range(program.num_segments) for i in program.needs(j)
+                    if i.source is not None and i.source.device != act.role})
+    if (producer, segment) not in taken:
+        takes = ", ".join(f"role {r} segment {g}" for r, g in taken) or "none"
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"role {act.role} of plan {act.plan!r} (activation {act.activation_id!r}) does not take the feature map of "
+            f"role {producer} segment {segment} from a peer; the feature maps it takes: {takes}",
+        )
+
+
+def _check_fields(rpc: str, request, fields: tuple[tuple[str, int], ...]) -> None:
+    """Refuses with INVALID_ARGUMENT, naming the field, a string too long or with a NUL or control character."""
+    try:
+        for name, max_chars in fields:
+            limits.check_text(getattr(request, name), f"{rpc}.{name}", max_chars)
+    except limits.FieldError as e:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
 
 
 def _decode(t: mesh_pb2.Tensor, spec: TensorSpec, what: str) -> QTensor:

@@ -21,7 +21,7 @@ from paradis_tf.errors import InputError
 from paradis_tf.mesh import Coordinator, limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
 from paradis_tf.mesh.errors import TensorError
-from paradis_tf.mesh.local import LocalMesh, NodeProcess, node_tls_args
+from paradis_tf.mesh.local import LocalMesh, NodeProcess
 from paradis_tf.mesh.mailbox import Mailbox, MailboxFull
 from paradis_tf.mesh.scheduler import FairScheduler, TokenBucket
 from paradis_tf.quant import QTensor, convert
@@ -394,6 +394,8 @@ def test_exchange_only_from_consumed_producers_with_a_share_each(tmp_path, bundl
 
 def test_runs_of_two_callers_take_turns_on_a_node(tmp_path, bundle4, images):
     """Caller A (certificate coord-a) sends many big Runs, then caller B one: B's answer does not wait for all of A's."""
+    from paradis_tf.mesh.local import node_tls_args
+
     pki = tmp_path / "pki"
     security.make_ca(pki)
     for name in ("coord-a", "coord-b"):
