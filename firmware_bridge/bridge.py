@@ -32,6 +32,7 @@ import numpy as np
 from firmware_bridge import protocol as P
 from firmware_bridge.board import Board
 from firmware_bridge.errors import BoardError, SerialBridgeError
+from firmware_bridge.tflm import check_models as check_tflm_models
 from paradis_tf.bundle import Bundle, BundleError
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.errors import DeployError
@@ -160,6 +161,18 @@ class BridgeServicer(NodeServicer):
         except (SerialBridgeError, BundleError) as e:
             raise DeployError(f"serial board on {self.board.port}: {e}") from e
 
+    def check_models(self, models: Sequence[tuple[str, Path]]) -> None:
+        """Loads every .tflite of an upload with TFLM, the board's runtime, before its version is committed:
+        in one child process, as TFLM has no flatbuffer verifier and crashes on some malformed files
+        (`firmware_bridge.tflm.check_models`).
+
+        Raises:
+            DeployError: naming the first file TFLM does not load.
+        """
+        for (rel, _), why in zip(models, check_tflm_models([path for _, path in models])):
+            if why:
+                raise DeployError(f"{rel!r} is not a model TFLM (the board's runtime) can load: {why}")
+
     def _info(self):
         info = super()._info()
         if self.board.info is not None:
@@ -169,7 +182,8 @@ class BridgeServicer(NodeServicer):
 
 def run_bridge(port: str, listen: str, store: str | Path, *, baudrate: int = 115200, capacity: float = 1.0,
                node_id: str = "", speed_score: float = DEFAULT_SPEED_SCORE, timeout: float = 0.5, retries: int = 8,
-               latency_budget_ms: float = 0.0, ready=None, tls=None, insecure: bool = False, max_batch: int = 0) -> int:
+               latency_budget_ms: float = 0.0, ready=None, tls=None, insecure: bool = False, max_batch: int = 0,
+               store_quota_mb: float | None = None) -> int:
     """Blocking entry point of `paradis bridge`."""
     import asyncio
 
@@ -181,7 +195,8 @@ def run_bridge(port: str, listen: str, store: str | Path, *, baudrate: int = 115
                  info.runtime, info.flash_capacity, info.arena_capacity, info.max_payload)
         config = NodeConfig(store=Path(store), node_id=node_id or f"bridge-{info.board_id}",
                             backend=f"serial:{info.runtime}", capacity=capacity,
-                            latency_budget_ms=latency_budget_ms, tls=tls, insecure=insecure, max_batch=max_batch)
+                            latency_budget_ms=latency_budget_ms, tls=tls, insecure=insecure, max_batch=max_batch,
+                            store_quota_mb=store_quota_mb)
 
         async def main() -> None:
             await serve(BridgeServicer(config, board, speed_score), listen, ready=ready)

@@ -6,7 +6,8 @@ flatbuffer checks), so a model is first *probed* in a child process
 (`python -m firmware_bridge.tflm`): its smallest working arena is measured
 (`paradis_tf.runtime.tflm_arena_bytes`, bisection with real allocations),
 then it is allocated with TFLM at the board's arena size and invoked once.
-Only a model that passed the probe is loaded in-process.
+Only a model that passed the probe is loaded in-process. `check_models`
+loads the model files of a bridge's upload the same way, all in one child.
 
 Imports `tflite_micro` only; no TensorFlow.
 """
@@ -118,6 +119,13 @@ def _child(arena: int) -> int:
     return 0
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a child `python -m firmware_bridge.tflm`: it must import this very package,
+    wherever the parent was started."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+
+
 def probe(model: bytes, arena_size: int, timeout: float = 120.0) -> ProbeResult:
     """Allocates and invokes `model` with TFLM in a child process.
 
@@ -125,12 +133,9 @@ def probe(model: bytes, arena_size: int, timeout: float = 120.0) -> ProbeResult:
         A `ProbeResult`; a crash of the child is reported as a model TFLM
         cannot run, never raised.
     """
-    # The child must import this very package, wherever the parent was started.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     try:
         proc = subprocess.run([sys.executable, "-m", "firmware_bridge.tflm", "--arena", str(arena_size)],
-                              input=model, capture_output=True, timeout=timeout, env=env)
+                              input=model, capture_output=True, timeout=timeout, env=_child_env())
         lines, crashed = proc.stdout.splitlines(), proc.returncode
     except subprocess.TimeoutExpired as e:
         lines, crashed = (e.stdout or b"").splitlines(), f"no answer in {timeout:.0f} s"
@@ -145,6 +150,60 @@ def probe(model: bytes, arena_size: int, timeout: float = 120.0) -> ProbeResult:
     inputs = tuple(TensorSpec(**d) for d in last.get("inputs", ()))
     outputs = tuple(TensorSpec(**d) for d in last.get("outputs", ()))
     return ProbeResult(last["fits"], last["arena_used"], inputs, outputs, last["error"])
+
+
+def _check_child(paths: Sequence[str], arena: int) -> int:
+    """Child process: loads each model file with TFLM (tensors allocated), one JSON line per step on stdout."""
+    from tflite_micro import runtime
+
+    for i, path in enumerate(paths):
+        sys.stdout.write(json.dumps({"checking": i}) + "\n")
+        sys.stdout.flush()
+        try:
+            with open(path, "rb") as fh:
+                runtime.Interpreter.from_bytes(fh.read(), arena_size=arena)
+            error = ""
+        except Exception as e:  # noqa: BLE001 - anything here means "not a model TFLM loads"
+            error = f"{type(e).__name__}: {e}"
+        sys.stdout.write(json.dumps({"file": i, "error": error}) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def check_models(paths: Sequence[str | os.PathLike], arena_size: int = PROBE_MAX_ARENA,
+                 timeout: float = 120.0) -> list[str]:
+    """Loads each model file with TFLM, tensors allocated, in one child process.
+
+    The arena is generous on purpose: this tells a model from something that
+    is not one (TFLM has no flatbuffer verifier and crashes on some malformed
+    files), not whether it fits a board (Activate checks that).
+
+    Returns:
+        Per path, "" if TFLM loads it, else why not; a crash of the child is
+        reported for the file it was loading, never raised, and the files
+        after it are reported as not checked.
+    """
+    cmd = [sys.executable, "-m", "firmware_bridge.tflm", "--arena", str(arena_size), "--check", *map(os.fspath, paths)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=_child_env(), stdin=subprocess.DEVNULL)
+        lines, crashed = proc.stdout.splitlines(), f"exit {proc.returncode}"
+    except subprocess.TimeoutExpired as e:
+        lines, crashed = (e.stdout or b"").splitlines(), f"no answer in {timeout:.0f} s"
+    errors: dict[int, str] = {}
+    loading = None
+    for line in lines:
+        try:
+            step = json.loads(line)
+        except ValueError:
+            continue
+        if "checking" in step:
+            loading = step["checking"]
+        else:
+            errors[step["file"]] = step["error"]
+    return [errors[i] if i in errors
+            else f"TFLM crashed loading it ({crashed})" if i == loading
+            else f"not checked: TFLM crashed on an earlier file ({crashed})"
+            for i in range(len(paths))]
 
 
 class TflmModel:
@@ -186,9 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m firmware_bridge.tflm",
-                                     description="Probe a .tflite model on stdin with TFLM (child of probe()).")
+                                     description="Probe a .tflite model on stdin with TFLM (child of probe()), or load model files (child of check_models()).")
     parser.add_argument("--arena", type=int, required=True, help="tensor arena size in bytes")
+    parser.add_argument("--check", nargs="+", metavar="FILE",
+                        help="load these model files (child of check_models()) instead of probing stdin")
     args = parser.parse_args(argv)
+    if args.check:
+        return _check_child(args.check, args.arena)
     return _child(args.arena)
 
 

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     g = p.add_argument_group("network and storage")
     g.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on (port 0 picks a free one)")
     g.add_argument("--store", required=True, metavar="DIR", help="bundle store and state directory")
+    g.add_argument("--store-quota-mb", type=float, default=None, metavar="N",
+                   help="MB all stored bundle versions may take together, uploads in progress included; a deploy that would exceed it is refused with RESOURCE_EXHAUSTED (default: what the store holds at start plus 25%% of the disk space free under --store then; 0: no quota)")
     g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
     add_tls_args(p.add_argument_group("mutual TLS"), serving=True)
     c = p.add_argument_group("identity and capacity")
@@ -52,4 +54,4 @@ def _bridge(args: argparse.Namespace) -> int:
     return run_bridge(args.serial, args.listen, args.store, baudrate=args.baud, capacity=args.capacity,
                       node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,
                       latency_budget_ms=args.latency_budget_ms, ready=ready, tls=tls_config(args),
-                      insecure=args.insecure, max_batch=args.max_batch)
+                      insecure=args.insecure, max_batch=args.max_batch, store_quota_mb=args.store_quota_mb)

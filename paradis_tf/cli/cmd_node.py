@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     g = s.add_argument_group("network and storage")
     g.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on (port 0 picks a free one)")
     g.add_argument("--store", required=True, metavar="DIR", help="bundle store and state directory")
+    g.add_argument("--store-quota-mb", type=float, default=None, metavar="N",
+                   help="MB all stored bundle versions may take together, uploads in progress included; a deploy that would exceed it is refused with RESOURCE_EXHAUSTED (default: what the store holds at start plus 25%% of the disk space free under --store then; 0: no quota)")
     g.add_argument("--advertise", action="store_true",
                    help="announce this node on zeroconf as _paradis._tcp (coordinators find it with --discover)")
     g.add_argument("--fleet", default="default",
@@ -63,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,
         advertise=args.advertise, fleet=args.fleet, advertise_interfaces=tuple(args.advertise_interface),
         tls=tls_config(args), insecure=args.insecure,
-        max_batch=args.max_batch,
+        max_batch=args.max_batch, store_quota_mb=args.store_quota_mb,
     )
 
     check_listen(args.listen, config.tls, config.insecure)  # before the store is opened

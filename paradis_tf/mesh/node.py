@@ -14,6 +14,7 @@ the worker.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Sequence
 
 import grpc
 import numpy as np
@@ -37,8 +38,10 @@ from paradis_tf.mesh.scheduler import FairScheduler, TokenBucket
 from paradis_tf.bundle import BundleError, SegmentRef, TensorSpec
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.program import RoleProgram, load_role_program, model_input_spec
-from paradis_tf.mesh.store import BundleStore, VersionInfo, check_name
+from paradis_tf.mesh.store import BundleStore, StoreQuotaError, Upload, VersionInfo, check_name
 from paradis_tf.quant import QTensor
+from paradis_tf.runtime.backends import BackendError, load_interpreter
+from paradis_tf.tflite_file import TfliteFileError
 
 __all__ = ["NodeServicer", "NodeConfig", "serve", "run_node", "measure_speed_score"]
 
@@ -121,6 +124,8 @@ class NodeConfig:
     insecure_warning_interval_s: float = security.INSECURE_WARNING_INTERVAL_S
     # largest batch of one Run (`--max-batch`); 0: auto, from the role's measured latency (limits.auto_max_batch)
     max_batch: int = 0
+    # MB all stored bundle versions may take (`--store-quota-mb`); None: store.default_quota_bytes; 0: no quota
+    store_quota_mb: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -133,6 +138,8 @@ class NodeConfig:
             raise ValueError(f"Expected at least one interpreter thread. Received threads={self.threads}.")
         if self.max_batch < 0:
             raise ValueError(f"Expected a max batch >= 0 (0: auto). Received max_batch={self.max_batch}.")
+        if self.store_quota_mb is not None and not self.store_quota_mb >= 0:
+            raise ValueError(f"Expected a store quota >= 0 MB (0: no quota). Received store_quota_mb={self.store_quota_mb}.")
         if self.advertise:
             from paradis_tf.mesh.discovery import check_fleet
 
@@ -176,7 +183,10 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
 
     def __init__(self, config: NodeConfig, speed_score: float | None = None):
         self.config = config
-        self.store = BundleStore(config.store, keep=config.keep_versions)
+        quota = None if config.store_quota_mb is None else int(config.store_quota_mb * 1024 * 1024)
+        self.store = BundleStore(config.store, keep=config.keep_versions, quota_bytes=quota, check_models=self.check_models)
+        log.info("bundle store %s: %.1f MB stored, quota %s", self.store.root, self.store.used_bytes() / 1024**2,
+                 f"{self.store.quota_bytes / 1024**2:.1f} MB" if self.store.quota_bytes else "none (--store-quota-mb 0)")
         self.node_id = _node_id(self.store, config.node_id)
         self.speed_score = measure_speed_score() if speed_score is None else float(speed_score)
         self.started_unix_ms = int(time.time() * 1000)
@@ -198,6 +208,26 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         whose `run_segment` runs on the board).
         """
         return load_role_program(bundle.path, plan, role, backend=self.config.backend, threads=self.config.threads)
+
+    def check_models(self, models: Sequence[tuple[str, Path]]) -> None:
+        """Loads every .tflite of an upload with this node's interpreter before its version is committed
+        (`store.ModelCheck`; blocking, off the event loop): LiteRT runs its flatbuffer verifier and
+        allocates the tensors, so a file that is no model is refused at Deploy, not at Activate.
+
+        Override where roles run elsewhere (the serial bridge checks with TFLM, the board's runtime).
+
+        Raises:
+            DeployError: naming the first file that does not load.
+        """
+        backend = self.config.backend
+        for rel, path in models:
+            data = path.read_bytes()
+            # TFLM crashes when its persistent allocations do not fit: give it the arena probe's generous size
+            arena = min(64 << 20, (16 << 20) + 10 * len(data)) if backend == "tflm" else None
+            try:
+                load_interpreter(data, backend, num_threads=1, arena_size=arena)
+            except (BackendError, TfliteFileError) as e:
+                raise DeployError(f"{rel!r} is not a model {backend} can load: {str(e).removeprefix('model: ')}") from None
 
     # --- lifecycle --------------------------------------------------------
     async def restore(self) -> bool:
@@ -274,6 +304,8 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             sb = info.bundles.add(name=name)
             for v in self.store.versions(name):
                 sb.versions.add(version=v.version, deployed_unix_ms=v.deployed_unix_ms, bytes=v.bytes, plans=list(v.plans))
+                info.store_bytes += v.bytes  # what the quota counts (BundleStore.used_bytes)
+        info.store_quota_bytes = self.store.quota_bytes
         if self._current is not None:
             info.activation.CopyFrom(self._current.activation)
             info.role_latency_ms = self._current.role_latency_ms
@@ -288,6 +320,18 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         return await asyncio.to_thread(self._info)
 
     # --- Deploy -----------------------------------------------------------
+    async def _begin_upload(self, b: mesh_pb2.DeployBegin) -> Upload:
+        """`BundleStore.begin` off the event loop (it may prune to make room); an upload begun for a caller
+        that went away meanwhile is aborted, so its quota reservation is not lost."""
+        protect = {a.activation.version for a in self._activations.values() if a.activation.bundle == b.bundle}
+        files = [(f.path, f.size, f.sha256) for f in b.files]
+        begun = asyncio.ensure_future(asyncio.to_thread(self.store.begin, b.bundle, b.manifest_sha256, files, protect))
+        try:
+            return await asyncio.shield(begun)
+        except asyncio.CancelledError:
+            begun.add_done_callback(lambda t: t.cancelled() or t.exception() is not None or t.result().abort())
+            raise
+
     async def Deploy(self, request_iterator: AsyncIterator[mesh_pb2.DeployRequest], context: grpc.aio.ServicerContext) -> mesh_pb2.DeployReply:
         upload = None
         committed = False
@@ -298,8 +342,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                     if kind == "begin":
                         if upload is not None:
                             raise DeployError("a second DeployBegin in one stream")
-                        b = msg.begin
-                        upload = self.store.begin(b.bundle, b.manifest_sha256, [(f.path, f.size, f.sha256) for f in b.files])
+                        upload = await self._begin_upload(msg.begin)
                     elif kind == "chunk":
                         if upload is None:
                             raise DeployError("FileChunk before DeployBegin")
@@ -321,10 +364,15 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                         + (f"; incomplete files: {', '.join(missing[:5])}" if missing else "")
                     )
                 info, present = await asyncio.to_thread(upload.commit)
+            except StoreQuotaError as e:
+                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"deploy refused: {e}") from None
             except DeployError as e:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"deploy refused: {e}") from None
             except OSError as e:
-                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED if e.errno == 28 else grpc.StatusCode.INTERNAL, f"deploy failed: {e}") from None
+                if e.errno == errno.ENOSPC:
+                    raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"deploy failed: the disk under the store "
+                                 f"{self.store.root} is full ({e}); free space there or lower --store-quota-mb") from None
+                raise _Abort(grpc.StatusCode.INTERNAL, f"deploy failed: {e}") from None
         except _Abort as e:
             if upload is not None:
                 upload.abort()
@@ -335,6 +383,11 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         protect = {a.activation.version for a in self._activations.values() if a.activation.bundle == info.name}
         await asyncio.to_thread(self.store.prune, info.name, protect | {info.version})
         self.counters.deploys += 1
+        if upload.pruned:
+            log.info("removed versions %s of %s first to make room in the store quota", ", ".join(upload.pruned), info.name)
+        if upload.repaired:
+            log.warning("repaired %s version %s: stored files %s failed their sha256 and were replaced by the verified upload",
+                        info.name, info.version, ", ".join(upload.repaired))
         log.info("deployed %s version %s (%d bytes%s)", info.name, info.version, info.bytes, ", already present" if present else "")
         return mesh_pb2.DeployReply(
             bundle=info.name, version=info.version, bytes=info.bytes, already_present=present,
