@@ -1,4 +1,5 @@
-"""`paradis mesh status|infer|bench --nodes HOST:PORT,... | --discover`: a live mesh."""
+"""`paradis mesh status|infer|bench|serve --nodes HOST:PORT,... | --discover`: a live mesh; `serve` keeps a
+coordinator running and serves inference to the plant's software over gRPC."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def register(subparsers) -> None:
     b.add_argument("--concurrency", default="1,4,16", help="in-flight request counts (default: %(default)s)")
     b.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     b.set_defaults(func=_bench)
+
+    _register_serve(sub)
 
 
 def _coordinator(args):
@@ -158,3 +161,53 @@ def _bench(args: argparse.Namespace) -> int:
               "`paradis mesh status` shows the nodes)", file=sys.stderr)
         return 1
     return 0
+
+
+def _register_serve(sub) -> None:
+    s = sub.add_parser(
+        "serve", help="keep a coordinator running and serve inference over gRPC (paradis.mesh.v1.Inference)",
+        description="A long-running coordinator for a line: owns the nodes (--nodes or --discover) and the plan "
+        "policy (--switch), re-plans when nodes fail or return, and serves paradis.mesh.v1.Inference (Infer: a "
+        "float32 batch in, the fused outputs out; GetStatus) and grpc.health.v1 (SERVING while a plan fits the "
+        "healthy nodes). Off loopback it serves mutual TLS only: Infer needs a coordinator certificate of the "
+        "fleet CA, GetStatus and health any fleet certificate. SIGTERM stops it gracefully.",
+    )
+    s.add_argument("--listen", required=True, metavar="HOST:PORT",
+                   help="address to serve inference on (port 0 picks a free one)")
+    _nodes_arg(s)
+    _plan_args(s)
+    flags = {a.dest: a for a in s._actions}
+    flags["tls_cert"].help = ("this server's certificate (`paradis certs issue --role coordinator --host HOST`): shown to "
+                              "the nodes as their coordinator and to clients, which check it names the host they dial")
+    flags["tls_key"].help = "this server's private key"
+    insecure = flags["insecure"]
+    insecure.help = ("plaintext where TLS is otherwise required: listen on an address other hosts can reach without "
+                     "--tls-* (anyone on that network could run the model and read inputs and outputs; warns at "
+                     "start and every hour), and with --discover adopt announced nodes without a certificate")
+    g = s.add_argument_group("serving")
+    g.add_argument("--max-batch", type=int, default=256, metavar="N",
+                   help="largest batch one Infer may carry; a bigger one is refused with INVALID_ARGUMENT "
+                        "(default: %(default)s)")
+    g.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="deadline of an Infer call whose caller sets none; a caller's own deadline is honoured "
+                        "(default: %(default)s)")
+    g.add_argument("--health-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="how often the nodes are checked for the health status (default: %(default)s)")
+    g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
+    # monitoring (--metrics-listen HOST:PORT) goes here: InferenceServicer.Infer is the one request path
+    s.set_defaults(default_log_level="INFO", func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from paradis_tf.cli._common import ready_callback, tls_config
+    from paradis_tf.mesh.coordinator import Coordinator
+    from paradis_tf.mesh.serve import ServeConfig, run_server
+
+    config = ServeConfig(switch=args.switch, max_batch=args.max_batch, request_timeout_s=args.request_timeout,
+                         health_interval_s=args.health_interval, tls=tls_config(args), insecure=args.insecure)
+    kwargs = discovery_kwargs(args, args.nodes)
+
+    def coordinator() -> Coordinator:  # built once --listen passed its checks (plaintext off loopback: exit 2)
+        return Coordinator(**kwargs, bundle=args.bundle, run_timeout_s=args.timeout)
+
+    return run_server(coordinator, args.listen, config, ready=ready_callback(args.ready_file, "paradis-mesh-serve"))

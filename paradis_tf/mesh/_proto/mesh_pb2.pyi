@@ -327,3 +327,69 @@ class GetManifestReply(_message.Message):
     version: str
     manifest_json: bytes
     def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ..., manifest_json: _Optional[bytes] = ...) -> None: ...
+
+class InferRequest(_message.Message):
+    __slots__ = ("request_id", "inputs")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    inputs: Tensor
+    def __init__(self, request_id: _Optional[str] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class InferReply(_message.Message):
+    __slots__ = ("request_id", "outputs", "plan", "nodes", "replanned", "server_ms")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    REPLANNED_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    outputs: Tensor
+    plan: str
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    replanned: bool
+    server_ms: float
+    def __init__(self, request_id: _Optional[str] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., plan: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ..., replanned: _Optional[bool] = ..., server_ms: _Optional[float] = ...) -> None: ...
+
+class InferenceStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LineNode(_message.Message):
+    __slots__ = ("address", "node_id", "up", "role", "error")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    node_id: str
+    up: bool
+    role: int
+    error: str
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., up: _Optional[bool] = ..., role: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class InferenceStatus(_message.Message):
+    __slots__ = ("serving", "reason", "switch", "plan", "nodes", "bundle", "input_shape", "max_batch", "labels", "checked_unix_ms")
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SWITCH_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    serving: bool
+    reason: str
+    switch: str
+    plan: str
+    nodes: _containers.RepeatedCompositeFieldContainer[LineNode]
+    bundle: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    max_batch: int
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    checked_unix_ms: int
+    def __init__(self, serving: _Optional[bool] = ..., reason: _Optional[str] = ..., switch: _Optional[str] = ..., plan: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[LineNode, _Mapping]]] = ..., bundle: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., max_batch: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., checked_unix_ms: _Optional[int] = ...) -> None: ...

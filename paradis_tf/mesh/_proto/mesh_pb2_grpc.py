@@ -325,3 +325,151 @@ class Node:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class InferenceStub:
+    """--- serving a line ------------------------------------------------------------
+
+    A long-running coordinator (`paradis mesh serve`) owns the nodes of a line
+    and serves inference to the plant's software, which then needs neither the
+    bundle nor the node addresses. With mutual TLS, Infer needs a `coordinator`
+    certificate of the fleet CA; GetStatus and health take any fleet
+    certificate. Health (grpc.health.v1) answers for "" and
+    "paradis.mesh.v1.Inference": SERVING while a plan fits the healthy nodes.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Infer = channel.unary_unary(
+                '/paradis.mesh.v1.Inference/Infer',
+                request_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferRequest.SerializeToString,
+                response_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferReply.FromString,
+                _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/paradis.mesh.v1.Inference/GetStatus',
+                request_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferenceStatusRequest.SerializeToString,
+                response_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferenceStatus.FromString,
+                _registered_method=True)
+
+
+class InferenceServicer:
+    """--- serving a line ------------------------------------------------------------
+
+    A long-running coordinator (`paradis mesh serve`) owns the nodes of a line
+    and serves inference to the plant's software, which then needs neither the
+    bundle nor the node addresses. With mutual TLS, Infer needs a `coordinator`
+    certificate of the fleet CA; GetStatus and health take any fleet
+    certificate. Health (grpc.health.v1) answers for "" and
+    "paradis.mesh.v1.Inference": SERVING while a plan fits the healthy nodes.
+    """
+
+    def Infer(self, request, context):
+        """Runs a batch through the mesh and returns the fused model outputs, one
+        row per sample. Refusals: INVALID_ARGUMENT naming the field (dtype,
+        shape, byte length, NaN/infinity, batch over max_batch, request_id);
+        UNAVAILABLE when no plan fits the healthy nodes or a sample could not be
+        answered after the coordinator's re-plan and retry (the message says
+        why); DEADLINE_EXCEEDED when the call's deadline passes first (the
+        samples still running are cancelled).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatus(self, request, context):
+        """The plan in use, the nodes as the server last saw them, and what Infer
+        accepts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InferenceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Infer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Infer,
+                    request_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferRequest.FromString,
+                    response_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferReply.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferenceStatusRequest.FromString,
+                    response_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferenceStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'paradis.mesh.v1.Inference', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('paradis.mesh.v1.Inference', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Inference:
+    """--- serving a line ------------------------------------------------------------
+
+    A long-running coordinator (`paradis mesh serve`) owns the nodes of a line
+    and serves inference to the plant's software, which then needs neither the
+    bundle nor the node addresses. With mutual TLS, Infer needs a `coordinator`
+    certificate of the fleet CA; GetStatus and health take any fleet
+    certificate. Health (grpc.health.v1) answers for "" and
+    "paradis.mesh.v1.Inference": SERVING while a plan fits the healthy nodes.
+    """
+
+    @staticmethod
+    def Infer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradis.mesh.v1.Inference/Infer',
+            paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferRequest.SerializeToString,
+            paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradis.mesh.v1.Inference/GetStatus',
+            paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferenceStatusRequest.SerializeToString,
+            paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.InferenceStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
