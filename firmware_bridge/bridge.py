@@ -183,7 +183,7 @@ class BridgeServicer(NodeServicer):
 def run_bridge(port: str, listen: str, store: str | Path, *, baudrate: int = 115200, capacity: float = 1.0,
                node_id: str = "", speed_score: float = DEFAULT_SPEED_SCORE, timeout: float = 0.5, retries: int = 8,
                latency_budget_ms: float = 0.0, ready=None, tls=None, insecure: bool = False, max_batch: int = 0,
-               store_quota_mb: float | None = None) -> int:
+               trust_keys: tuple[str, ...] = (), store_quota_mb: float | None = None) -> int:
     """Blocking entry point of `paradis bridge`."""
     import asyncio
 
@@ -196,7 +196,7 @@ def run_bridge(port: str, listen: str, store: str | Path, *, baudrate: int = 115
         config = NodeConfig(store=Path(store), node_id=node_id or f"bridge-{info.board_id}",
                             backend=f"serial:{info.runtime}", capacity=capacity,
                             latency_budget_ms=latency_budget_ms, tls=tls, insecure=insecure, max_batch=max_batch,
-                            store_quota_mb=store_quota_mb)
+                            trust_keys=tuple(trust_keys), store_quota_mb=store_quota_mb)
 
         async def main() -> None:
             await serve(BridgeServicer(config, board, speed_score), listen, ready=ready)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from paradis_tf.cli._common import add_tls_args, ready_callback, tls_config
+from paradis_tf.cli.cmd_keys import add_trust_key_args
 
 
 def register(subparsers) -> None:
@@ -32,6 +33,7 @@ def register(subparsers) -> None:
                    help="MB all stored bundle versions may take together, uploads in progress included; a deploy that would exceed it is refused with RESOURCE_EXHAUSTED (default: what the store holds at start plus 25%% of the disk space free under --store then; 0: no quota)")
     g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
     add_tls_args(p.add_argument_group("mutual TLS"), serving=True)
+    add_trust_key_args(p.add_argument_group("signed bundles (`paradis keys`, `paradis sign`)"))
     c = p.add_argument_group("identity and capacity")
     c.add_argument("--node-id", default="", help="node id (default: bridge-<board id>)")
     c.add_argument("--capacity", type=float, default=0.25,
@@ -48,10 +50,13 @@ def register(subparsers) -> None:
 
 def _bridge(args: argparse.Namespace) -> int:
     from firmware_bridge.bridge import run_bridge
+    from paradis_tf.mesh.signing import load_trusted_keys
 
+    load_trusted_keys(args.trust_key)  # a bad key file is named before the board is opened
     ready = ready_callback(args.ready_file, "paradis-bridge")
 
     return run_bridge(args.serial, args.listen, args.store, baudrate=args.baud, capacity=args.capacity,
                       node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,
                       latency_budget_ms=args.latency_budget_ms, ready=ready, tls=tls_config(args),
-                      insecure=args.insecure, max_batch=args.max_batch, store_quota_mb=args.store_quota_mb)
+                      insecure=args.insecure, max_batch=args.max_batch, trust_keys=tuple(args.trust_key),
+                      store_quota_mb=args.store_quota_mb)

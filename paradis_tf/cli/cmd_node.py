@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from paradis_tf.cli._common import add_tls_args, ready_callback, tls_config
+from paradis_tf.cli.cmd_keys import add_trust_key_args
 
 
 def register(subparsers) -> None:
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
                    help="interface address to announce on (repeatable; default: all IPv4 interfaces)")
     g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
     add_tls_args(s.add_argument_group("mutual TLS (peers and coordinators must present certificates of the same CA)"), serving=True)
+    add_trust_key_args(s.add_argument_group("signed bundles (`paradis keys`, `paradis sign`)"))
     r = s.add_argument_group("execution")
     r.add_argument("--backend", default="litert", choices=("litert", "tflite_runtime", "tf", "tflm"), help="interpreter backend (default: %(default)s)")
     r.add_argument("--threads", type=int, default=1, help="interpreter threads (default: %(default)s)")
@@ -64,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         store=Path(args.store), node_id=args.node_id, backend=args.backend, capacity=args.capacity,
         latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,
         advertise=args.advertise, fleet=args.fleet, advertise_interfaces=tuple(args.advertise_interface),
-        tls=tls_config(args), insecure=args.insecure,
+        tls=tls_config(args), insecure=args.insecure, trust_keys=tuple(args.trust_key),
         max_batch=args.max_batch, store_quota_mb=args.store_quota_mb,
     )
 

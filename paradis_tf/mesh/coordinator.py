@@ -58,6 +58,7 @@ from paradis_tf.runtime.program import fuse
 from paradis_tf.quant import QTensor, convert
 from paradis_tf.mesh.placement import NodeCandidate, Placement, choose_placement
 from paradis_tf.mesh.program import model_input_spec
+from paradis_tf.mesh.signing import SIGNATURE_FILE
 
 __all__ = ["Coordinator", "NodeStatus", "CoordinatorStats", "parse_addresses"]
 
@@ -87,13 +88,18 @@ def parse_addresses(addresses: str | Iterable[str], allow_empty: bool = False) -
 
 
 def _manifest_files(bundle: Bundle) -> list[tuple[str, int, str]]:
-    """Files a node needs: manifest.json and every int8 segment file.
+    """Files a node needs: manifest.json, its signature (``manifest.sig``, when
+    the bundle is signed) and every int8 segment file.
 
     C arrays and float partitions stay behind: boards with a node daemon run
     the .tflite files, and uploads to them are slow.
     """
     raw = (bundle.root / "manifest.json").read_bytes()
     files = {"manifest.json": (len(raw), hashlib.sha256(raw).hexdigest())}
+    sig = bundle.root / SIGNATURE_FILE
+    if sig.is_file():
+        data = sig.read_bytes()
+        files[SIGNATURE_FILE] = (len(data), hashlib.sha256(data).hexdigest())
     for plan in bundle.plans.values():
         for dev in plan.devices:
             for seg in dev.segments:

@@ -34,6 +34,8 @@ from paradis_tf.mesh import limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
 from paradis_tf.mesh.errors import DeployError, MeshError, TensorError
 from paradis_tf.mesh.mailbox import Mailbox, MailboxFull
+from paradis_tf.mesh.signing import SignatureError
+from paradis_tf.mesh import signing
 from paradis_tf.mesh.scheduler import FairScheduler, TokenBucket
 from paradis_tf.bundle import BundleError, SegmentRef, TensorSpec
 from paradis_tf.bundle import load as load_bundle
@@ -122,6 +124,8 @@ class NodeConfig:
     # plaintext off loopback only when asked (`--insecure`), with a warning at start and every interval
     insecure: bool = False
     insecure_warning_interval_s: float = security.INSECURE_WARNING_INTERVAL_S
+    # public keys (.pub files, `--trust-key`) a bundle must be signed by to be deployed or activated (empty: not verified)
+    trust_keys: tuple[str, ...] = ()
     # largest batch of one Run (`--max-batch`); 0: auto, from the role's measured latency (limits.auto_max_batch)
     max_batch: int = 0
     # MB all stored bundle versions may take (`--store-quota-mb`); None: store.default_quota_bytes; 0: no quota
@@ -183,6 +187,14 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
 
     def __init__(self, config: NodeConfig, speed_score: float | None = None):
         self.config = config
+        # a bundle is deployed and activated only with a valid signature of one of these keys (`--trust-key`)
+        self.trusted_keys = signing.load_trusted_keys(config.trust_keys)
+        self.trusted_key_ids = tuple(signing.key_id(k) for k in self.trusted_keys)
+        if self.trusted_keys:
+            log.info("bundles must be signed by a trusted key: %s", ", ".join(self.trusted_key_ids))
+        else:
+            log.warning("bundles are not verified: any bundle that reaches this node is deployed and activated, "
+                        "signed or not; give --trust-key PUB (a key of `paradis keys new`) to accept only signed ones")
         quota = None if config.store_quota_mb is None else int(config.store_quota_mb * 1024 * 1024)
         self.store = BundleStore(config.store, keep=config.keep_versions, quota_bytes=quota, check_models=self.check_models)
         log.info("bundle store %s: %.1f MB stored, quota %s", self.store.root, self.store.used_bytes() / 1024**2,
@@ -299,6 +311,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             active=self._current is not None,
             started_unix_ms=self.started_unix_ms,
             kind=self.kind,
+            trusted_keys=self.trusted_key_ids,
         )
         for name in self.store.names():
             sb = info.bundles.add(name=name)
@@ -318,6 +331,16 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
     # --- GetInfo ----------------------------------------------------------
     async def GetInfo(self, request: mesh_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.NodeInfo:
         return await asyncio.to_thread(self._info)
+
+    # --- signatures -------------------------------------------------------
+    def _signature_check(self, name: str, version: str) -> Callable[[Path], str] | None:
+        """What checks a copy of bundle ``name`` ``version`` against the trusted keys (None: none configured).
+
+        The check raises `SignatureError` naming the bundle and the key ids.
+        """
+        if not self.trusted_keys:
+            return None
+        return lambda path: signing.verify_bundle(path, self.trusted_keys, label=f"bundle {name!r} version {version}")
 
     # --- Deploy -----------------------------------------------------------
     async def _begin_upload(self, b: mesh_pb2.DeployBegin) -> Upload:
@@ -363,7 +386,9 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                         "truncated deploy stream: it ended before DeployCommit"
                         + (f"; incomplete files: {', '.join(missing[:5])}" if missing else "")
                     )
-                info, present = await asyncio.to_thread(upload.commit)
+                info, present = await asyncio.to_thread(upload.commit, self._signature_check(upload.name, upload.version))
+            except SignatureError as e:
+                raise _Abort(grpc.StatusCode.PERMISSION_DENIED, f"deploy refused: {e}") from None
             except StoreQuotaError as e:
                 raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"deploy refused: {e}") from None
             except DeployError as e:
@@ -413,6 +438,9 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                     f"{limits.ACTIVATION_RATE_PER_S:g} per second after that; {cur} keeps serving; retry in "
                     f"{self._activation_tokens.wait_s():.1f} s (repeating the current activation is free)",
                 )
+            check = self._signature_check(info.name, info.version)
+            if check is not None:  # its files may have changed on disk, or it was stored before the keys were trusted
+                await asyncio.to_thread(check, info.path)
             try:
                 loaded = await asyncio.to_thread(load_bundle, info.path, verify=False)
                 plan_obj = loaded.plan(plan)
@@ -455,6 +483,8 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             entry = await self._activate(request.bundle, request.version, request.plan, request.role, dict(request.peers), request.activation_id)
         except _Abort as e:
             await self._abort(context, e)
+        except SignatureError as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"activate refused: {e}")
         except DeployError as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION if "not stored" in str(e) else grpc.StatusCode.INVALID_ARGUMENT, f"activate refused: {e}")
         except (MeshError, ValueError, OSError, RuntimeError) as e:

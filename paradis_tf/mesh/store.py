@@ -48,6 +48,7 @@ from typing import Any, Callable, Collection, Sequence
 
 from paradis_tf import files
 from paradis_tf.mesh.errors import DeployError
+from paradis_tf.mesh.signing import SIGNATURE_FILE
 
 __all__ = [
     "BundleStore", "Upload", "VersionInfo", "MAX_BUNDLE_BYTES", "ModelCheck", "StoreQuotaError", "DEFAULT_QUOTA_SHARE",
@@ -184,8 +185,13 @@ class Upload:
         f.hasher.update(data)
         f.received += len(data)
 
-    def commit(self) -> tuple[VersionInfo, bool]:
-        """Verifies every file, the manifest and the models, then renames into place.
+    def commit(self, check_signature: Callable[[Path], None] | None = None) -> tuple[VersionInfo, bool]:
+        """Verifies every file, the manifest, the signature and the models, then renames into place.
+
+        ``check_signature`` (the node's trusted keys, `paradis_tf.mesh.signing`)
+        is called with the upload's directory once every file is complete and
+        matches its declared sha256, before the manifest is parsed or any model
+        loaded; what it raises refuses the upload.
 
         A version stored already stays if its files still match the manifest;
         if any differs or is missing, the verified upload replaces it
@@ -210,6 +216,8 @@ class Upload:
                 got = f.hasher.hexdigest()
                 if got != f.sha256:
                     raise DeployError(f"sha256 mismatch for {f.path!r}: received {got}, expected {f.sha256}")
+            if check_signature is not None:  # first: nothing else of an upload counts before it is known to be signed
+                check_signature(self.tmp)
             plans = _check_manifest(self.tmp, {f.path: f.sha256 for f in self.files})
             models = [(f.path, self.tmp / f.path) for f in self.files if f.path.endswith(".tflite")]
             if models and self.store.check_models is not None:
@@ -332,7 +340,7 @@ def _check_manifest(root: Path, received: dict[str, str]) -> list[str]:
     except BundleError as e:
         raise DeployError(f"invalid manifest: {e}".replace(str(root) + "/", "")) from None
     for rel, sha in received.items():
-        if rel == "manifest.json":
+        if rel in ("manifest.json", SIGNATURE_FILE):  # the signature signs the manifest: it is not listed there
             continue
         entry = bundle.files.get(rel)
         if entry is None:
