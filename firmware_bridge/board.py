@@ -9,8 +9,9 @@
 Stop-and-wait: one request frame, then its answer (same sequence number)
 within a timeout. No answer, a NAK or a damaged answer: the request is
 sent again, with the timeout growing by `backoff` each time, up to
-`retries` retransmissions; the board answers a repeated request from its
-cache, so a retransmission never executes anything twice. Requests longer
+`retries` retransmissions (or until `within` seconds, where a call gives
+that bound: `ping`, `hello`, `run`); the board answers a repeated request
+from its cache, so a retransmission never executes anything twice. Requests longer
 than the board's max payload go as fragments; long answers are fetched
 with CONTINUE. Every wait is bounded: the client never hangs past its
 timeouts, and every failure is a `firmware_bridge.errors.BoardError`.
@@ -109,18 +110,46 @@ class Board:
         self._inbox: collections.deque = collections.deque()
         self._seq = random.randrange(0x10000)
         self._lock = threading.RLock()
+        self._reopen: Callable[[], serial.SerialBase] | None = None  # set by `open`
+        # retransmits, naks (frames the board got damaged), bad_frames (damaged answers), crc_errors
+        # (those of them whose CRC-32 failed), stale, write_timeouts, flash_resyncs, reopens
         self.stats = collections.Counter()
 
     @classmethod
     def open(cls, url: str, baudrate: int = DEFAULT_BAUDRATE, *, write_timeout: float = DEFAULT_WRITE_TIMEOUT,
              **kwargs) -> "Board":
-        """Opens `url` (a tty path, `loop://`, `socket://host:port`, ...) and wraps it."""
-        try:
-            port = serial.serial_for_url(url, baudrate=baudrate, timeout=_READ_SLICE,
-                                         write_timeout=write_timeout)
-        except (serial.SerialException, ValueError, OSError) as e:
-            raise PortError(f"cannot open serial port {url!r}: {e}") from e
-        return cls(port, baudrate=baudrate, **kwargs)
+        """Opens `url` (a tty path, `loop://`, `socket://host:port`, ...) and wraps it (`reopen` opens it again)."""
+
+        def open_port() -> serial.SerialBase:
+            try:
+                return serial.serial_for_url(url, baudrate=baudrate, timeout=_READ_SLICE, write_timeout=write_timeout)
+            except (serial.SerialException, ValueError, OSError) as e:
+                raise PortError(f"cannot open serial port {url!r}: {e}") from e
+
+        board = cls(open_port(), baudrate=baudrate, **kwargs)
+        board._reopen = open_port
+        return board
+
+    def reopen(self) -> None:
+        """Closes the port and opens it again: after the board was reset or unplugged (a USB CDC port goes
+        away with it) or its TCP link dropped. Call `hello` next: the board may have restarted.
+
+        Raises:
+            PortError: the port cannot be opened (yet), or this board was not made by `open`.
+        """
+        with self._lock:
+            if self._reopen is None:
+                raise PortError(f"cannot reopen {self.port}: the board was given an open port, not made by Board.open")
+            try:
+                self._port.close()
+            except (serial.SerialException, OSError):
+                pass  # it is being replaced
+            port = self._reopen()
+            port.timeout = _READ_SLICE
+            self._port = port
+            self._inbox.clear()
+            self._decoder.reset()
+            self.stats["reopens"] += 1
 
     @property
     def port(self) -> str:
@@ -138,12 +167,16 @@ class Board:
 
     # ------------------------------------------------------------ operations
 
-    def hello(self) -> P.Info:
-        """Starts a session: tells the board this host's limits, returns its INFO."""
+    def hello(self, *, within: float | None = None) -> P.Info:
+        """Starts a session: tells the board this host's limits, returns its INFO.
+
+        Args:
+            within: give up after this many seconds (default: after `retries` retransmissions).
+        """
         with self._lock:
             self._inbox.clear()
             self._decoder.reset()
-            frame = self._transact(MsgType.HELLO, P.encode_hello(self.host_max_payload))
+            frame = self._transact(MsgType.HELLO, P.encode_hello(self.host_max_payload), within=within)
             self._expect(frame, MsgType.INFO, "HELLO")
             info = self._decode(P.decode_info, frame.payload, "INFO")
             if info.max_payload < P.MIN_PAYLOAD:
@@ -152,10 +185,14 @@ class Board:
             self.info = info
             return info
 
-    def ping(self, data: bytes = b"") -> float:
-        """Sends PING with `data`; returns the round trip in seconds."""
+    def ping(self, data: bytes = b"", *, within: float | None = None) -> float:
+        """Sends PING with `data`; returns the round trip in seconds.
+
+        Args:
+            within: give up after this many seconds (default: after `retries` retransmissions).
+        """
         start = time.perf_counter()
-        frame = self._transact(MsgType.PING, bytes(data))
+        frame = self._transact(MsgType.PING, bytes(data), within=within)
         self._expect(frame, MsgType.PONG, "PING")
         if frame.payload != bytes(data):
             raise BoardProtocolError(f"PONG carries {len(frame.payload)} bytes that differ from the PING")
@@ -273,7 +310,7 @@ class Board:
             return self.activation
 
     def run(self, inputs: Sequence[Tensor | np.ndarray] | Tensor | np.ndarray, *,
-            work: float = 0.0) -> list[Tensor]:
+            work: float = 0.0, within: float | None = None) -> list[Tensor]:
         """Runs the active partition on `inputs`; returns its output tensors.
 
         NumPy arrays get the quantization of the activated model's inputs
@@ -284,6 +321,9 @@ class Board:
             inputs: one tensor/array or a sequence of them, in model order.
             work: seconds the board may spend on the inference before the
                 first retransmission (e.g. its measured inference time).
+            within: give up after this many seconds, fragments and the
+                answer's continuations included (default: after `retries`
+                retransmissions of each frame).
         """
         if isinstance(inputs, (Tensor, np.ndarray)):
             inputs = [inputs]
@@ -303,17 +343,19 @@ class Board:
             limit = self.info.max_message if self.info else None
             if limit is not None and len(payload) > limit:
                 raise BoardError(f"RUN request is {len(payload)} bytes, board takes at most {limit}")
-            frame = self._transact(MsgType.RUN, payload, work=work)
+            frame = self._transact(MsgType.RUN, payload, work=work, within=within)
             self._expect(frame, MsgType.RESULT, "RUN")
             return self._decode(P.decode_tensors, frame.payload, "RESULT")
 
     # ------------------------------------------------------------ transactions
 
-    def _transact(self, mtype: MsgType, payload: bytes, work: float = 0.0) -> Frame:
+    def _transact(self, mtype: MsgType, payload: bytes, work: float = 0.0, within: float | None = None) -> Frame:
         """Sends one request (fragmented if needed); returns its whole answer.
 
-        ERROR answers raise BoardRemoteError.
+        ERROR answers raise BoardRemoteError. With `within`, every frame of
+        the transaction is abandoned once that many seconds have passed.
         """
+        give_up = None if within is None else time.monotonic() + within
         with self._lock:
             limit = self.info.max_payload if self.info else P.MIN_PAYLOAD
             if len(payload) > limit:
@@ -321,7 +363,7 @@ class Board:
                 while len(payload) - sent > limit:
                     piece = payload[sent:sent + limit]
                     flags = FLAG_MORE | (FLAG_CONT if sent else 0)
-                    frame = self._exchange(Frame(mtype, self._next_seq(), piece, flags), mtype)
+                    frame = self._exchange(Frame(mtype, self._next_seq(), piece, flags), mtype, give_up=give_up)
                     self._raise_error(frame, mtype)
                     self._expect(frame, MsgType.ACK, f"{mtype.name} fragment")
                     got = self._decode(lambda p: P.decode_u32(p, "ACK"), frame.payload, "ACK")
@@ -331,7 +373,7 @@ class Board:
                 request = Frame(mtype, self._next_seq(), payload[sent:], FLAG_CONT)
             else:
                 request = Frame(mtype, self._next_seq(), payload)
-            frame = self._exchange(request, mtype, work)
+            frame = self._exchange(request, mtype, work, give_up)
             self._raise_error(frame, mtype)
             if not frame.flags & FLAG_MORE:
                 return frame
@@ -341,7 +383,7 @@ class Board:
                 if received > 0xFFFFFFFF or not frame.payload:
                     raise BoardProtocolError("long answer without progress")
                 frame = self._exchange(Frame(MsgType.CONTINUE, self._next_seq(), P.encode_u32(received)),
-                                       MsgType.CONTINUE)
+                                       MsgType.CONTINUE, give_up=give_up)
                 self._raise_error(frame, mtype)
                 if frame.type != rtype or not frame.flags & FLAG_CONT:
                     raise BoardProtocolError(f"fragment of a {_type_name(rtype)} answer continued by "
@@ -350,23 +392,33 @@ class Board:
                 received += len(frame.payload)
             return Frame(rtype, request.seq, b"".join(parts))
 
-    def _exchange(self, request: Frame, what: MsgType, work: float = 0.0) -> Frame:
-        """Stop-and-wait for one frame: (re)send until the answer with its seq arrives."""
+    def _exchange(self, request: Frame, what: MsgType, work: float = 0.0, give_up: float | None = None) -> Frame:
+        """Stop-and-wait for one frame: (re)send until the answer with its seq arrives.
+
+        `give_up` (a `time.monotonic()` value) ends the retransmissions
+        early: no wait runs past it (the first send always happens).
+        """
         wire = encode_frame(request)
         # Line time of the answer: at most the board's max payload; before
         # HELLO the answer is INFO, NAK or ERROR, all under 1 KiB.
         rx_bound = max_encoded_size(min(self.host_max_payload, self.info.max_payload if self.info else 1024))
         line = (len(wire) + 1 + rx_bound) * 10.0 / self.baudrate
-        naks = damaged = 0
+        naks = damaged = attempts = 0
         started = time.monotonic()
         for attempt in range(self.retries + 1):
+            if attempt and give_up is not None and time.monotonic() >= give_up:
+                break
+            attempts += 1
             if attempt:
                 self.stats["retransmits"] += 1
             # A leading delimiter ends any garbage the board holds, so the
             # request is not glued to it.
             self._write(DELIMITER + wire if attempt else wire)
             wait = min(self.timeout * self.backoff ** attempt, self.max_timeout) + line + work
-            outcome = self._await(request.seq, time.monotonic() + wait, grace=0.01 + rx_bound * 10.0 / self.baudrate)
+            deadline = time.monotonic() + wait
+            if give_up is not None:
+                deadline = min(deadline, give_up)
+            outcome = self._await(request.seq, deadline, grace=0.01 + rx_bound * 10.0 / self.baudrate)
             if isinstance(outcome, Frame):
                 return outcome
             if outcome == "nak":
@@ -374,7 +426,7 @@ class Board:
             elif outcome == "damaged":
                 damaged += 1
         raise BoardTimeoutError(
-            f"no valid answer to {what.name} from board on {self.port} after {self.retries + 1} attempts in "
+            f"no valid answer to {what.name} from board on {self.port} after {attempts} attempts in "
             f"{time.monotonic() - started:.1f} s ({naks} NAK, {damaged} damaged answers); check the "
             f"port, the baud rate and that the board runs the firmware_bridge protocol")
 
@@ -392,6 +444,8 @@ class Board:
                 item = self._inbox.popleft()
                 if isinstance(item, BadFrame):
                     self.stats["bad_frames"] += 1
+                    if item.kind == FrameErrorKind.CRC:
+                        self.stats["crc_errors"] += 1
                     if item.kind == FrameErrorKind.VERSION:
                         raise BoardProtocolError(f"board on {self.port} speaks another protocol version: {item.reason}")
                     damaged = True
