@@ -26,6 +26,10 @@ def register(subparsers) -> None:
     s.add_argument("--timeout", type=float, default=0.5,
                    help="seconds to wait for an answer before retransmitting (default: %(default)s)")
     s.add_argument("--retries", type=int, default=8, help="retransmissions before giving up (default: %(default)s)")
+    s.add_argument("--ping-interval", type=_positive_seconds, default=0.5, metavar="SECONDS",
+                   help="how often the board is pinged; one that gives no valid answer within max(1 s, 2 x --timeout) "
+                        "makes the health NOT_SERVING and Runs answer UNAVAILABLE until it answers again "
+                        "(default: %(default)s)")
     g = p.add_argument_group("network and storage")
     g.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on (port 0 picks a free one)")
     g.add_argument("--store", required=True, metavar="DIR", help="bundle store and state directory")
@@ -48,6 +52,16 @@ def register(subparsers) -> None:
     p.set_defaults(default_log_level="INFO", func=_bridge)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, received {text!r}")
+    return value
+
+
 def _bridge(args: argparse.Namespace) -> int:
     from firmware_bridge.bridge import run_bridge
     from paradis_tf.mesh.signing import load_trusted_keys
@@ -59,4 +73,4 @@ def _bridge(args: argparse.Namespace) -> int:
                       node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,
                       latency_budget_ms=args.latency_budget_ms, ready=ready, tls=tls_config(args),
                       insecure=args.insecure, max_batch=args.max_batch, trust_keys=tuple(args.trust_key),
-                      store_quota_mb=args.store_quota_mb)
+                      store_quota_mb=args.store_quota_mb, ping_interval=args.ping_interval)

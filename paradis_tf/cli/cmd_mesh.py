@@ -70,21 +70,44 @@ def _status(args: argparse.Namespace) -> int:
 
     with _coordinator(args) as c:
         rows = c.status()
+    # a bridge whose board does not answer is up (it answers GetInfo) but serves nothing
+    healthy = all(r.up and (r.info is None or not r.info.HasField("board") or r.info.board.state == "ok") for r in rows)
     if args.json:
         print(json.dumps([{"address": r.address, "up": r.up, "error": r.error,
                            "info": MessageToDict(r.info) if r.info else None} for r in rows], indent=2))
-        return 0 if all(r.up for r in rows) else 1
-    print(f"{'node':<22} {'id':<12} {'up':<4} {'cap':>5} {'speed':>7} {'backend':<8} {'active':<28} {'runs':>7} {'exch in/out':>12}  bundles")
+        return 0 if healthy else 1
+    print(f"{'node':<22} {'id':<12} {'up':<4} {'board':<13} {'cap':>5} {'speed':>7} {'backend':<8} {'active':<28} {'runs':>7} {'exch in/out':>12}  bundles")
     for r in rows:
         if not r.up:
-            print(f"{r.address:<22} {'-':<12} {'no':<4} {'':>5} {'':>7} {'':<8} {r.error[:60]}")
+            print(f"{r.address:<22} {'-':<12} {'no':<4} {_board_cell(r.info):<13} {'':>5} {'':>7} {'':<8} {r.error[:60]}")
             continue
         i = r.info
         act = f"{i.activation.plan} role {i.activation.role} ({i.role_latency_ms:.1f} ms)" if i.active else "-"
         bundles = ", ".join(f"{b.name}@{b.versions[0].version[:8]}+{len(b.versions) - 1}" for b in i.bundles if b.versions) or "-"
         ex = f"{i.counters.exchanges_received}/{i.counters.exchanges_sent}"
-        print(f"{r.address:<22} {i.node_id[:12]:<12} {'yes':<4} {i.capacity:>5g} {i.speed_score:>7.2f} {i.backend:<8} {act:<28} {i.counters.runs:>7} {ex:>12}  {bundles}")
-    return 0 if all(r.up for r in rows) else 1
+        print(f"{r.address:<22} {i.node_id[:12]:<12} {'yes':<4} {_board_cell(i):<13} {i.capacity:>5g} {i.speed_score:>7.2f} {i.backend:<8} {act:<28} {i.counters.runs:>7} {ex:>12}  {bundles}")
+        if i.HasField("board") and i.board.state != "ok":
+            print(f"{'':<22} board {i.board.board_id or '?'} on {i.board.port}: {_board_detail(i.board)}")
+    return 0 if healthy else 1
+
+
+def _board_cell(info) -> str:
+    """A bridge's board state for the status table; "-" for a node daemon (no board)."""
+    if info is None or not info.HasField("board"):
+        return "-"
+    return info.board.state or "?"
+
+
+def _board_detail(board) -> str:
+    """Why a bridge's board is not ok, how long for, and when it last answered."""
+    import time
+
+    now_ms = time.time() * 1000
+    text = f"{board.state} for {max(0.0, (now_ms - board.since_unix_ms) / 1e3):.1f} s"
+    if board.last_answer_unix_ms:
+        text += f", last answer {max(0.0, (now_ms - board.last_answer_unix_ms) / 1e3):.1f} s ago"
+    text += f", frames retransmitted {board.frames_retransmitted}, CRC errors {board.crc_errors}"
+    return f"{text}: {board.error}" if board.error else text
 
 
 def _load_images(args, bundle):

@@ -24,7 +24,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 import numpy as np
@@ -240,6 +240,14 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                 load_interpreter(data, backend, num_threads=1, arena_size=arena)
             except (BackendError, TfliteFileError) as e:
                 raise DeployError(f"{rel!r} is not a model {backend} can load: {str(e).removeprefix('model: ')}") from None
+
+    def serving_started(self, set_serving: Callable[[bool], Awaitable[None]]) -> None:
+        """Called by `serve()` on its event loop once the server answers, its health SERVING.
+
+        ``await set_serving(False)`` makes the health NOT_SERVING (both service names), ``True`` SERVING
+        again. Override to report a node that cannot serve for a while (the serial bridge does while its
+        board does not answer); the default keeps SERVING until shutdown.
+        """
 
     # --- lifecycle --------------------------------------------------------
     async def restore(self) -> bool:
@@ -747,8 +755,14 @@ async def serve(
         raise OSError(f"cannot listen on {listen!r} (address in use or not available)")
     await servicer.restore()
     await server.start()
-    for name in ("", limits.HEALTH_SERVICE):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def set_serving(serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", limits.HEALTH_SERVICE):
+            await health_servicer.set(name, status)  # ignored once shutdown began: NOT_SERVING stays
+
+    await set_serving(True)
+    servicer.serving_started(set_serving)
     address = f"{host}:{bound}"
     log.info("node %s listening on %s", servicer.node_id, address)
     advert = None

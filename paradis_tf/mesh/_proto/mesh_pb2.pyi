@@ -113,7 +113,7 @@ class Counters(_message.Message):
     def __init__(self, runs: _Optional[int] = ..., run_errors: _Optional[int] = ..., exchanges_sent: _Optional[int] = ..., exchanges_received: _Optional[int] = ..., exchange_bytes_sent: _Optional[int] = ..., exchange_bytes_received: _Optional[int] = ..., deploys: _Optional[int] = ..., activations: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "software_version", "backend", "cores", "speed_score", "capacity", "latency_budget_ms", "memory_bytes", "bundles", "active", "activation", "role_latency_ms", "counters", "started_unix_ms", "kind", "memory_budget_bytes", "max_batch", "store_quota_bytes", "store_bytes", "trusted_keys", "tls_role")
+    __slots__ = ("node_id", "software_version", "backend", "cores", "speed_score", "capacity", "latency_budget_ms", "memory_bytes", "bundles", "active", "activation", "role_latency_ms", "counters", "started_unix_ms", "kind", "memory_budget_bytes", "max_batch", "store_quota_bytes", "store_bytes", "trusted_keys", "tls_role", "board")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class NodeInfo(_message.Message):
     STORE_BYTES_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_KEYS_FIELD_NUMBER: _ClassVar[int]
     TLS_ROLE_FIELD_NUMBER: _ClassVar[int]
+    BOARD_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     software_version: str
     backend: str
@@ -156,7 +157,38 @@ class NodeInfo(_message.Message):
     store_bytes: int
     trusted_keys: _containers.RepeatedScalarFieldContainer[str]
     tls_role: str
-    def __init__(self, node_id: _Optional[str] = ..., software_version: _Optional[str] = ..., backend: _Optional[str] = ..., cores: _Optional[int] = ..., speed_score: _Optional[float] = ..., capacity: _Optional[float] = ..., latency_budget_ms: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., bundles: _Optional[_Iterable[_Union[StoredBundle, _Mapping]]] = ..., active: _Optional[bool] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., role_latency_ms: _Optional[float] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., started_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., max_batch: _Optional[int] = ..., store_quota_bytes: _Optional[int] = ..., store_bytes: _Optional[int] = ..., trusted_keys: _Optional[_Iterable[str]] = ..., tls_role: _Optional[str] = ...) -> None: ...
+    board: BoardStatus
+    def __init__(self, node_id: _Optional[str] = ..., software_version: _Optional[str] = ..., backend: _Optional[str] = ..., cores: _Optional[int] = ..., speed_score: _Optional[float] = ..., capacity: _Optional[float] = ..., latency_budget_ms: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., bundles: _Optional[_Iterable[_Union[StoredBundle, _Mapping]]] = ..., active: _Optional[bool] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., role_latency_ms: _Optional[float] = ..., counters: _Optional[_Union[Counters, _Mapping]] = ..., started_unix_ms: _Optional[int] = ..., kind: _Optional[str] = ..., memory_budget_bytes: _Optional[int] = ..., max_batch: _Optional[int] = ..., store_quota_bytes: _Optional[int] = ..., store_bytes: _Optional[int] = ..., trusted_keys: _Optional[_Iterable[str]] = ..., tls_role: _Optional[str] = ..., board: _Optional[_Union[BoardStatus, _Mapping]] = ...) -> None: ...
+
+class BoardStatus(_message.Message):
+    __slots__ = ("state", "error", "since_unix_ms", "last_answer_unix_ms", "board_id", "port", "frames_retransmitted", "bad_frames", "crc_errors", "naks", "port_reopens", "probes_failed", "reflashes")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ANSWER_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    BOARD_ID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_RETRANSMITTED_FIELD_NUMBER: _ClassVar[int]
+    BAD_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CRC_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    NAKS_FIELD_NUMBER: _ClassVar[int]
+    PORT_REOPENS_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    REFLASHES_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    error: str
+    since_unix_ms: int
+    last_answer_unix_ms: int
+    board_id: str
+    port: str
+    frames_retransmitted: int
+    bad_frames: int
+    crc_errors: int
+    naks: int
+    port_reopens: int
+    probes_failed: int
+    reflashes: int
+    def __init__(self, state: _Optional[str] = ..., error: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., last_answer_unix_ms: _Optional[int] = ..., board_id: _Optional[str] = ..., port: _Optional[str] = ..., frames_retransmitted: _Optional[int] = ..., bad_frames: _Optional[int] = ..., crc_errors: _Optional[int] = ..., naks: _Optional[int] = ..., port_reopens: _Optional[int] = ..., probes_failed: _Optional[int] = ..., reflashes: _Optional[int] = ...) -> None: ...
 
 class FileEntry(_message.Message):
     __slots__ = ("path", "size", "sha256")
