@@ -2,6 +2,7 @@
 """Mesh benchmarks: overhead, parallel speedup, bytes per inference, throughput.
 
     python tools/bench_mesh.py --bundle /tmp/mnv1-224 --out docs/benchmarks/mesh.json
+    python tools/bench_mesh.py --bundle /tmp/mnv1-224 --only tls --out docs/benchmarks/mesh_tls.json
 
 Builds (once, if ``--bundle`` does not exist yet) a MobileNet v1 bundle at
 224x224x3 with random weights (switches 1x1.0, 2x0.5, 4x0.25 and the
@@ -18,7 +19,14 @@ loopback (TensorFlow blocked in them), and measures:
 * bytes crossing devices per inference (coordinator->nodes, nodes->
   coordinator, node->node) for each ParaDiS switch against the sequential plan
   with the same device count;
-* throughput and p50/p99 latency at 1, 4 and 16 concurrent requests.
+* throughput and p50/p99 latency at 1, 4 and 16 concurrent requests;
+* mutual TLS against plaintext, side by side (`tls_vs_plaintext`, also
+  alone with ``--only tls``): two 2-node meshes of the same configuration,
+  one serving TLS with certificates of a fresh CA (nodes role ``node``, the
+  coordinator role ``coordinator``), the same bundle and requests; latency
+  and throughput at 1 and 16 in flight, measured round by round in
+  alternating order (ABBA) so that drift in the host's load falls on both,
+  and the TLS/plaintext ratios of each round's pair.
 
 Every number comes with the machine it ran on (cores, load) in the JSON.
 """
@@ -110,11 +118,70 @@ def bytes_per_inference(c: Coordinator, x: np.ndarray, n: int) -> dict:
     }
 
 
+def _median(values) -> float:
+    return round(float(np.median(values)), 3)
+
+
+def tls_vs_plaintext(bundle: Path, x: np.ndarray, n: int, rounds: int, root: Path,
+                     plans=("2x0.5", "seq-2"), concurrency=(1, 16)) -> dict:
+    """Mutual TLS on and off, side by side (see the module doc).
+
+    Returns, per plan: whether both answer the same logits, each round's
+    `LatencyStats` per mode and concurrency, their medians, and the medians of
+    the per-round ratios TLS / plaintext (p50, p99, throughput).
+    """
+    from paradis_tf.mesh.security import TlsConfig, issue, make_ca
+
+    pki = root / "pki"
+    make_ca(pki)
+    issue(pki, "bench-coordinator", [], role="coordinator")
+    tls = TlsConfig(pki / "ca.pem", pki / "bench-coordinator.pem", pki / "bench-coordinator.key")
+    out: dict = {"rounds": rounds, "requests_per_measure": n,
+                 "setup": "2 nodes pinned to cores 0 and 1 per mesh (both meshes up, one measured at a time); "
+                          "TLS: EC P-256 certificates of one CA, client certificates required"}
+    with LocalMesh(2, root / "plain", cpus=[[0], [1]], block_tensorflow=True) as plain, \
+            LocalMesh(2, root / "tls", cpus=[[0], [1]], block_tensorflow=True, pki=pki) as secure, \
+            Coordinator(plain.addresses) as cp, Coordinator(secure.addresses, tls=tls) as ct:
+        coords = {"plaintext": cp, "tls": ct}
+        for c in coords.values():
+            c.deploy(bundle)
+        for plan in plans:
+            for c in coords.values():
+                c.select(plan)
+            same = bool(np.array_equal(cp.infer(x[None]), ct.infer(x[None])))
+            runs: dict = {m: {k: [] for k in concurrency} for m in coords}
+            for r in range(rounds):
+                order = list(coords) if r % 2 == 0 else list(reversed(coords))
+                for k in concurrency:
+                    for mode in order:
+                        c = coords[mode]
+                        stats = mesh_latency(c, x, n) if k == 1 else mesh_throughput(c, x, n, k)
+                        runs[mode][k].append(stats.as_dict())
+                print(f"  tls {plan} round {r + 1}/{rounds}: " + ", ".join(
+                    f"{m} k={k} p50 {runs[m][k][-1]['p50_ms']} ms {runs[m][k][-1]['throughput']}/s"
+                    for k in concurrency for m in coords), flush=True)
+            row: dict = {"same_logits": same}
+            for k in concurrency:
+                med = {m: {q: _median([s[q] for s in runs[m][k]]) for q in ("p50_ms", "p99_ms", "throughput")}
+                       for m in coords}
+                ratio = {q: _median([t[q] / p[q] for t, p in zip(runs["tls"][k], runs["plaintext"][k])])
+                         for q in ("p50_ms", "p99_ms", "throughput")}
+                failed = sum(s["failed"] for m in coords for s in runs[m][k])
+                row[f"in_flight_{k}"] = {"median": med, "ratio_tls_over_plaintext": ratio, "failed": failed,
+                                         "rounds": {m: runs[m][k] for m in coords}}
+            out[plan] = row
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=Path(tempfile.gettempdir()) / "paradis-mnv1-224")
     ap.add_argument("--requests", type=int, default=200, help="requests per latency median (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument("--only", choices=["all", "tls"], default="all",
+                    help="'tls': only the TLS-vs-plaintext comparison (default: %(default)s, every measurement)")
+    ap.add_argument("--tls-rounds", type=int, default=6,
+                    help="alternating rounds of the TLS-vs-plaintext comparison (default: %(default)s)")
     args = ap.parse_args(argv)
     if not (args.bundle / "manifest.json").exists():
         build_bundle(args.bundle)
@@ -129,6 +196,11 @@ def main(argv=None) -> int:
         "model": "mobilenet_v1 224x224x3, 1000 classes, random weights, int8, litert, 1 interpreter thread per device",
         "requests": n,
     }
+    if args.only == "tls":
+        with tempfile.TemporaryDirectory(prefix="paradis-bench-") as tmp:
+            res["tls_vs_plaintext"] = tls_vs_plaintext(args.bundle, x, n, args.tls_rounds, Path(tmp))
+        res["summary"] = _tls_summary(res["tls_vs_plaintext"])
+        return _finish(res, args.out)
     print("LocalRunner ...", flush=True)
     res["local"] = {p: local_latency(args.bundle, p, x, n, core=0) for p in ("1x1.0", "2x0.5")}
     print(json.dumps(res["local"], indent=1), flush=True)
@@ -166,6 +238,8 @@ def main(argv=None) -> int:
                 res["tflm_1x1.0_1node"] = compute_share(c, x, nt)
                 c.select("2x0.5")
                 res["tflm_2x0.5_2cores"] = compute_share(c, x, nt)
+        print("TLS against plaintext ...", flush=True)
+        res["tls_vs_plaintext"] = tls_vs_plaintext(args.bundle, x, n, args.tls_rounds, Path(tmp) / "tls")
         # 4 nodes: bytes of the 4-device plans (bytes do not depend on speed)
         with LocalMesh(4, Path(tmp) / "four", cpus=[[0], [1], [0], [1]], block_tensorflow=True) as mesh:
             with Coordinator(mesh.addresses) as c:
@@ -185,12 +259,34 @@ def main(argv=None) -> int:
         "compute_ratio_2x0.5_vs_1x1.0": round(res["mesh_2x0.5_2cores"]["node_compute_ms_mean"] / res["mesh_1x1.0_1node"]["node_compute_ms_mean"], 3),
         "tflm_speedup_ratio_2x0.5_vs_1x1.0": round(p50("tflm_2x0.5_2cores") / p50("tflm_1x1.0_1node"), 3),
         "mac_ratio_2x0.5_device_vs_1x1.0": round(macs("2x0.5") / macs("1x1.0"), 3),
+        **_tls_summary(res["tls_vs_plaintext"]),
     }
+    print(json.dumps({"bytes": res["bytes"]}, indent=1))
+    return _finish(res, args.out)
+
+
+def _tls_summary(tls: dict) -> dict:
+    """TLS / plaintext ratios (medians of the rounds' pairs) of every plan and concurrency."""
+    out = {}
+    for plan, row in tls.items():
+        if not isinstance(row, dict) or "same_logits" not in row:
+            continue
+        for key, v in row.items():
+            if key.startswith("in_flight_"):
+                k = key[len("in_flight_"):]
+                r = v["ratio_tls_over_plaintext"]
+                out[f"tls_ratio_{plan}_{k}_in_flight_p50"] = r["p50_ms"]
+                out[f"tls_ratio_{plan}_{k}_in_flight_p99"] = r["p99_ms"]
+                out[f"tls_ratio_{plan}_{k}_in_flight_throughput"] = r["throughput"]
+    return out
+
+
+def _finish(res: dict, out: Path | None) -> int:
     res["machine"]["loadavg_end"] = os.getloadavg()
-    print(json.dumps({"summary": res["summary"], "bytes": res["bytes"]}, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.out, res, indent=1)
+    print(json.dumps({"summary": res["summary"]}, indent=1))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, res, indent=1)
     return 0
 
 
