@@ -58,6 +58,9 @@ def add_discovery_args(p) -> None:
     add_tls_args(p)
     p.add_argument("--discover", action="store_true",
                    help="also find node daemons announced on zeroconf (`paradis node serve --advertise`)")
+    p.add_argument("--insecure", action="store_true",
+                   help="with --discover and no --tls-*: adopt announced nodes without a certificate proving who they "
+                        "are (refused otherwise: anyone on the network could join and receive the model and inputs)")
     p.add_argument("--fleet", default="default", help="with --discover: the fleet to adopt (default: %(default)s)")
     p.add_argument("--discover-wait", type=float, default=2.0, metavar="SECONDS",
                    help="with --discover: how long to collect announcements (default: %(default)s)")
@@ -75,7 +78,7 @@ def discovery_kwargs(args, nodes: str | list | None) -> dict:
         raise MeshError("no nodes: give --nodes HOST:PORT,... or --discover (zeroconf)")
     return dict(addresses=nodes or [], discovery=args.discover, fleet=args.fleet,
                 discovery_interfaces=args.interface or None, discovery_wait_s=args.discover_wait, expect_nodes=args.expect,
-                tls=tls_config(args))
+                tls=tls_config(args), insecure=args.insecure)
 
 
 def add_tls_args(p, serving: bool = False) -> None:

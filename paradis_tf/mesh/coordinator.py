@@ -197,7 +197,13 @@ class Coordinator:
         expect_nodes: stop waiting once this many nodes are seen.
         tls: mutual TLS (`paradis_tf.mesh.security.TlsConfig`): this
             coordinator's certificate and the fleet CA; nodes must serve TLS
-            with a certificate naming the host in their address.
+            with a certificate naming the host in their address. With
+            ``discovery``, an announced node joins only after a TLS handshake
+            shows a ``node`` certificate of the fleet CA issued to the node id
+            it announced.
+        insecure: allow ``discovery`` without ``tls``: any host on the
+            network that announces itself would then be adopted, given a role
+            and sent the bundle and real inputs (refused otherwise).
 
     Example:
         >>> with Coordinator(["10.0.0.2:5000", "10.0.0.3:5000"]) as c:
@@ -222,8 +228,17 @@ class Coordinator:
         discovery_wait_s: float = 2.0,
         expect_nodes: int | None = None,
         tls: "security.TlsConfig | None" = None,
+        insecure: bool = False,
     ) -> None:
+        if discovery and tls is None and not insecure:
+            raise MeshError(
+                "refusing zeroconf discovery without TLS: any host that announces itself would be adopted, given a "
+                "role and sent the bundle and real inputs (give --tls-ca/--tls-cert/--tls-key, so that only nodes with "
+                "a node certificate of the fleet CA join; or --insecure on a closed test network)"
+            )
         self.tls = tls
+        #: discovered nodes refused because their certificate did not prove them (address, reason)
+        self.refused: list[tuple[str, str]] = []
         self.addresses = parse_addresses(addresses, allow_empty=discovery)
         self.run_timeout_s = float(run_timeout_s)
         self.retries = int(retries)
@@ -340,12 +355,15 @@ class Coordinator:
         from paradis_tf.mesh.discovery import NodeBrowser
 
         initial = threading.Event()
+        pending: list[concurrent.futures.Future] = []
 
         def added(node) -> None:
             # Nodes seen during the initial wait count as configured nodes;
             # later ones join through the watcher (health, bundle, re-plan up).
-            fut = asyncio.run_coroutine_threadsafe(self._add_node(node.address, admitted=not initial.is_set()), self._loop)
+            fut = asyncio.run_coroutine_threadsafe(self._add_discovered(node, admitted=not initial.is_set()), self._loop)
             fut.add_done_callback(lambda f: f.exception())
+            if not initial.is_set():
+                pending.append(fut)
 
         def removed(node) -> None:
             def mark() -> None:
@@ -358,14 +376,33 @@ class Coordinator:
         while time.monotonic() < end and (expect is None or len(self._browser.nodes()) < expect):
             time.sleep(0.05)
         initial.set()
-        # the adds scheduled so far have run once this returns
+        # the adds scheduled so far (and their TLS handshakes) have run once this returns
+        concurrent.futures.wait(list(pending), timeout=limits.INFO_TIMEOUT_S + 1)
         self._call(asyncio.sleep(0))
         if not self.addresses:
+            refused = "; ".join(why for _, why in self.refused)
             self.close()
+            if refused:
+                raise MeshError(f"zeroconf found no node of fleet {fleet!r} that proved itself within {wait_s:g} s: "
+                                f"{refused} (issue node certificates with `paradis certs issue DIR --name NODE_ID --role node`)")
             raise MeshError(
                 f"zeroconf found no node of fleet {fleet!r} within {wait_s:g} s; start nodes with "
                 "`paradis node serve --advertise`, check that multicast reaches them, or list them with --nodes"
             )
+
+    async def _add_discovered(self, node, admitted: bool) -> bool:
+        """Adds an announced node; with TLS only once its certificate proves it is the node it announced."""
+        if self.tls is not None:
+            try:
+                ident = await security.fetch_peer_identity(node.address, self.tls, timeout=limits.INFO_TIMEOUT_S)
+                if ident.role != "node" or ident.name != node.node_id:
+                    raise MeshError(f"its certificate names {ident}, not node {node.node_id!r}")
+            except MeshError as e:
+                why = f"announced node {node.node_id!r} at {node.address} not adopted: {e}"
+                log.warning("%s", why)
+                self.refused.append((node.address, why))
+                return False
+        return await self._add_node(node.address, admitted)
 
     def _set_local_bundle(self, bundle_dir: Path, name: str | None = None) -> None:
         bundle = load_bundle(bundle_dir)  # validates files and sha256 before anything is sent
@@ -601,10 +638,13 @@ class Coordinator:
     async def _activate(self, placement: Placement) -> _Active:
         aid = f"{self._id}-{uuid.uuid4().hex[:8]}"
         peers = dict(enumerate(placement.addresses))
+        # with mutual TLS, nodes check each other's certificates against these ids
+        node_ids = {r: self._nodes[a].info.node_id for r, a in peers.items() if self._nodes[a].info is not None}
 
         async def one(role: int, address: str):
             req = mesh_pb2.ActivateRequest(
-                bundle=self._bundle_name or "", version=self._version, plan=placement.plan, role=role, peers=peers, activation_id=aid
+                bundle=self._bundle_name or "", version=self._version, plan=placement.plan, role=role, peers=peers,
+                activation_id=aid, peer_node_ids=node_ids,
             )
             # a node that activated often just now (limits.ACTIVATION_BURST) answers RESOURCE_EXHAUSTED: wait, retry
             give_up, pause = time.monotonic() + limits.ACTIVATE_RETRY_S, 0.25

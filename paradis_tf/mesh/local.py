@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from paradis_tf.mesh import security
 from paradis_tf.mesh.errors import MeshError
 
 __all__ = ["NodeProcess", "BridgeProcess", "LocalMesh", "BLOCKED_MODULES", "boot_command", "subcommand_main"]
@@ -217,8 +218,24 @@ class BridgeProcess(NodeProcess):
         return ["--serial", self.serial_url, *self._served_args()]
 
 
+def node_tls_args(pki: str | os.PathLike, node_id: str) -> list[str]:
+    """``--tls-*`` flags of a loopback node ``node_id`` whose certificate is in ``pki``.
+
+    Issues ``node_id.pem`` (role ``node``, host 127.0.0.1) with the CA in
+    ``pki`` (``ca.pem``, ``ca.key``: `security.make_ca`) when it is not there.
+    """
+    pki = Path(pki)
+    if not (pki / f"{node_id}.pem").exists():
+        security.issue(pki, node_id, ["127.0.0.1"], role="node")
+    return ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / f"{node_id}.pem"), "--tls-key", str(pki / f"{node_id}.key")]
+
+
 class LocalMesh:
     """Several node daemons on loopback, started concurrently.
+
+    With ``pki`` (a CA directory, `security.make_ca`), node ``i`` serves
+    mutual TLS with its own certificate ``node{i}.pem`` (role ``node``,
+    issued there when missing).
 
     Example:
         >>> with LocalMesh(4, capacity=0.25) as mesh:
@@ -235,6 +252,7 @@ class LocalMesh:
         cpus: Sequence[Sequence[int] | None] | None = None,
         block_tensorflow: bool = False,
         extra_args: Sequence[str] = (),
+        pki: str | os.PathLike | None = None,
     ) -> None:
         self._tmp = None
         if root is None:
@@ -245,7 +263,8 @@ class LocalMesh:
         self.nodes = [
             NodeProcess(
                 self.root / f"node{i}", node_id=f"node{i}", capacity=caps[i], backend=backend,
-                cpus=cpus[i] if cpus else None, block_tensorflow=block_tensorflow, extra_args=extra_args,
+                cpus=cpus[i] if cpus else None, block_tensorflow=block_tensorflow,
+                extra_args=[*extra_args, *(node_tls_args(pki, f"node{i}") if pki is not None else ())],
             )
             for i in range(n)
         ]

@@ -167,7 +167,22 @@ class _Abort(Exception):
         self.peer_role = peer_role
 
 
-def _node_id(store: BundleStore, given: str) -> str:
+def _node_id(store: BundleStore, given: str, tls: "security.TlsConfig | None" = None) -> str:
+    if tls is not None:
+        # With mutual TLS a node is who its certificate says: peers and
+        # coordinators check the certificate's name, so the id must be it.
+        ident = tls.identity()
+        if ident.role != "node":
+            raise MeshError(
+                f"the certificate {str(tls.cert)!r} names {ident}; a node serves with a node certificate "
+                f"(paradis certs issue DIR --name NODE_ID --role node --host ...)"
+            )
+        if given and given != ident.name:
+            raise MeshError(
+                f"--node-id {given!r} disagrees with the certificate {str(tls.cert)!r}, issued to {ident.name!r}: "
+                "with TLS the node id is the certificate's name (drop --node-id or issue a certificate for it)"
+            )
+        return ident.name
     if given:
         return given
     path = store.root / "node-id"
@@ -199,7 +214,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         self.store = BundleStore(config.store, keep=config.keep_versions, quota_bytes=quota, check_models=self.check_models)
         log.info("bundle store %s: %.1f MB stored, quota %s", self.store.root, self.store.used_bytes() / 1024**2,
                  f"{self.store.quota_bytes / 1024**2:.1f} MB" if self.store.quota_bytes else "none (--store-quota-mb 0)")
-        self.node_id = _node_id(self.store, config.node_id)
+        self.node_id = _node_id(self.store, config.node_id, config.tls)
         self.speed_score = measure_speed_score() if speed_score is None else float(speed_score)
         self.started_unix_ms = int(time.time() * 1000)
         self.counters = mesh_pb2.Counters()  # what GetInfo reports, counted in place
@@ -210,7 +225,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         self._current: _Active | None = None
         self._activate_lock = asyncio.Lock()
         self._mailbox = Mailbox()
-        self._peers: dict[str, tuple[grpc.aio.Channel, mesh_pb2_grpc.NodeStub]] = {}
+        self._peers: dict[tuple[str, str], tuple[grpc.aio.Channel, mesh_pb2_grpc.NodeStub]] = {}
 
     # --- hooks ------------------------------------------------------------
     def load_program(self, bundle: VersionInfo, plan: str, role: int) -> RoleProgram:
@@ -260,6 +275,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             await self._activate(
                 a["bundle"], a.get("version", ""), a["plan"], int(a["role"]),
                 {int(k): v for k, v in a.get("peers", {}).items()}, a.get("activation_id", ""), persist=False,
+                peer_node_ids={int(k): v for k, v in a.get("peer_node_ids", {}).items()},
             )
             log.info("restored activation %s role %d of %s/%s", a["plan"], a["role"], a["bundle"], a.get("version"))
             return True
@@ -292,13 +308,41 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                          f"{what} carries a batch of {t.shape[0]}; this node takes at most {limit} per Run ({how}): "
                          f"split it into Runs of at most {limit} samples (GetInfo reports max_batch)")
 
-    def _peer(self, address: str) -> mesh_pb2_grpc.NodeStub:
-        entry = self._peers.get(address)
+    def _peer(self, address: str, node_id: str = "") -> mesh_pb2_grpc.NodeStub:
+        """A stub for the peer at ``address``; with TLS its certificate must name ``node_id``."""
+        key = (address, node_id if self.config.tls is not None else "")
+        entry = self._peers.get(key)
         if entry is None:
-            ch = security.channel(address, self.config.tls, limits.CHANNEL_OPTIONS)
+            options = limits.CHANNEL_OPTIONS + (security.peer_channel_options(node_id) if key[1] else ())
+            ch = security.channel(address, self.config.tls, options)
             entry = (ch, mesh_pb2_grpc.NodeStub(ch))
-            self._peers[address] = entry
+            self._peers[key] = entry
         return entry[1]
+
+    def _authorize(self, context: grpc.aio.ServicerContext, rpc: str) -> "security.Identity | None":
+        """The caller's certificate identity; refuses a role `security.RPC_ROLES` does not allow for ``rpc``.
+
+        Returns None on a plaintext connection (loopback, or ``--insecure``).
+        """
+        if self.config.tls is None:
+            return None
+        ident = security.caller_identity(context)
+        allowed = security.RPC_ROLES[rpc]
+        if ident is None or ident.role not in allowed:
+            who = "a caller without a certificate" if ident is None else f"the certificate {ident}"
+            raise _Abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{rpc} needs a {' or '.join(allowed)} certificate of this fleet; {who} may not call it "
+                f"(issue one with `paradis certs issue DIR --name N --role {allowed[0]}`)",
+            )
+        return ident
+
+    async def _require(self, context: grpc.aio.ServicerContext, rpc: str) -> "security.Identity | None":
+        """`_authorize`, aborting the call with PERMISSION_DENIED when refused."""
+        try:
+            return self._authorize(context, rpc)
+        except _Abort as e:
+            await self._abort(context, e)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, e: _Abort):
@@ -338,7 +382,11 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
 
     # --- GetInfo ----------------------------------------------------------
     async def GetInfo(self, request: mesh_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.NodeInfo:
-        return await asyncio.to_thread(self._info)
+        caller = await self._require(context, "GetInfo")
+        info = await asyncio.to_thread(self._info)
+        if caller is not None:
+            info.tls_role = caller.role
+        return info
 
     # --- signatures -------------------------------------------------------
     def _signature_check(self, name: str, version: str) -> Callable[[Path], str] | None:
@@ -364,6 +412,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             raise
 
     async def Deploy(self, request_iterator: AsyncIterator[mesh_pb2.DeployRequest], context: grpc.aio.ServicerContext) -> mesh_pb2.DeployReply:
+        await self._require(context, "Deploy")
         upload = None
         committed = False
         try:
@@ -428,13 +477,16 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         )
 
     # --- Activate ---------------------------------------------------------
-    async def _activate(self, bundle: str, version: str, plan: str, role: int, peers: dict[int, str], activation_id: str, persist: bool = True) -> _Active:
+    async def _activate(self, bundle: str, version: str, plan: str, role: int, peers: dict[int, str], activation_id: str,
+                        persist: bool = True, peer_node_ids: dict[int, str] | None = None) -> _Active:
+        peer_node_ids = dict(peer_node_ids or {})
         async with self._activate_lock:
             info = self.store.resolve(bundle, version)
             current = self._current
             if activation_id and current is not None and current.activation.activation_id == activation_id:
                 a = current.activation
-                if (a.bundle, a.version, a.plan, a.role, dict(a.peers)) == (info.name, info.version, plan, role, peers):
+                if (a.bundle, a.version, a.plan, a.role, dict(a.peers), dict(a.peer_node_ids)) == (
+                        info.name, info.version, plan, role, peers, peer_node_ids):
                     return current  # a repeated Activate (a retry, or a loop): nothing to reload or re-measure
             if not self._activation_tokens.take():
                 cur = "no activation" if current is None else (
@@ -464,9 +516,16 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             missing = sorted(r for r in needed if r not in peers)
             if missing:
                 raise DeployError(f"plan {plan!r} role {role} exchanges feature maps with roles {missing}, but Activate gave no peer address for them")
+            unnamed = sorted(r for r in needed if not peer_node_ids.get(r))
+            if self.config.tls is not None and unnamed:
+                raise DeployError(
+                    f"plan {plan!r} role {role} exchanges feature maps with roles {unnamed}, but Activate gave no peer "
+                    "node id for them (peer_node_ids): with mutual TLS a node only talks to the peers it was named"
+                )
             program = await self._in_worker(self.load_program, info, plan_obj.name, role, caller=_ACTIVATE_CALLER)
             latency = await self._in_worker(_measure_role_latency, program, caller=_ACTIVATE_CALLER)
-            act = mesh_pb2.Activation(bundle=info.name, version=info.version, plan=plan_obj.name, role=role, peers=peers, activation_id=activation_id or uuid.uuid4().hex)
+            act = mesh_pb2.Activation(bundle=info.name, version=info.version, plan=plan_obj.name, role=role, peers=peers, activation_id=activation_id or uuid.uuid4().hex,
+                                     peer_node_ids=peer_node_ids)
             entry = _Active(act, program, latency)
             self._activations.pop(act.activation_id, None)
             self._activations[act.activation_id] = entry
@@ -476,19 +535,24 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
             self.counters.activations += 1
             if persist:
                 state = {"activation": {"bundle": act.bundle, "version": act.version, "plan": act.plan, "role": act.role,
-                                        "peers": {str(k): v for k, v in act.peers.items()}, "activation_id": act.activation_id}}
+                                        "peers": {str(k): v for k, v in act.peers.items()}, "activation_id": act.activation_id,
+                                        "peer_node_ids": {str(k): v for k, v in act.peer_node_ids.items()}}}
                 await asyncio.to_thread(self.store.save_state, state)
             return entry
 
     async def Activate(self, request: mesh_pb2.ActivateRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ActivateReply:
+        await self._require(context, "Activate")
         try:
             _check_fields("Activate", request, _ACTIVATE_FIELDS)
             try:
                 for r, address in request.peers.items():
                     limits.check_text(address, f"Activate.peers[{r}]", limits.MAX_ADDRESS_CHARS)
+                for r, node_id in request.peer_node_ids.items():
+                    limits.check_text(node_id, f"Activate.peer_node_ids[{r}]", limits.MAX_NAME_CHARS)
             except limits.FieldError as e:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-            entry = await self._activate(request.bundle, request.version, request.plan, request.role, dict(request.peers), request.activation_id)
+            entry = await self._activate(request.bundle, request.version, request.plan, request.role, dict(request.peers),
+                                         request.activation_id, peer_node_ids=dict(request.peer_node_ids))
         except _Abort as e:
             await self._abort(context, e)
         except SignatureError as e:
@@ -522,6 +586,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
 
     async def Run(self, request: mesh_pb2.RunRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.RunReply:
         try:
+            self._authorize(context, "Run")
             return await self._run(request, context)
         except _Abort as e:
             self.counters.run_errors += 1
@@ -610,7 +675,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         timeout = min(limits.EXCHANGE_TIMEOUT_S, max(0.001, deadline - time.monotonic()))
         req = mesh_pb2.ExchangeRequest(request_id=rid, plan=act.plan, activation_id=act.activation_id, producer_role=act.role, producer_segment=segment, tensor=t)
         try:
-            await self._peer(address).Exchange(req, timeout=timeout)
+            await self._peer(address, act.peer_node_ids.get(consumer, "")).Exchange(req, timeout=timeout)
         except grpc.aio.AioRpcError as e:
             raise _Abort(
                 grpc.StatusCode.ABORTED,
@@ -623,12 +688,22 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
     # --- Exchange ---------------------------------------------------------
     async def Exchange(self, request: mesh_pb2.ExchangeRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ExchangeReply:
         try:
+            caller = self._authorize(context, "Exchange")
             _check_fields("Exchange", request, _RUN_FIELDS)
             if not request.request_id:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "Exchange has an empty request_id")
             entry = self._lookup(request.activation_id, request.plan)
             plan = entry.program.plan
             p, s = request.producer_role, request.producer_segment
+            if caller is not None and entry.activation.peer_node_ids.get(p) != caller.name:
+                expected = entry.activation.peer_node_ids.get(p)
+                raise _Abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"Exchange for role {p} of activation {entry.activation.activation_id!r} must come from "
+                    + (f"node {expected!r}, the peer the coordinator named for that role" if expected
+                       else "a peer the coordinator named, and it named none for that role")
+                    + f"; the certificate {caller} is not it",
+                )
             if not 0 <= p < len(plan.devices) or not 0 <= s < len(plan.devices[p].segments):
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"plan {request.plan!r} has no segment {s} on role {p}")
             _check_consumed(entry, p, s)
@@ -647,6 +722,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
 
     # --- GetManifest ------------------------------------------------------
     async def GetManifest(self, request: mesh_pb2.GetManifestRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.GetManifestReply:
+        await self._require(context, "GetManifest")
         try:
             _check_fields("GetManifest", request, _MANIFEST_FIELDS)
             if request.bundle:

@@ -48,7 +48,7 @@ def test_coordinator_adopts_a_joining_node_and_drops_one_saying_goodbye(tmp_path
     fleet = _fleet()
     with LocalMesh(2, tmp_path / "m", capacity=0.25, block_tensorflow=True, extra_args=_advert_args(fleet)) as mesh:
         with Coordinator([], discovery=True, fleet=fleet, discovery_interfaces=[LO], discovery_wait_s=10,
-                         expect_nodes=2, probe_interval_s=0.2) as c:
+                         expect_nodes=2, probe_interval_s=0.2, insecure=True) as c:
             assert sorted(c.addresses) == sorted(mesh.addresses)
             c.deploy(bundle4)
             assert c.select().plan == "2x0.25"
@@ -105,7 +105,7 @@ def test_discovery_errors_name_the_value():
 
 def test_coordinator_with_discovery_and_no_node_says_what_to_do():
     with pytest.raises(MeshError, match=r"zeroconf found no node of fleet '.*' within 0.3 s.*--advertise"):
-        Coordinator([], discovery=True, fleet=_fleet(), discovery_interfaces=[LO], discovery_wait_s=0.3)
+        Coordinator([], discovery=True, fleet=_fleet(), discovery_interfaces=[LO], discovery_wait_s=0.3, insecure=True)
 
 
 @pytest.mark.slow
@@ -113,7 +113,7 @@ def test_cli_flash_and_status_with_discover(tmp_path, bundle4, capsys):
     from paradis_tf.cli import main
 
     fleet = _fleet()
-    flags = ["--discover", "--fleet", fleet, "--interface", LO, "--discover-wait", "10", "--expect", "2"]
+    flags = ["--discover", "--insecure", "--fleet", fleet, "--interface", LO, "--discover-wait", "10", "--expect", "2"]
     with LocalMesh(2, tmp_path / "m", capacity=0.25, block_tensorflow=True, extra_args=_advert_args(fleet)) as mesh:
         assert main(["flash", str(bundle4), *flags, "--activate", "auto"]) == 0
         out = capsys.readouterr().out

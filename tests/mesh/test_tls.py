@@ -28,18 +28,20 @@ def _cfg(d, name) -> TlsConfig:
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
     assert main(["certs", "init", str(d)]) == 0
-    assert main(["certs", "issue", str(d), "--name", "node", "--host", "127.0.0.1", "--host", "localhost"]) == 0
-    assert main(["certs", "issue", str(d), "--name", "coordinator"]) == 0
-    issue(d, "elsewhere", ["10.9.9.9"])  # a valid certificate for another host
+    for i in range(2):
+        assert main(["certs", "issue", str(d), "--name", f"node{i}", "--role", "node", "--host", "127.0.0.1",
+                     "--host", "localhost"]) == 0
+    assert main(["certs", "issue", str(d), "--name", "coordinator", "--role", "coordinator"]) == 0
+    issue(d, "node0-elsewhere", ["10.9.9.9"], role="node")  # a valid certificate for another host
     other = tmp_path_factory.mktemp("other-pki")
     make_ca(other)
-    issue(other, "intruder", [])
+    issue(other, "intruder", [], role="coordinator")
     return d, other
 
 
 def test_certs_files_and_key_modes(pki):
     d, _ = pki
-    for name in ("ca", "node", "coordinator"):
+    for name in ("ca", "node0", "coordinator"):
         assert (d / f"{name}.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
         assert stat.S_IMODE((d / f"{name}.key").stat().st_mode) == 0o600
     with pytest.raises(MeshError, match="already holds a CA"):
@@ -48,7 +50,7 @@ def test_certs_files_and_key_modes(pki):
 
 def test_mutual_tls_mesh_exchanges_feature_maps_and_equals_local(tmp_path, pki, bundle_sync, images):
     d, other = pki
-    with LocalMesh(2, tmp_path, capacity=0.5, block_tensorflow=True, extra_args=_flags(d, "node")) as mesh:
+    with LocalMesh(2, tmp_path, capacity=0.5, block_tensorflow=True, pki=d) as mesh:
         with Coordinator(mesh.addresses, tls=_cfg(d, "coordinator")) as c:
             c.deploy(bundle_sync)
             assert c.select("2x0.5").plan == "2x0.5"
@@ -68,7 +70,7 @@ def test_mutual_tls_mesh_exchanges_feature_maps_and_equals_local(tmp_path, pki, 
 
 def test_node_certificate_must_name_the_dialled_host(tmp_path, pki, bundle_sync):
     d, _ = pki
-    with LocalMesh(1, tmp_path, block_tensorflow=True, extra_args=_flags(d, "elsewhere")) as mesh:
+    with LocalMesh(1, tmp_path, block_tensorflow=True, extra_args=[*_flags(d, "node0-elsewhere"), "--node-id", "node0-elsewhere"]) as mesh:
         with Coordinator(mesh.addresses, tls=_cfg(d, "coordinator")) as c:
             (status,) = c.status(timeout=3)
             assert not status.up and "UNAVAILABLE" in status.error
@@ -82,10 +84,12 @@ def test_tls_flags_and_files_are_checked(tmp_path, pki, capsys):
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate")
     with pytest.raises(MeshError, match=r"the TLS certificate '.*bad.pem' is not PEM"):
-        TlsConfig.from_args(str(d / "ca.pem"), str(bad), str(d / "node.key"))
+        TlsConfig.from_args(str(d / "ca.pem"), str(bad), str(d / "node0.key"))
     with pytest.raises(MeshError, match="cannot read the TLS CA certificate '/nonexistent/ca.pem'"):
-        TlsConfig.from_args("/nonexistent/ca.pem", str(d / "node.pem"), str(d / "node.key"))
+        TlsConfig.from_args("/nonexistent/ca.pem", str(d / "node0.pem"), str(d / "node0.key"))
     with pytest.raises(MeshError, match="invalid certificate name '../x'"):
-        issue(d, "../x", [])
+        issue(d, "../x", [], role="node")
+    with pytest.raises(MeshError, match="invalid certificate role 'admin'"):
+        issue(d, "x", [], role="admin")
     assert main(["mesh", "status", "--nodes", "127.0.0.1:1", "--tls-ca", str(d / "ca.pem")]) == 1
     assert "paradis: TLS needs all of --tls-ca, --tls-cert and --tls-key" in capsys.readouterr().err
