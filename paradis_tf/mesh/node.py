@@ -347,7 +347,10 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, e: _Abort):
         md = ((limits.PEER_ROLE_KEY, str(e.peer_role)),) if e.peer_role is not None else ()
-        await context.abort(e.code, e.message, md)
+        message = e.message
+        if len(message) > 1024:  # a refusal may quote hostile input: keep the status readable
+            message = f"{message[:1000]}... ({len(message)} characters)"
+        await context.abort(e.code, message, md)
 
     def _info(self) -> mesh_pb2.NodeInfo:
         info = mesh_pb2.NodeInfo(

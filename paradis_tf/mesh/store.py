@@ -89,7 +89,8 @@ def version_of(manifest_sha256: str) -> str:
 
 def check_name(name: str, what: str = "bundle name") -> str:
     if not _NAME.match(name or ""):
-        raise DeployError(f"invalid {what} {name!r} (letters, digits, '.', '_', '-'; at most 128)")
+        shown = repr(name) if len(name or "") <= 64 else f"{name[:32]!r}... ({len(name)} characters)"
+        raise DeployError(f"invalid {what} {shown} (letters, digits, '.', '_', '-'; at most 128)")
     return name
 
 
