@@ -81,6 +81,20 @@ MAX_TENSOR_DIMS = 8  # a wire tensor's rank (models here use 4)
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
+# A refusal may quote hostile input; its status message goes into the
+# grpc-message trailer percent-encoded (a non-ASCII byte takes three), and
+# clients refuse trailers over 8 KiB. Messages are cut to this many UTF-8 bytes.
+MAX_STATUS_BYTES = 1024
+
+
+def status_message(message: str) -> str:
+    """``message`` cut to at most MAX_STATUS_BYTES UTF-8 bytes (whole characters), saying how long it was."""
+    raw = message.encode("utf-8", "replace")
+    if len(raw) <= MAX_STATUS_BYTES:
+        return message
+    head = raw[:MAX_STATUS_BYTES - 64].decode("utf-8", "ignore")
+    return f"{head}... ({len(message):,} characters)"
+
 
 class FieldError(MeshError, ValueError):
     """A request field that is too long or holds a control character (a NUL byte...)."""

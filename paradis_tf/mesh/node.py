@@ -347,10 +347,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, e: _Abort):
         md = ((limits.PEER_ROLE_KEY, str(e.peer_role)),) if e.peer_role is not None else ()
-        message = e.message
-        if len(message) > 1024:  # a refusal may quote hostile input: keep the status readable
-            message = f"{message[:1000]}... ({len(message)} characters)"
-        await context.abort(e.code, message, md)
+        await context.abort(e.code, limits.status_message(e.message), md)
 
     def _info(self) -> mesh_pb2.NodeInfo:
         info = mesh_pb2.NodeInfo(
@@ -559,11 +556,11 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         except _Abort as e:
             await self._abort(context, e)
         except SignatureError as e:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"activate refused: {e}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, limits.status_message(f"activate refused: {e}"))
         except DeployError as e:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION if "not stored" in str(e) else grpc.StatusCode.INVALID_ARGUMENT, f"activate refused: {e}")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION if "not stored" in str(e) else grpc.StatusCode.INVALID_ARGUMENT, limits.status_message(f"activate refused: {e}"))
         except (MeshError, ValueError, OSError, RuntimeError) as e:
-            await context.abort(grpc.StatusCode.INTERNAL, f"activate failed: {type(e).__name__}: {e}")
+            await context.abort(grpc.StatusCode.INTERNAL, limits.status_message(f"activate failed: {type(e).__name__}: {e}"))
         log.info("activated %s role %d (%s)", request.plan, request.role, entry.activation.activation_id)
         return mesh_pb2.ActivateReply(activation=entry.activation, role_latency_ms=entry.role_latency_ms)
 
@@ -733,7 +730,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         except _Abort as e:
             await self._abort(context, e)
         except DeployError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"GetManifest.bundle: {e}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, limits.status_message(f"GetManifest.bundle: {e}"))
         name, version = request.bundle, request.version
         if not name:
             if self._current is not None:
@@ -747,7 +744,7 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         try:
             info = self.store.resolve(name, version)
         except DeployError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await context.abort(grpc.StatusCode.NOT_FOUND, limits.status_message(str(e)))
         data = await asyncio.to_thread((info.path / "manifest.json").read_bytes)
         return mesh_pb2.GetManifestReply(bundle=info.name, version=info.version, manifest_json=data)
 
