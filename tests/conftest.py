@@ -23,6 +23,7 @@ def tool():
         if name not in loaded:
             spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
             module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # dataclasses look their module up while the script runs
             spec.loader.exec_module(module)
             loaded[name] = module
         return loaded[name]

@@ -8,7 +8,13 @@ async API (`infer_async`, `submit`) can be used from any thread or loop.
 
 Failure handling: a Run call that fails with UNAVAILABLE or DEADLINE_EXCEEDED
 marks its node down; the coordinator re-plans on the remaining nodes and
-retries the request (``retries`` times, default once). A node that reports it
+retries the request (``retries`` times, default once). A node that stalls
+(a hung process, a SIGSTOP, a cable pulled without a reset) is found the same
+way without waiting for the request's deadline: every role call gets a
+timeout from that node's recent round trips for the role (`StallPolicy`:
+a high percentile times a factor plus a margin, floored and capped), and a
+call that misses it makes its node suspected (marked down, counted in
+``stats.suspected``). A node that reports it
 could not exchange a feature map with a peer (ABORTED + the peer's role in
 trailing metadata) gets that peer probed rather than being blamed itself. A
 background watcher probes down nodes; one that answers again is re-admitted
@@ -32,6 +38,7 @@ What a re-plan may choose depends on how the plan was selected:
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import hashlib
 import itertools
@@ -60,7 +67,7 @@ from paradis_tf.mesh.placement import NodeCandidate, Placement, choose_placement
 from paradis_tf.mesh.program import model_input_spec
 from paradis_tf.mesh.signing import SIGNATURE_FILE
 
-__all__ = ["Coordinator", "NodeStatus", "CoordinatorStats", "parse_addresses"]
+__all__ = ["Coordinator", "CoordinatorObserver", "NodeStatus", "CoordinatorStats", "StallPolicy", "parse_addresses"]
 
 log = logging.getLogger("paradis.coordinator")
 
@@ -137,6 +144,60 @@ class CoordinatorStats:
     node_compute_ms: float = 0.0  # sum over answered requests of the slowest role's interpreter time
     plans: list[tuple[float, str]] = field(default_factory=list)  # (unix time, placement text)
     answered_by_plan: dict[str, int] = field(default_factory=dict)  # plan name -> requests it answered
+    suspected: int = 0  # nodes marked down because a role call missed its stall timeout
+    readmitted: int = 0  # down nodes that answered their health check again
+
+
+@dataclass(frozen=True)
+class StallPolicy:
+    """How long one role's Run may take before its node is suspected of stalling.
+
+    The timeout of a call is ``clamp(factor * p + margin_s, floor_s, cap)``,
+    where ``p`` is the ``percentile`` of the last ``window`` round trips of
+    that node for that (plan, role), and ``cap`` is ``cap_s`` (default: the
+    coordinator's ``run_timeout_s``), never past the request's deadline. Until
+    ``min_samples`` round trips are known the node's own measure from its
+    activation stands in (``ActivateReply.role_latency_ms``), times the
+    requests in flight (they queue on a node), times ``factor``, plus
+    ``warmup_margin_s``. ``StallPolicy(enabled=False)``: only the request
+    deadline.
+    """
+
+    percentile: float = 99.0
+    factor: float = 3.0
+    margin_s: float = 0.05
+    floor_s: float = 0.2
+    cap_s: float | None = None
+    window: int = 256
+    min_samples: int = 20
+    warmup_margin_s: float = 0.5
+    enabled: bool = True
+
+
+class CoordinatorObserver:
+    """What a coordinator reports as it serves (no-ops here; `paradis_tf.mesh.metrics` exports them).
+
+    Calls come from the coordinator's event loop thread; an implementation
+    must be quick and must not raise.
+    """
+
+    def request_done(self, plan: str, seconds: float, ok: bool) -> None:
+        """One request (one sample) ended: the plan that answered it ("" if none did), its latency."""
+
+    def role_done(self, address: str, plan: str, role: int, seconds: float, code: str) -> None:
+        """One Run call ended: ``code`` is "OK", a gRPC status name, or "STALLED" (its stall timeout passed)."""
+
+    def replanned(self, placement: str, plan: str) -> None:
+        """A placement was activated (the first one included)."""
+
+    def suspected(self, address: str, why: str) -> None:
+        """A node missed its stall timeout and is marked down until its health check answers."""
+
+    def readmitted(self, address: str) -> None:
+        """A down node answered its health check again."""
+
+    def marked_down(self, address: str, why: str) -> None:
+        """A node was marked down (suspected, unreachable, left the network...)."""
 
 
 @dataclass
@@ -156,6 +217,20 @@ class _Active:
     activation_id: str
     generation: int
     input_specs: tuple[TensorSpec | None, ...]  # per role
+    role_latency_s: tuple[float, ...] = ()  # per role, each node's measure at activation
+    waits_for_peers: tuple[bool, ...] = ()  # per role: takes a feature map from another role
+
+
+class _RoundTrips:
+    """The last round trips of one node for one (plan, role)."""
+
+    __slots__ = ("samples",)
+
+    def __init__(self, window: int) -> None:
+        self.samples: collections.deque[float] = collections.deque(maxlen=window)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(np.fromiter(self.samples, dtype=np.float64), q))
 
 
 _KEEP = object()  # `_replan`: keep the current pin
@@ -180,8 +255,13 @@ class Coordinator:
             its newest version, ``"name@version"`` for a kept one, e.g. to
             roll back), or None (the bundle active on, or the only one
             stored on, the first node that answers). `deploy` sets it.
-        run_timeout_s: deadline of every Run call.
+        run_timeout_s: deadline of a request (one sample), its retries
+            included.
         retries: how many times a failed request is retried after a re-plan.
+        stall: per-call timeouts from each node's recent round trips
+            (`StallPolicy`; ``StallPolicy(enabled=False)`` for none).
+        observer: told about requests, role calls, re-plans and suspected
+            nodes (`CoordinatorObserver`; e.g. Prometheus metrics).
         probe_interval_s: how often down nodes are probed for re-admission.
         auto_replan: re-plan on failures and re-admissions (else fail requests).
         max_concurrency: requests in flight at once.
@@ -229,6 +309,8 @@ class Coordinator:
         expect_nodes: int | None = None,
         tls: "security.TlsConfig | None" = None,
         insecure: bool = False,
+        stall: StallPolicy | None = None,
+        observer: CoordinatorObserver | None = None,
     ) -> None:
         if discovery and tls is None and not insecure:
             raise MeshError(
@@ -246,6 +328,10 @@ class Coordinator:
         self.auto_replan = bool(auto_replan)
         self.max_concurrency = int(max_concurrency)
         self.stats = CoordinatorStats()
+        self.stall = stall or StallPolicy()
+        self.observer = observer or CoordinatorObserver()
+        self._round_trips: dict[tuple[str, str, int], _RoundTrips] = {}
+        self._in_flight = 0
         self._id = uuid.uuid4().hex[:8]
         self._seq = itertools.count()
         self._bundle: Bundle | None = None
@@ -564,8 +650,10 @@ class Coordinator:
     async def _candidates(self) -> list[NodeCandidate]:
         """Healthy nodes that hold the bundle (deploying it where it is missing
         and the bundle directory is here; skipping those nodes otherwise)."""
-        nodes = [n for n in self._nodes.values() if n.address in self.addresses]
-        infos = await asyncio.gather(*(self._get_info(n, 3.0) for n in nodes))
+        # only nodes that are up: a down one (a stalled one too) would hold the re-plan for the timeout;
+        # the watcher re-admits down nodes
+        nodes = [n for n in self._nodes.values() if n.address in self.addresses and n.up]
+        infos = await asyncio.gather(*(self._get_info(n, limits.REPLAN_INFO_TIMEOUT_S) for n in nodes))
         missing = [n for n, info in zip(nodes, infos) if info is not None and n.up and not self._has_bundle(info)]
         if missing:
             await asyncio.gather(*(self._ensure_bundle(n) for n in missing))
@@ -631,6 +719,7 @@ class Coordinator:
                     self._selected = True
                 self.stats.replans += 1
                 self.stats.plans.append((time.time(), str(placement)))
+                self.observer.replanned(str(placement), placement.plan)
                 log.info("plan: %s", placement)
                 return active
             raise NoPlanFitsError("nodes kept failing while activating a plan")
@@ -650,7 +739,8 @@ class Coordinator:
             give_up, pause = time.monotonic() + limits.ACTIVATE_RETRY_S, 0.25
             while True:
                 try:
-                    await self._nodes[address].stub.Activate(req, timeout=limits.ACTIVATE_TIMEOUT_S)
+                    reply = await self._nodes[address].stub.Activate(req, timeout=limits.ACTIVATE_TIMEOUT_S)
+                    latency_s[role] = max(0.0, reply.role_latency_ms) / 1000.0
                     return None
                 except grpc.aio.AioRpcError as e:
                     if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() + pause > give_up:
@@ -659,6 +749,7 @@ class Coordinator:
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, 2.0)
 
+        latency_s = [0.0] * len(placement.addresses)
         errors = [e for e in await asyncio.gather(*(one(r, a) for r, a in enumerate(placement.addresses))) if e]
         if errors:
             down = [a for a, e in errors if e.code() in _NODE_DOWN_CODES]
@@ -666,13 +757,17 @@ class Coordinator:
             raise _AttemptError(msg, down=down, fatal=not down)
         plan_obj = self._bundle.plan(placement.plan)
         specs = tuple(model_input_spec(plan_obj, r) for r in range(len(placement.addresses)))
+        waits = tuple(
+            any(i.source is not None and i.source.device != d.role for seg in d.segments for i in seg.inputs) for d in plan_obj.devices
+        )
         self._generation += 1
-        return _Active(placement, plan_obj, aid, self._generation, specs)
+        return _Active(placement, plan_obj, aid, self._generation, specs, tuple(latency_s), waits)
 
     def _mark_down(self, address: str, why: str) -> None:
         node = self._nodes[address]
         if node.up:
             log.warning("node %s marked down: %s", address, why)
+            self.observer.marked_down(address, why)
         node.up, node.error = False, why
 
     async def _current(self) -> _Active:
@@ -687,11 +782,75 @@ class Coordinator:
             raise RequestFailedError(f"no plan to serve the request: {e}") from None
 
     # --- inference ----------------------------------------------------------
-    async def _attempt(self, active: _Active, x: np.ndarray, rid: str) -> np.ndarray:
+    def _stall_timeout(self, active: _Active, role: int, address: str) -> float:
+        """The time one role's Run may take before its node is suspected (`StallPolicy`)."""
+        p = self.stall
+        cap = self.run_timeout_s if p.cap_s is None else p.cap_s
+        rt = self._round_trips.get((address, active.placement.plan, role))
+        if rt is not None and len(rt.samples) >= p.min_samples:
+            t = p.factor * rt.percentile(p.percentile) + p.margin_s
+        else:
+            prior = active.role_latency_s[role] if role < len(active.role_latency_s) else 0.0
+            t = p.factor * prior * max(1, self._in_flight) + p.warmup_margin_s
+        return min(cap, max(p.floor_s, t))
+
+    def _stall_basis(self, active: _Active, role: int) -> str:
+        p = self.stall
+        rt = self._round_trips.get((active.placement.addresses[role], active.placement.plan, role))
+        if rt is not None and len(rt.samples) >= p.min_samples:
+            return f"{p.factor:g} x p{p.percentile:g} {rt.percentile(p.percentile) * 1000:.1f} ms of {len(rt.samples)} calls + {p.margin_s * 1000:.0f} ms"
+        prior = active.role_latency_s[role] if role < len(active.role_latency_s) else 0.0
+        return f"warm-up: {p.factor:g} x {prior * 1000:.1f} ms measured at activation x {max(1, self._in_flight)} in flight + {p.warmup_margin_s * 1000:.0f} ms"
+
+    def _record_round_trip(self, address: str, plan: str, role: int, seconds: float) -> None:
+        key = (address, plan, role)
+        rt = self._round_trips.get(key)
+        if rt is None:
+            rt = self._round_trips[key] = _RoundTrips(self.stall.window)
+        rt.samples.append(seconds)
+
+    async def _answers_health(self, address: str, timeout: float = 0.25) -> bool:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            r = await health_pb2_grpc.HealthStub(self._nodes[address].channel).Check(
+                health_pb2.HealthCheckRequest(service=limits.HEALTH_SERVICE), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return r.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def _blame_stalled(self, active: _Active, stalled: dict[int, float], waiting: Sequence[int]) -> list[str]:
+        """The nodes to suspect after the roles in ``stalled`` (role -> timeout) missed their stall timeout.
+
+        A role that takes feature maps from peers may only be waiting for a
+        stalled producer: in such plans the stalled roles and the roles still
+        running (``waiting``) are probed with a short health check, and those
+        that do not answer are the stalled ones. Where every one answers,
+        the stalled roles that wait for no peer are blamed, else all of them.
+        """
+        addresses = active.placement.addresses
+        waits = active.waits_for_peers
+        if not any(waits[r] for r in stalled if r < len(waits)):
+            return [addresses[r] for r in stalled]
+        candidates = sorted(set(stalled) | set(waiting))
+        answers = await asyncio.gather(*(self._answers_health(addresses[r]) for r in candidates))
+        silent = [addresses[r] for r, ok in zip(candidates, answers) if not ok]
+        if silent:
+            return silent
+        own = [addresses[r] for r in stalled if r < len(waits) and not waits[r]]
+        return own or [addresses[r] for r in stalled]
+
+    async def _attempt(self, active: _Active, x: np.ndarray, rid: str, deadline: float) -> np.ndarray:
         plan = active.placement.plan
         cache: dict[TensorSpec, mesh_pb2.Tensor] = {}
         xq = QTensor.from_float(x[None])
         calls: dict[asyncio.Task, int] = {}
+        limit: dict[asyncio.Task, float] = {}  # the stall timeout of a call, if shorter than the request's deadline
+        ended: dict[asyncio.Task, float] = {}
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _AttemptError(f"request deadline of {self.run_timeout_s:g} s passed before an attempt", fatal=True)
+        t0 = time.perf_counter()
         for role, address in enumerate(active.placement.addresses):
             req = mesh_pb2.RunRequest(request_id=rid, plan=plan, activation_id=active.activation_id)
             spec = active.input_specs[role]
@@ -701,7 +860,16 @@ class Coordinator:
                     t = cache[spec] = tensors.encode_qtensor(convert(xq, spec.quant))
                 req.input.CopyFrom(t)
                 self.stats.bytes_to_nodes += len(t.data)
-            calls[asyncio.ensure_future(self._nodes[address].stub.Run(req, timeout=self.run_timeout_s))] = role
+            timeout = remaining
+            if self.stall.enabled:
+                stall_s = self._stall_timeout(active, role, address)
+                if stall_s < remaining:
+                    timeout = stall_s
+            task = asyncio.ensure_future(self._nodes[address].stub.Run(req, timeout=timeout))
+            task.add_done_callback(lambda t: ended.__setitem__(t, time.perf_counter()))
+            calls[task] = role
+            if timeout < remaining:
+                limit[task] = timeout
         replies: dict[int, mesh_pb2.RunReply] = {}
         suspects: list[str] = []
         soft: list[str] = []
@@ -709,16 +877,25 @@ class Coordinator:
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                stalled: dict[int, float] = {}
                 for task in done:
                     role = calls[task]
                     address = active.placement.addresses[role]
+                    seconds = ended.get(task, time.perf_counter()) - t0
                     exc = task.exception()
                     if exc is None:
                         replies[role] = task.result()
+                        self._record_round_trip(address, plan, role, seconds)
+                        self.observer.role_done(address, plan, role, seconds, "OK")
                         continue
                     if not isinstance(exc, grpc.aio.AioRpcError):
                         raise exc
                     code, details = exc.code(), exc.details() or ""
+                    if code == grpc.StatusCode.DEADLINE_EXCEEDED and task in limit:
+                        stalled[role] = limit[task]
+                        self.observer.role_done(address, plan, role, seconds, "STALLED")
+                        continue
+                    self.observer.role_done(address, plan, role, seconds, code.name)
                     text = f"{address} (role {role}): Run: {code.name}: {details}"
                     if code in _NODE_DOWN_CODES:
                         raise _AttemptError(text, down=[address])
@@ -733,6 +910,16 @@ class Coordinator:
                         soft.append(text)
                     else:
                         raise _AttemptError(text, fatal=True)
+                if stalled:
+                    blamed = await self._blame_stalled(active, stalled, [calls[t] for t in pending])
+                    why = "; ".join(
+                        f"{active.placement.addresses[r]} (role {r}): no answer to Run within {t * 1000:.0f} ms "
+                        f"(its stall timeout: {self._stall_basis(active, r)})" for r, t in sorted(stalled.items())
+                    )
+                    for a in blamed:
+                        self.stats.suspected += 1
+                        self.observer.suspected(a, why)
+                    raise _AttemptError(f"stalled: {why}", down=blamed)
         finally:
             for task in pending:
                 task.cancel()
@@ -762,37 +949,56 @@ class Coordinator:
         self.stats.requests += 1
         errors: list[str] = []
         async with self._sem:
-            for attempt in range(1 + self.retries):
-                if attempt:
-                    self.stats.retries += 1
-                try:
-                    active = await self._current()
-                except (MeshError, grpc.aio.AioRpcError) as e:
-                    errors.append(str(e))
+            self._in_flight += 1
+            t0 = time.perf_counter()
+            try:
+                return await self._serve_one(x, rid, errors, t0)
+            except RequestFailedError:
+                self.observer.request_done("", time.perf_counter() - t0, False)
+                raise
+            finally:
+                self._in_flight -= 1
+
+    async def _serve_one(self, x: np.ndarray, rid: str, errors: list[str], t0: float) -> np.ndarray:
+        deadline = time.monotonic() + self.run_timeout_s
+        failures = 0  # attempts that failed on the plan they were sent to (a plan changed under one is free)
+        while failures <= self.retries and time.monotonic() < deadline:
+            if failures:
+                self.stats.retries += 1
+            try:
+                active = await self._current()
+            except (MeshError, grpc.aio.AioRpcError) as e:
+                errors.append(str(e))
+                break
+            try:
+                logits = await self._attempt(active, x, rid, deadline)
+            except _AttemptError as e:
+                errors.append(str(e))
+                if e.fatal:
                     break
-                try:
-                    logits = await self._attempt(active, x, rid)
-                    self.stats.answered += 1
-                    plan = active.placement.plan
-                    self.stats.answered_by_plan[plan] = self.stats.answered_by_plan.get(plan, 0) + 1
-                    return logits
-                except _AttemptError as e:
-                    errors.append(str(e))
-                    if e.fatal:
+                if not (e.stale and self._generation != active.generation):
+                    failures += 1
+                if not self.auto_replan:
+                    continue
+                for a in e.down:
+                    self._mark_down(a, str(e))
+                for a in e.suspects:
+                    if self._nodes[a].up and await self._get_info(self._nodes[a], 1.0) is None:
+                        self._mark_down(a, f"peer of a failed exchange; {self._nodes[a].error}")
+                if e.stale or e.down or any(not self._nodes[a].up for a in e.suspects):
+                    try:
+                        await self._replan(from_generation=active.generation)
+                    except MeshError as pe:
+                        errors.append(str(pe))
                         break
-                    if not self.auto_replan:
-                        continue
-                    for a in e.down:
-                        self._mark_down(a, str(e))
-                    for a in e.suspects:
-                        if self._nodes[a].up and await self._get_info(self._nodes[a], 1.0) is None:
-                            self._mark_down(a, f"peer of a failed exchange; {self._nodes[a].error}")
-                    if e.stale or e.down or any(not self._nodes[a].up for a in e.suspects):
-                        try:
-                            await self._replan(from_generation=active.generation)
-                        except MeshError as pe:
-                            errors.append(str(pe))
-                            break
+                continue
+            self.stats.answered += 1
+            plan = active.placement.plan
+            self.stats.answered_by_plan[plan] = self.stats.answered_by_plan.get(plan, 0) + 1
+            self.observer.request_done(plan, time.perf_counter() - t0, True)
+            return logits
+        if time.monotonic() >= deadline and not any("deadline" in e for e in errors[-1:]):
+            errors.append(f"request deadline of {self.run_timeout_s:g} s passed")
         self.stats.failed += 1
         raise RequestFailedError(f"request {rid} failed: " + " | then: ".join(errors))
 
@@ -877,6 +1083,8 @@ class Coordinator:
                 continue
             if r.status == health_pb2.HealthCheckResponse.SERVING and await self._get_info(node, 1.0) is not None:
                 node.up, node.error = True, ""
+                self.stats.readmitted += 1
+                self.observer.readmitted(node.address)
                 back.append(node)
         if not back or self._manifest is None or not self.auto_replan:
             return

@@ -17,6 +17,8 @@ DEPLOY_CHUNK_BYTES = 1024 * 1024
 
 # Deadlines (seconds) the coordinator puts on its calls.
 INFO_TIMEOUT_S = 5.0
+# GetInfo of the nodes that are up while re-planning (a request may be waiting on it)
+REPLAN_INFO_TIMEOUT_S = 1.0
 ACTIVATE_TIMEOUT_S = 60.0
 DEPLOY_TIMEOUT_S = 600.0
 RUN_TIMEOUT_S = 10.0
