@@ -50,6 +50,7 @@ from paradis_tf.bundle import Bundle, BundleError
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh._proto import mesh_pb2
 from paradis_tf.mesh.errors import DeployError
+from paradis_tf.mesh.metrics import BoardCollector, check_metrics_listen
 from paradis_tf.mesh.node import NodeConfig, NodeServicer, serve
 from paradis_tf.mesh.security import check_listen
 from paradis_tf.mesh.store import VersionInfo
@@ -247,14 +248,22 @@ class BridgeServicer(NodeServicer):
         info = super()._info()
         if self.board.info is not None:
             info.memory_bytes = self.board.info.arena_capacity
+        info.board.CopyFrom(self.board_status())
+        return info
+
+    def board_status(self) -> mesh_pb2.BoardStatus:
+        """The board's state and line counters (GetInfo's ``board``, and the metrics endpoint's board families)."""
         s = self.monitor.snapshot()
-        info.board.CopyFrom(mesh_pb2.BoardStatus(
+        return mesh_pb2.BoardStatus(
             state=s.state, error=s.error, since_unix_ms=s.since_unix_ms, last_answer_unix_ms=s.last_answer_unix_ms,
             board_id=s.board_id, port=s.port, frames_retransmitted=s.retransmits, bad_frames=s.bad_frames,
             crc_errors=s.crc_errors, naks=s.naks, port_reopens=s.reopens, probes_failed=s.probes_failed,
             reflashes=s.reflashes,
-        ))
-        return info
+        )
+
+    def metrics_collectors(self) -> Sequence[BoardCollector]:
+        """The serial line's and board's families, read from `board_status` at scrape time."""
+        return (BoardCollector(self.board_status),)
 
     # --- board liveness -------------------------------------------------------
     def serving_started(self, set_serving: Callable[[bool], Awaitable[None]]) -> None:
@@ -353,12 +362,16 @@ def run_bridge(port: str, listen: str, store: str | Path, *, baudrate: int = 115
                node_id: str = "", speed_score: float = DEFAULT_SPEED_SCORE, timeout: float = 0.5, retries: int = 8,
                latency_budget_ms: float = 0.0, ready=None, tls=None, insecure: bool = False, max_batch: int = 0,
                trust_keys: tuple[str, ...] = (), store_quota_mb: float | None = None,
-               ping_interval: float = DEFAULT_PING_INTERVAL_S) -> int:
+               ping_interval: float = DEFAULT_PING_INTERVAL_S, metrics_listen: str = "", metrics_ready=None) -> int:
     """Blocking entry point of `paradis bridge`.
 
     The board counts as unresponsive when a PING gets no valid answer within max(1 s, 2 x ``timeout``).
+    With ``metrics_listen`` the bridge serves Prometheus metrics (`paradis_tf.mesh.metrics`), and calls
+    ``metrics_ready("host:port")`` once they are served.
     """
     check_listen(listen, tls, insecure)  # before the board is opened
+    if metrics_listen:
+        check_metrics_listen(metrics_listen, tls, insecure)
     board = Board.open(port, baudrate, timeout=timeout, retries=retries)
     try:
         info = board.hello()
@@ -367,12 +380,13 @@ def run_bridge(port: str, listen: str, store: str | Path, *, baudrate: int = 115
         config = NodeConfig(store=Path(store), node_id=node_id or f"bridge-{info.board_id}",
                             backend=f"serial:{info.runtime}", capacity=capacity,
                             latency_budget_ms=latency_budget_ms, tls=tls, insecure=insecure, max_batch=max_batch,
-                            trust_keys=tuple(trust_keys), store_quota_mb=store_quota_mb)
+                            trust_keys=tuple(trust_keys), store_quota_mb=store_quota_mb,
+                            metrics_listen=metrics_listen)
 
         async def main() -> None:
             servicer = BridgeServicer(config, board, speed_score, ping_interval_s=ping_interval,
                                       board_budget_s=max(1.0, 2.0 * timeout))
-            await serve(servicer, listen, ready=ready)
+            await serve(servicer, listen, ready=ready, metrics_ready=metrics_ready)
 
         asyncio.run(main())
     finally:

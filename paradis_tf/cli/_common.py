@@ -37,6 +37,28 @@ def ready_callback(ready_file: str | None, label: str):
     return ready
 
 
+def add_metrics_args(p) -> None:
+    """``--metrics-listen HOST:PORT`` and ``--metrics-ready-file PATH``: a daemon's Prometheus endpoint."""
+    p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http(s)://HOST:PORT/metrics (port 0 picks a free one; default: "
+                        "off). With --tls-* it serves HTTPS to clients with a certificate of the fleet CA; without, "
+                        "only a loopback address unless --insecure")
+    p.add_argument("--metrics-ready-file", metavar="PATH",
+                   help="with --metrics-listen: write the metrics endpoint's bound HOST:PORT here once it serves")
+
+
+def metrics_ready_callback(path: str | None):
+    """What a daemon calls with its metrics endpoint's bound address: write it to ``path`` (None: nothing)."""
+    if not path:
+        return None
+    from paradis_tf.files import atomic_write
+
+    def ready(address: str) -> None:
+        atomic_write(path, address + "\n")
+
+    return ready
+
+
 def print_table(headers: list[str], rows: list[list], file=None) -> None:
     """A plain aligned text table."""
     file = file or sys.stdout

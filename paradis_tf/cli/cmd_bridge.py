@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from paradis_tf.cli._common import add_tls_args, ready_callback, tls_config
+from paradis_tf.cli._common import (add_metrics_args, add_tls_args, metrics_ready_callback, ready_callback,
+                                    tls_config)
 from paradis_tf.cli.cmd_keys import add_trust_key_args
 
 
@@ -37,6 +38,7 @@ def register(subparsers) -> None:
                    help="MB all stored bundle versions may take together, uploads in progress included; a deploy that would exceed it is refused with RESOURCE_EXHAUSTED (default: what the store holds at start plus 25%% of the disk space free under --store then; 0: no quota)")
     g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
     add_tls_args(p.add_argument_group("mutual TLS"), serving=True)
+    add_metrics_args(p.add_argument_group("monitoring (docs/MESH.md, Monitoring)"))
     add_trust_key_args(p.add_argument_group("signed bundles (`paradis keys`, `paradis sign`)"))
     c = p.add_argument_group("identity and capacity")
     c.add_argument("--node-id", default="", help="node id (default: bridge-<board id>)")
@@ -73,4 +75,5 @@ def _bridge(args: argparse.Namespace) -> int:
                       node_id=args.node_id, speed_score=args.speed_score, timeout=args.timeout, retries=args.retries,
                       latency_budget_ms=args.latency_budget_ms, ready=ready, tls=tls_config(args),
                       insecure=args.insecure, max_batch=args.max_batch, trust_keys=tuple(args.trust_key),
-                      store_quota_mb=args.store_quota_mb, ping_interval=args.ping_interval)
+                      store_quota_mb=args.store_quota_mb, ping_interval=args.ping_interval,
+                      metrics_listen=args.metrics_listen, metrics_ready=metrics_ready_callback(args.metrics_ready_file))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from paradis_tf.cli._common import add_tls_args, ready_callback, tls_config
+from paradis_tf.cli._common import (add_metrics_args, add_tls_args, metrics_ready_callback, ready_callback,
+                                    tls_config)
 from paradis_tf.cli.cmd_keys import add_trust_key_args
 
 
@@ -34,6 +35,7 @@ def register(subparsers) -> None:
                    help="interface address to announce on (repeatable; default: all IPv4 interfaces)")
     g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
     add_tls_args(s.add_argument_group("mutual TLS (peers and coordinators must present certificates of the same CA)"), serving=True)
+    add_metrics_args(s.add_argument_group("monitoring (docs/MESH.md, Monitoring)"))
     add_trust_key_args(s.add_argument_group("signed bundles (`paradis keys`, `paradis sign`)"))
     r = s.add_argument_group("execution")
     r.add_argument("--backend", default="litert", choices=("litert", "tflite_runtime", "tf", "tflm"), help="interpreter backend (default: %(default)s)")
@@ -60,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from paradis_tf.mesh.node import NodeConfig, run_node
+    from paradis_tf.mesh.metrics import check_metrics_listen
     from paradis_tf.mesh.security import check_listen
 
     config = NodeConfig(
@@ -67,10 +70,12 @@ def _serve(args: argparse.Namespace) -> int:
         latency_budget_ms=args.latency_budget_ms, memory_budget_mb=args.memory_budget_mb, threads=args.threads, keep_versions=args.keep_versions,
         advertise=args.advertise, fleet=args.fleet, advertise_interfaces=tuple(args.advertise_interface),
         tls=tls_config(args), insecure=args.insecure, trust_keys=tuple(args.trust_key),
-        max_batch=args.max_batch, store_quota_mb=args.store_quota_mb,
+        max_batch=args.max_batch, store_quota_mb=args.store_quota_mb, metrics_listen=args.metrics_listen,
     )
 
     check_listen(args.listen, config.tls, config.insecure)  # before the store is opened
+    if config.metrics_listen:
+        check_metrics_listen(config.metrics_listen, config.tls, config.insecure)
     ready = ready_callback(args.ready_file, "paradis-node")
 
-    return run_node(config, args.listen, ready=ready)
+    return run_node(config, args.listen, ready=ready, metrics_ready=metrics_ready_callback(args.metrics_ready_file))

@@ -28,12 +28,14 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 import numpy as np
+from prometheus_client.registry import Collector
 
 from paradis_tf import __version__
 from paradis_tf.mesh import limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
 from paradis_tf.mesh.errors import DeployError, MeshError, TensorError
 from paradis_tf.mesh.mailbox import Mailbox, MailboxFull
+from paradis_tf.mesh.metrics import MetricsServer, NodeMetrics, check_metrics_listen
 from paradis_tf.mesh.signing import SignatureError
 from paradis_tf.mesh import signing
 from paradis_tf.mesh.scheduler import FairScheduler, TokenBucket
@@ -130,6 +132,8 @@ class NodeConfig:
     max_batch: int = 0
     # MB all stored bundle versions may take (`--store-quota-mb`); None: store.default_quota_bytes; 0: no quota
     store_quota_mb: float | None = None
+    # Prometheus endpoint HOST:PORT (`--metrics-listen`; "": none): HTTPS with `tls`, else loopback unless `insecure`
+    metrics_listen: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -255,6 +259,16 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                 load_interpreter(data, backend, num_threads=1, arena_size=arena)
             except (BackendError, TfliteFileError) as e:
                 raise DeployError(f"{rel!r} is not a model {backend} can load: {str(e).removeprefix('model: ')}") from None
+
+    def metrics_collectors(self) -> Sequence[Collector]:
+        """More Prometheus collectors for this node's ``--metrics-listen`` endpoint (the bridge adds its board's)."""
+        return ()
+
+    @property
+    def activation(self) -> mesh_pb2.Activation | None:
+        """The activation this node serves (None before the first Activate)."""
+        current = self._current
+        return current.activation if current is not None else None
 
     def serving_started(self, set_serving: Callable[[bool], Awaitable[None]]) -> None:
         """Called by `serve()` on its event loop once the server answers, its health SERVING.
@@ -809,16 +823,26 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     grace_s: float = 5.0,
+    metrics_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serves ``servicer`` on ``listen`` (``HOST:PORT``; port 0 picks one).
 
     Restores the last activation, calls ``ready("host:port")`` once
     listening, and stops gracefully (health NOT_SERVING, in-flight calls
     finished within ``grace_s``) on SIGTERM/SIGINT or when ``stop`` is set.
+    With ``config.metrics_listen`` it also serves Prometheus metrics
+    (`paradis_tf.mesh.metrics`) and calls ``metrics_ready("host:port")``
+    with their bound address before ``ready``.
     """
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-    server = grpc.aio.server(options=limits.SERVER_OPTIONS)
+    cfg = servicer.config
+    metrics = endpoint = None
+    if cfg.metrics_listen:
+        check_metrics_listen(cfg.metrics_listen, cfg.tls, cfg.insecure)
+        metrics = NodeMetrics(servicer, backend=cfg.backend, collectors=servicer.metrics_collectors())
+    server = grpc.aio.server(options=limits.SERVER_OPTIONS,
+                             interceptors=[metrics.interceptor()] if metrics is not None else None)
     mesh_pb2_grpc.add_NodeServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -829,6 +853,9 @@ async def serve(
     bound = security.add_port(server, listen, servicer.config.tls)
     if bound == 0:
         raise OSError(f"cannot listen on {listen!r} (address in use or not available)")
+    if metrics is not None:  # its own threads: a scrape never waits for this event loop
+        endpoint = MetricsServer(metrics.registry, cfg.metrics_listen, cfg.tls, cfg.insecure)
+        endpoint.start()
     await servicer.restore()
     await server.start()
 
@@ -836,13 +863,17 @@ async def serve(
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", limits.HEALTH_SERVICE):
             await health_servicer.set(name, status)  # ignored once shutdown began: NOT_SERVING stays
+        if metrics is not None and not stopping:
+            metrics.set_serving(serving)
 
+    stopping = False
     await set_serving(True)
     servicer.serving_started(set_serving)
     address = f"{host}:{bound}"
     log.info("node %s listening on %s", servicer.node_id, address)
+    if endpoint is not None and metrics_ready is not None:
+        metrics_ready(endpoint.address)
     advert = None
-    cfg = servicer.config
     if cfg.advertise:
         from paradis_tf.mesh.discovery import Advertisement
 
@@ -872,11 +903,16 @@ async def serve(
     # NOT_SERVING first, then the zeroconf goodbye: a coordinator that hears
     # the goodbye and probes the node must not see it healthy and re-admit it.
     await health_servicer.enter_graceful_shutdown()
+    stopping = True
+    if metrics is not None:
+        metrics.set_serving(False)
     if warner is not None:
         warner.cancel()
     if advert is not None:
         await advert.close()
     await server.stop(grace_s)
+    if endpoint is not None:
+        await asyncio.to_thread(endpoint.close)
     await servicer.close()
 
 
@@ -887,12 +923,13 @@ async def _warn_plaintext(address: str, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-def run_node(config: NodeConfig, listen: str, ready: Callable[[str], None] | None = None) -> int:
+def run_node(config: NodeConfig, listen: str, ready: Callable[[str], None] | None = None,
+             metrics_ready: Callable[[str], None] | None = None) -> int:
     """Blocking entry point of `paradis node serve`."""
 
     async def main() -> None:
         servicer = NodeServicer(config)
-        await serve(servicer, listen, ready=ready)
+        await serve(servicer, listen, ready=ready, metrics_ready=metrics_ready)
 
     asyncio.run(main())
     return 0
