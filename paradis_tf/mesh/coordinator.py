@@ -459,8 +459,12 @@ class Coordinator:
 
         self._browser = NodeBrowser(fleet, on_add=added, on_remove=removed, interfaces=interfaces)
         end = time.monotonic() + max(0.0, float(wait_s))
-        while time.monotonic() < end and (expect is None or len(self._browser.nodes()) < expect):
+        # count the adds handed over, not the browser's list: it lists a node just before calling on_add
+        while time.monotonic() < end and (expect is None or len(pending) < expect):
             time.sleep(0.05)
+        settle = time.monotonic() + 1.0
+        while len(pending) < len(self._browser.nodes()) and time.monotonic() < settle:
+            time.sleep(0.01)
         initial.set()
         # the adds scheduled so far (and their TLS handshakes) have run once this returns
         concurrent.futures.wait(list(pending), timeout=limits.INFO_TIMEOUT_S + 1)
