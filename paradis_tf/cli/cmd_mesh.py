@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from paradis_tf.cli._common import add_discovery_args, discovery_kwargs
+from paradis_tf.cli._common import add_discovery_args, add_metrics_args, discovery_kwargs
 
 
 def _nodes_arg(p: argparse.ArgumentParser) -> None:
@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     s = sub.add_parser("status", help="node info: capacity, speed, bundles, active plan, counters")
     _nodes_arg(s)
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--watch", nargs="?", type=_interval, const=2.0, default=None, metavar="SECONDS",
+                   help="redraw the table in place every SECONDS (default when given without a value: 2) until "
+                        "Ctrl-C, which exits 0")
     s.set_defaults(func=_status)
 
     i = sub.add_parser("infer", help="run images through the mesh and print the top classes")
@@ -63,13 +66,56 @@ def _coordinator(args):
                        run_timeout_s=args.timeout)
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.05 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.05 and 86400, received {text!r}")
+    return value
+
+
 def _status(args: argparse.Namespace) -> int:
+    if args.watch is not None:
+        if args.json:
+            from paradis_tf.errors import InputError
+
+            raise InputError("--watch redraws the table; --json prints once: give one of them")
+        return _watch_status(args)
+    with _coordinator(args) as c:
+        return _print_status(c, args)
+
+
+def _watch_status(args: argparse.Namespace) -> int:
+    """The status table redrawn every ``args.watch`` seconds (cleared first on a terminal) until Ctrl-C (exit 0)."""
+    import contextlib
+    import io
+    import sys
+    import time
+
+    clear = "\033[H\033[2J" if sys.stdout.isatty() else "\n"
+    with _coordinator(args) as c:
+        try:
+            while True:
+                table = io.StringIO()
+                with contextlib.redirect_stdout(table):
+                    code = _print_status(c, args)
+                head = f"{time.strftime('%H:%M:%S')}  every {args.watch:g} s, Ctrl-C to stop"
+                sys.stdout.write(f"{clear}{head}{'' if code == 0 else '  (not every node serves)'}\n{table.getvalue()}")
+                sys.stdout.flush()
+                time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _print_status(c, args: argparse.Namespace) -> int:
+    """Prints the nodes' status (a table, or JSON with ``args.json``); 1 if a node is down or a board not ok."""
     import json
 
     from google.protobuf.json_format import MessageToDict
 
-    with _coordinator(args) as c:
-        rows = c.status()
+    rows = c.status()
     # a bridge whose board does not answer is up (it answers GetInfo) but serves nothing
     healthy = all(r.up and (r.info is None or not r.info.HasField("board") or r.info.board.state == "ok") for r in rows)
     if args.json:
@@ -217,20 +263,24 @@ def _register_serve(sub) -> None:
     g.add_argument("--health-interval", type=float, default=1.0, metavar="SECONDS",
                    help="how often the nodes are checked for the health status (default: %(default)s)")
     g.add_argument("--ready-file", metavar="PATH", help="write the bound HOST:PORT here once serving")
-    # monitoring (--metrics-listen HOST:PORT) goes here: InferenceServicer.Infer is the one request path
+    add_metrics_args(s.add_argument_group("monitoring (docs/MESH.md, Monitoring)"))
     s.set_defaults(default_log_level="INFO", func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from paradis_tf.cli._common import ready_callback, tls_config
+    from paradis_tf.cli._common import metrics_ready_callback, ready_callback, tls_config
     from paradis_tf.mesh.coordinator import Coordinator
+    from paradis_tf.mesh.metrics import ServeMetrics
     from paradis_tf.mesh.serve import ServeConfig, run_server
 
     config = ServeConfig(switch=args.switch, max_batch=args.max_batch, request_timeout_s=args.request_timeout,
-                         health_interval_s=args.health_interval, tls=tls_config(args), insecure=args.insecure)
+                         health_interval_s=args.health_interval, tls=tls_config(args), insecure=args.insecure,
+                         metrics_listen=args.metrics_listen)
     kwargs = discovery_kwargs(args, args.nodes)
 
     def coordinator() -> Coordinator:  # built once --listen passed its checks (plaintext off loopback: exit 2)
-        return Coordinator(**kwargs, bundle=args.bundle, run_timeout_s=args.timeout)
+        observer = ServeMetrics() if config.metrics_listen else None  # InferenceServicer.Infer counts the calls
+        return Coordinator(**kwargs, bundle=args.bundle, run_timeout_s=args.timeout, observer=observer)
 
-    return run_server(coordinator, args.listen, config, ready=ready_callback(args.ready_file, "paradis-mesh-serve"))
+    return run_server(coordinator, args.listen, config, ready=ready_callback(args.ready_file, "paradis-mesh-serve"),
+                      metrics_ready=metrics_ready_callback(args.metrics_ready_file))

@@ -46,6 +46,7 @@ from paradis_tf.mesh import limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
 from paradis_tf.mesh.coordinator import AUTO, Coordinator, NodeStatus
 from paradis_tf.mesh.errors import MeshError, NoPlanFitsError, RequestFailedError, TensorError
+from paradis_tf.mesh.metrics import MetricsServer, ServeMetrics, check_metrics_listen
 from paradis_tf.mesh.placement import NodeCandidate, choose_placement
 
 __all__ = ["ServeConfig", "InferenceServicer", "InferenceRefused", "InferenceClient", "InferenceError", "serve",
@@ -81,6 +82,9 @@ class ServeConfig:
         insecure: serve plaintext on a non-loopback address (refused
             otherwise); warns at start and every ``insecure_warning_interval_s``.
         grace_s: how long calls in flight may finish after SIGTERM.
+        metrics_listen: ``HOST:PORT`` of the Prometheus endpoint ("": none;
+            `paradis_tf.mesh.metrics`): HTTPS with ``tls``, else loopback
+            unless ``insecure``.
     """
 
     switch: str = AUTO
@@ -91,6 +95,7 @@ class ServeConfig:
     insecure: bool = False
     insecure_warning_interval_s: float = security.INSECURE_WARNING_INTERVAL_S
     grace_s: float = 5.0
+    metrics_listen: str = ""
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -123,11 +128,13 @@ class InferenceServicer(mesh_pb2_grpc.InferenceServicer):
     Args:
         coordinator: the line's coordinator (its nodes, bundle and TLS).
         config: the serving options.
+        metrics: counts every Infer call by status code, and the health and nodes of each check.
     """
 
-    def __init__(self, coordinator: Coordinator, config: ServeConfig) -> None:
+    def __init__(self, coordinator: Coordinator, config: ServeConfig, metrics: ServeMetrics | None = None) -> None:
         self.coordinator = coordinator
         self.config = config
+        self.metrics = metrics
         #: whether a plan fits the healthy nodes (what health says)
         self.serving = False
         #: why not serving ("" when serving)
@@ -143,14 +150,24 @@ class InferenceServicer(mesh_pb2_grpc.InferenceServicer):
     # --- the request path -----------------------------------------------------------
     async def Infer(self, request: mesh_pb2.InferRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.InferReply:
         """Every Infer call passes here once: a reply, or an abort with one status code (never UNKNOWN)."""
+        t0 = time.perf_counter()
+        code, samples = "CANCELLED", 0  # unless it ends otherwise: the caller went away
         try:
-            self._authorize(context, "Infer")
-            return await self.infer(request, context.time_remaining())
-        except InferenceRefused as e:
-            await context.abort(e.code, e.message)
-        except Exception as e:  # a bug: say so, as INTERNAL, and keep serving
-            log.exception("Infer failed unexpectedly")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in the server: {type(e).__name__}: {e}")
+            try:
+                self._authorize(context, "Infer")
+                reply = await self.infer(request, context.time_remaining())
+            except InferenceRefused as e:
+                code = e.code.name
+                await context.abort(e.code, e.message)
+            except Exception as e:  # a bug: say so, as INTERNAL, and keep serving
+                code = "INTERNAL"
+                log.exception("Infer failed unexpectedly")
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in the server: {type(e).__name__}: {e}")
+            code, samples = "OK", int(reply.outputs.shape[0]) if reply.outputs.shape else 0
+            return reply
+        finally:
+            if self.metrics is not None:
+                self.metrics.infer_done(code, time.perf_counter() - t0, samples)
 
     async def infer(self, request: mesh_pb2.InferRequest, time_remaining: float | None = None) -> mesh_pb2.InferReply:
         """Checks a request, runs its samples through the coordinator and fuses the reply.
@@ -301,6 +318,8 @@ class InferenceServicer(mesh_pb2_grpc.InferenceServicer):
                     log.info("plan selected: %s", placement)
             self._nodes = await asyncio.to_thread(c.status)
             self._checked_unix_ms = int(time.time() * 1e3)
+            if self.metrics is not None:
+                self.metrics.nodes_checked((n.address, n.up) for n in self._nodes)
             if self.selected:
                 why = self._why_not_serving(self._nodes)
                 await self._set_serving(why is None, why or "")
@@ -322,6 +341,8 @@ class InferenceServicer(mesh_pb2_grpc.InferenceServicer):
     async def _set_serving(self, serving: bool, reason: str) -> None:
         changed = serving != self.serving or reason != self.reason
         self.serving, self.reason = serving, reason
+        if self.metrics is not None and not self.stopping:
+            self.metrics.set_serving(serving)
         if not changed:
             return
         if serving:
@@ -358,8 +379,14 @@ async def serve(
     *,
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    metrics_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serves ``paradis.mesh.v1.Inference`` over ``coordinator`` on ``listen`` (``HOST:PORT``; port 0 picks one).
+
+    With ``config.metrics_listen`` it serves Prometheus metrics there: the
+    coordinator's observer, a `ServeMetrics` (``Coordinator(...,
+    observer=ServeMetrics())``), which also counts the Infer calls; it calls
+    ``metrics_ready("host:port")`` with the bound address before ``ready``.
 
     Selects the plan (``config.switch``) before calling ``ready("host:port")``;
     when none fits yet, serves NOT_SERVING and keeps trying. Stops gracefully
@@ -369,13 +396,22 @@ async def serve(
     Raises:
         PlaintextRefused: plaintext on a non-loopback address without ``config.insecure``.
         NoPlanFitsError: the pinned plan is not in the bundle.
+        MeshError: ``config.metrics_listen`` with a coordinator whose observer is no `ServeMetrics`.
         OSError: the address cannot be bound.
     """
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     host, port = _split_listen(listen)
     plaintext_off_loopback = security.check_listen(listen, config.tls, config.insecure)
-    servicer = InferenceServicer(coordinator, config)
+    endpoint = metrics = None
+    if config.metrics_listen:
+        check_metrics_listen(config.metrics_listen, config.tls, config.insecure)
+        metrics = coordinator.observer
+        if not isinstance(metrics, ServeMetrics):
+            raise MeshError(f"metrics_listen {config.metrics_listen!r} needs a coordinator whose observer is a "
+                            f"ServeMetrics (Coordinator(..., observer=ServeMetrics())); it has {type(metrics).__name__}")
+        metrics.attach(coordinator)
+    servicer = InferenceServicer(coordinator, config, metrics)
     server = grpc.aio.server(options=limits.SERVER_OPTIONS)
     mesh_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -393,6 +429,9 @@ async def serve(
         except BundleError:
             raise NoPlanFitsError(f"--switch {config.switch!r} is not a plan of the bundle (it has "
                                   f"{', '.join(coordinator.bundle.plans)}); name one of them, or 'auto'") from None
+    if metrics is not None:  # its own threads: a scrape never waits for this event loop
+        endpoint = MetricsServer(metrics.registry, config.metrics_listen, config.tls, config.insecure)
+        endpoint.start()
     await server.start()
     address = f"{host}:{bound}"
     log.info("serving inference on %s (%s)", address,
@@ -401,6 +440,8 @@ async def serve(
     if plaintext_off_loopback:
         warner = asyncio.create_task(_warn_plaintext(address, config.insecure_warning_interval_s))
     watcher = asyncio.create_task(servicer.watch())
+    if endpoint is not None and metrics_ready is not None:
+        metrics_ready(endpoint.address)
     if ready is not None:
         ready(address)
     stop = stop or asyncio.Event()
@@ -415,12 +456,16 @@ async def serve(
     finally:
         log.info("inference server on %s shutting down", address)
         servicer.stopping = True
+        if metrics is not None:
+            metrics.set_serving(False)
         await health_servicer.enter_graceful_shutdown()
         for task in (warner, watcher):
             if task is not None:
                 task.cancel()
         await asyncio.gather(*(t for t in (warner, watcher) if t is not None), return_exceptions=True)
         await server.stop(config.grace_s)
+        if endpoint is not None:
+            await asyncio.to_thread(endpoint.close)
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -442,17 +487,22 @@ def run_server(
     listen: str,
     config: ServeConfig,
     ready: Callable[[str], None] | None = None,
+    metrics_ready: Callable[[str], None] | None = None,
 ) -> int:
     """Blocking entry point of `paradis mesh serve`.
 
-    Checks ``listen`` (format, and plaintext off loopback) before
-    ``coordinator_factory`` contacts any node; closes the coordinator on exit.
+    Checks ``listen`` and ``config.metrics_listen`` (format, and plaintext
+    off loopback) before ``coordinator_factory`` contacts any node; closes
+    the coordinator on exit. With ``config.metrics_listen`` the factory gives
+    the coordinator a `ServeMetrics` observer (`serve`).
     """
     _split_listen(listen)
     security.check_listen(listen, config.tls, config.insecure)
+    if config.metrics_listen:
+        check_metrics_listen(config.metrics_listen, config.tls, config.insecure)
     coordinator = coordinator_factory()
     try:
-        asyncio.run(serve(coordinator, listen, config, ready=ready))
+        asyncio.run(serve(coordinator, listen, config, ready=ready, metrics_ready=metrics_ready))
     finally:
         coordinator.close()
     return 0
