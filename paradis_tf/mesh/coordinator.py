@@ -986,9 +986,12 @@ class Coordinator:
                     continue
                 for a in e.down:
                     self._mark_down(a, str(e))
-                for a in e.suspects:
-                    if self._nodes[a].up and await self._get_info(self._nodes[a], 1.0) is None:
-                        self._mark_down(a, f"peer of a failed exchange; {self._nodes[a].error}")
+                for a in e.suspects:  # a short health probe, as for a stalled call
+                    if self._nodes[a].up and not await self._answers_health(a):
+                        self.stats.suspected += 1
+                        why = "peer of a failed exchange that did not answer a health check within 0.25 s"
+                        self.observer.suspected(a, why)
+                        self._mark_down(a, why)
                 if e.stale or e.down or any(not self._nodes[a].up for a in e.suspects):
                     try:
                         await self._replan(from_generation=active.generation)
