@@ -9,5 +9,6 @@ except where a layer says so (stem input broadcast, sync convolution).
 from paradis_tf.layers.batchnorm import SwitchableBatchNormalization
 from paradis_tf.layers.conv import ParaDiSConv2D, ParaDiSDepthwiseConv2D
 from paradis_tf.layers.dense import ParaDiSDense
+from paradis_tf.layers.fused_conv import ParaDiSFusedConv2D
 
-__all__ = ["ParaDiSConv2D", "ParaDiSDepthwiseConv2D", "SwitchableBatchNormalization", "ParaDiSDense"]
+__all__ = ["ParaDiSConv2D", "ParaDiSDepthwiseConv2D", "SwitchableBatchNormalization", "ParaDiSDense", "ParaDiSFusedConv2D"]

@@ -156,13 +156,15 @@ class ParaDiSModel(keras.Model):
             name="body",
             **self.arch_config,
         )
-        self._acc = [
-            keras.metrics.SparseCategoricalAccuracy(name=f"acc_{s}") for s in parsed
-        ]
+        self._acc = self._switch_metrics(parsed)
         # Derived Keras models are caches, kept out of Keras' tracking so that
         # they are not saved as sub-layers.
         object.__setattr__(self, "_switch_model_cache", {})
         self.build((None, *input_shape))
+
+    def _switch_metrics(self, switches) -> list:
+        """The metrics `compute_metrics` updates, one per switch: top-1 accuracy."""
+        return [keras.metrics.SparseCategoricalAccuracy(name=f"acc_{s}") for s in switches]
 
     # -- structure ----------------------------------------------------------
     def build(self, input_shape=None):

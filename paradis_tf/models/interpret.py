@@ -2,7 +2,7 @@
 
 An architecture is written once, as stages that call an *ops* object
 (`stem`, `conv`, `dwconv`, `bn`, `relu`, `add`, `max_pool`, `global_pool`,
-`head`). `ParaDiSOps` runs it on lists of per-device tensors through the
+`head`, `fused_conv`). `ParaDiSOps` runs it on lists of per-device tensors through the
 shared ParaDiS layers (the reference); `PackedOps` runs the same numbers on
 one tensor per layer, all devices side by side (training, switch models,
 faster on CPU); `DeviceOps` runs it for a
@@ -64,6 +64,9 @@ class ParaDiSOps:
     def head(self, layer, xs):
         return layer(xs, switch=str(self.switch))
 
+    def fused_conv(self, layer, xs):
+        return layer(xs, switch=str(self.switch))
+
 
 class PackedOps(ParaDiSOps):
     """Runs an architecture on one packed tensor per layer: the training path.
@@ -108,6 +111,9 @@ class PackedOps(ParaDiSOps):
         return ops.mean(x, axis=(1, 2))
 
     def head(self, layer, x):
+        return layer(x, switch=self.text, packed=True)
+
+    def fused_conv(self, layer, x):
         return layer(x, switch=self.text, packed=True)
 
 
@@ -253,6 +259,16 @@ class DeviceOps:
         if use_bias:
             w = [w[0], layer.bias]
         return self._apply(dense, v, w)
+
+    def fused_conv(self, layer, v: _Value) -> _Value:
+        """The device's partial output of a `ParaDiSFusedConv2D` (the bias is the fusion's)."""
+        w = layer.device_weights(self.switch, self.k)
+        use_bias = self.sequential and layer.bias is not None
+        if use_bias:
+            w = [w[0], layer.bias]
+        conv = keras.layers.Conv2D(filters=layer.filters, kernel_size=layer.kernel_size, strides=layer.strides,
+                                   padding=layer.padding, use_bias=use_bias, name=layer.name)
+        return self._apply(conv, v, w)
 
 
 def count_macs(model: keras.Model) -> int:
