@@ -16,7 +16,7 @@ the path that waits for a peer's feature map.
 Then it sends generated requests, round-robin one batch per handler, to
 GetInfo, Deploy (streams of begin/chunk/commit: garbage, valid prefixes then
 garbage, tampered uploads, mutated manifests, random-byte models, the real
-bundle again), Activate, Run, Exchange, GetManifest and
+bundle again), Activate, Run, Exchange, GetManifest, Probe and
 ``grpc.health.v1.Health/Check``: structurally valid messages with hostile
 field values (empty, NUL, huge and unicode strings, path traversal, the live
 activation ids mixed with random ones, tensors of the wrong dtype, shape or
@@ -89,7 +89,7 @@ from paradis_tf.mesh.local import NodeProcess  # noqa: E402
 from paradis_tf.mesh.program import load_role_program, model_input_spec  # noqa: E402
 from paradis_tf.quant import QTensor, convert  # noqa: E402
 
-HANDLERS = ("GetInfo", "Deploy", "Activate", "Run", "Exchange", "GetManifest", "Health.Check")
+HANDLERS = ("GetInfo", "Deploy", "Activate", "Run", "Exchange", "GetManifest", "Probe", "Health.Check")
 #: statuses a call may end with (DEADLINE_EXCEEDED only where `Call.may_time_out`)
 REFUSALS = frozenset({"OK", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "PERMISSION_DENIED",
                       "RESOURCE_EXHAUSTED", "ABORTED"})
@@ -107,6 +107,7 @@ _METHODS = {
     "Run": "/paradis.mesh.v1.Node/Run",
     "Exchange": "/paradis.mesh.v1.Node/Exchange",
     "GetManifest": "/paradis.mesh.v1.Node/GetManifest",
+    "Probe": "/paradis.mesh.v1.Node/Probe",
     "Health.Check": "/grpc.health.v1.Health/Check",
 }
 # the client sends up to what the node accepts and more: the node's limit is what refuses
@@ -638,6 +639,12 @@ def strategies(ctx: Context) -> dict:
             lambda b, v, extra: Call("GetManifest", (mesh_pb2.GetManifestRequest(bundle=b, version=v),), extra),
             text(ctx.name, JUNK_BUNDLE, FAKE_BUNDLE),
             st.one_of(st.just(ctx.version), st.just(""), st.text("0123456789abcdef", min_size=16, max_size=16), text()),
+            extras()),
+        "Probe": st.builds(
+            lambda n, r, extra: Call("Probe", (mesh_pb2.ProbeRequest(payload=bytes(n), reply_bytes=r),), extra),
+            st.one_of(st.sampled_from([0, 1, limits.MAX_PROBE_BYTES, limits.MAX_PROBE_BYTES + 1]), st.integers(0, 4096)),
+            st.one_of(st.sampled_from([0, 1, limits.MAX_PROBE_BYTES, limits.MAX_PROBE_BYTES + 1, 2**32 - 1]),
+                      st.integers(0, 2**32 - 1)),
             extras()),
         "Health.Check": st.builds(
             lambda s, extra: Call("Health.Check", (health_pb2.HealthCheckRequest(service=s),), extra),

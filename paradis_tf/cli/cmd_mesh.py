@@ -1,5 +1,6 @@
-"""`paradis mesh status|infer|bench|serve --nodes HOST:PORT,... | --discover`: a live mesh; `serve` keeps a
-coordinator running and serves inference to the plant's software over gRPC."""
+"""`paradis mesh status|plan|infer|bench|serve --nodes HOST:PORT,... | --discover`: a live mesh; `plan` predicts
+every plan's latency on the nodes' links before anything runs; `serve` keeps a coordinator running and serves
+inference to the plant's software over gRPC."""
 
 from __future__ import annotations
 
@@ -21,6 +22,26 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
                    help="plan to run: 'auto' picks the best plan that fits the healthy nodes and re-plans when nodes "
                         "fail or come back; a name ('2x0.5', 'seq-2') runs exactly that plan and fails if it is not in "
                         "the bundle or does not fit the healthy nodes (default: %(default)s)")
+    _objective_args(p)
+
+
+def _objective_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objective", default="accuracy", metavar="accuracy|latency|MSms",
+                   help="what --switch auto optimizes: 'accuracy' (the most accurate plan that fits), 'latency' (the "
+                        "fastest predicted plan within --tolerance of the best accuracy), or a latency budget such as "
+                        "'20ms' (the most accurate plan predicted within it); the latency objectives measure each "
+                        "node's link first (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS",
+                   help="with --objective latency: accuracy points below the best that still count (default: %(default)s)")
+
+
+def _objective(args):
+    from paradis_tf.mesh.placement import Objective
+
+    try:
+        return Objective.parse(args.objective, args.tolerance)
+    except ValueError as e:
+        raise SystemExit(f"paradis: {e}") from None
 
 
 def register(subparsers) -> None:
@@ -35,6 +56,14 @@ def register(subparsers) -> None:
                    help="redraw the table in place every SECONDS (default when given without a value: 2) until "
                         "Ctrl-C, which exits 0")
     s.set_defaults(func=_status)
+
+    pl = sub.add_parser("plan", help="predict every plan's latency on the nodes and their links, before anything runs")
+    _nodes_arg(pl)
+    pl.add_argument("--bundle", default=None, metavar="DIR|NAME",
+                    help="local bundle directory or bundle name on the nodes (default: the nodes' active bundle)")
+    _objective_args(pl)
+    pl.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pl.set_defaults(func=_plan)
 
     i = sub.add_parser("infer", help="run images through the mesh and print the top classes")
     _nodes_arg(i)
@@ -63,7 +92,44 @@ def _coordinator(args):
     from paradis_tf.mesh.coordinator import Coordinator
 
     return Coordinator(**discovery_kwargs(args, args.nodes), bundle=getattr(args, "bundle", None),
-                       run_timeout_s=args.timeout)
+                       run_timeout_s=args.timeout, objective=_objective(args) if hasattr(args, "objective") else None)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from paradis_tf.mesh.placement import choose_by_objective
+    from paradis_tf.mesh.errors import NoPlanFitsError
+
+    objective = _objective(args)
+    with _coordinator(args) as c:
+        table = c.predictions()
+        links = dict(c.links)
+        try:
+            chosen = choose_by_objective({p.plan: c.bundle.plans[p.plan] for p in table}, c._call(c._candidates()),
+                                         objective, c._predict, kinds=("paradis", "sequential"))[0] if table else None
+        except NoPlanFitsError as e:
+            chosen, why = None, str(e)
+        else:
+            why = ""
+    rows = [{"plan": p.plan, "nodes": list(p.addresses), "accuracy": p.accuracy, "predicted_ms": p.predicted_ms,
+             "chosen": chosen is not None and p.plan == chosen.plan} for p in table]
+    if args.json:
+        print(json.dumps({"objective": str(objective), "chosen": chosen.plan if chosen else None, "why_none": why,
+                          "links": {a: {"rtt_ms": l.rtt_s * 1000, "mbit_s": l.rate_bytes_per_s * 8 / 1e6} for a, l in links.items()},
+                          "plans": rows}, indent=2))
+        return 0 if chosen else 1
+    print("links: " + "; ".join(f"{a} {l.rtt_s * 1000:.2f} ms round trip, {l.rate_bytes_per_s * 8 / 1e6:.0f} Mbit/s"
+                                for a, l in links.items()))
+    print(f"{'plan':<16} {'accuracy':>9} {'predicted':>11}  nodes (role order)")
+    for r in rows:
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy'] * 100:.2f}%"
+        ms = "-" if r["predicted_ms"] is None else f"{r['predicted_ms']:.2f} ms"
+        print(f"{r['plan']:<16} {acc:>9} {ms:>11}  {', '.join(r['nodes'])}{'   <- ' + str(objective) if r['chosen'] else ''}")
+    if chosen is None:
+        print(f"paradis: {why or 'no plan fits the nodes'}")
+        return 1
+    return 0
 
 
 def _interval(text: str) -> float:
@@ -280,7 +346,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     def coordinator() -> Coordinator:  # built once --listen passed its checks (plaintext off loopback: exit 2)
         observer = ServeMetrics() if config.metrics_listen else None  # InferenceServicer.Infer counts the calls
-        return Coordinator(**kwargs, bundle=args.bundle, run_timeout_s=args.timeout, observer=observer)
+        return Coordinator(**kwargs, bundle=args.bundle, run_timeout_s=args.timeout, observer=observer,
+                           objective=_objective(args))
 
     return run_server(coordinator, args.listen, config, ready=ready_callback(args.ready_file, "paradis-mesh-serve"),
                       metrics_ready=metrics_ready_callback(args.metrics_ready_file))

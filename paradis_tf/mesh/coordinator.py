@@ -63,7 +63,8 @@ from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.errors import DeployError, MeshError, NodeError, NoPlanFitsError, RequestFailedError, TensorError
 from paradis_tf.runtime.program import fuse
 from paradis_tf.quant import QTensor, convert
-from paradis_tf.mesh.placement import NodeCandidate, Placement, choose_placement
+from paradis_tf.mesh.placement import NodeCandidate, Objective, Placement, choose_by_objective, choose_placement
+from paradis_tf.mesh.predict import Link, NodeModel, predict_plan
 from paradis_tf.mesh.program import model_input_spec
 from paradis_tf.mesh.signing import SIGNATURE_FILE
 
@@ -170,7 +171,7 @@ class StallPolicy:
     cap_s: float | None = None
     window: int = 256
     min_samples: int = 20
-    warmup_margin_s: float = 0.5
+    warmup_margin_s: float = 2.0
     enabled: bool = True
 
 
@@ -262,6 +263,11 @@ class Coordinator:
             (`StallPolicy`; ``StallPolicy(enabled=False)`` for none).
         observer: told about requests, role calls, re-plans and suspected
             nodes (`CoordinatorObserver`; e.g. Prometheus metrics).
+        objective: what an automatic choice optimizes (`Objective`, or its
+            text: ``accuracy``, the default; ``latency``; a budget such as
+            ``20ms``). The latency objectives predict every fitting plan from
+            the links (`measure_links`, at the first such choice) and each
+            node's measured compute (`paradis_tf.mesh.predict`).
         probe_interval_s: how often down nodes are probed for re-admission.
         auto_replan: re-plan on failures and re-admissions (else fail requests).
         max_concurrency: requests in flight at once.
@@ -311,6 +317,7 @@ class Coordinator:
         insecure: bool = False,
         stall: StallPolicy | None = None,
         observer: CoordinatorObserver | None = None,
+        objective: Objective | str | None = None,
     ) -> None:
         if discovery and tls is None and not insecure:
             raise MeshError(
@@ -332,6 +339,13 @@ class Coordinator:
         self.observer = observer or CoordinatorObserver()
         self._round_trips: dict[tuple[str, str, int], _RoundTrips] = {}
         self._in_flight = 0
+        self.objective = Objective.parse(objective) if isinstance(objective, str) else (objective or Objective())
+        #: measured links (`measure_links`), by node address
+        self.links: dict[str, Link] = {}
+        # compute time (s) per (address, plan, role): the activation's measure, then live RunReply.compute_ms
+        self._compute: dict[tuple[str, str, int], collections.deque[float]] = {}
+        # per Run call: round trip - compute - peer wait - link time (the software cost of a call)
+        self._overhead: collections.deque[float] = collections.deque(maxlen=256)
         self._id = uuid.uuid4().hex[:8]
         self._seq = itertools.count()
         self._bundle: Bundle | None = None
@@ -517,6 +531,11 @@ class Coordinator:
         node.info = info
         if node.up:
             node.error = ""
+        act = info.activation
+        if (info.active and info.role_latency_ms > 0 and act.bundle == self._bundle_name and act.version == self._version
+                and (node.address, act.plan, act.role) not in self._compute):
+            # what the node measured when it activated: the latency model's first sample of that role there
+            self._record_compute(node.address, act.plan, act.role, info.role_latency_ms / 1000)
         return info
 
     def status(self, timeout: float = limits.INFO_TIMEOUT_S) -> list[NodeStatus]:
@@ -697,7 +716,12 @@ class Coordinator:
             for _ in range(len(self._nodes) + 1):
                 nodes = await self._candidates()
                 try:
-                    placement = choose_placement(self._bundle.plans, nodes, plan=pinned)
+                    if pinned is None and self.objective.kind != "accuracy":
+                        if any(n.address not in self.links for n in nodes):
+                            await self._measure_links([n.address for n in nodes if n.address not in self.links])
+                        placement = choose_by_objective(self._bundle.plans, nodes, self.objective, self._predict)[0]
+                    else:
+                        placement = choose_placement(self._bundle.plans, nodes, plan=pinned)
                 except NoPlanFitsError as e:
                     if not selecting:  # a select() that fails leaves the plan in use alone
                         self._active = None
@@ -745,6 +769,8 @@ class Coordinator:
                 try:
                     reply = await self._nodes[address].stub.Activate(req, timeout=limits.ACTIVATE_TIMEOUT_S)
                     latency_s[role] = max(0.0, reply.role_latency_ms) / 1000.0
+                    if reply.role_latency_ms > 0:
+                        self._record_compute(address, placement.plan, role, latency_s[role])
                     return None
                 except grpc.aio.AioRpcError as e:
                     if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() + pause > give_up:
@@ -784,6 +810,97 @@ class Coordinator:
             return await self._replan(from_generation=active.generation if active else None)
         except NoPlanFitsError as e:
             raise RequestFailedError(f"no plan to serve the request: {e}") from None
+
+    # --- the latency model ----------------------------------------------------
+    def measure_links(self, addresses: Sequence[str] | None = None, probe_bytes: int = 256 << 10) -> dict[str, Link]:
+        """Measures each node's link with `Probe` calls (one node at a time): round trip, then bytes/s each way.
+
+        The round trip is the fastest of 5 empty probes; each direction's rate
+        is ``probe_bytes`` over the best of 3 probes' time beyond the round
+        trip; the link's rate is the slower direction. Results go to ``links``.
+        """
+        return self._call(self._measure_links(addresses, probe_bytes))
+
+    async def _measure_links(self, addresses: Sequence[str] | None = None, probe_bytes: int = 256 << 10) -> dict[str, Link]:
+        probe_bytes = max(1, min(int(probe_bytes), limits.MAX_PROBE_BYTES))
+        out: dict[str, Link] = {}
+        for address in (addresses if addresses is not None else [a for a in self.addresses if self._nodes[a].up]):
+            stub = self._nodes[address].stub
+
+            async def timed(req: mesh_pb2.ProbeRequest) -> float:
+                t0 = time.perf_counter()
+                await stub.Probe(req, timeout=limits.INFO_TIMEOUT_S)
+                return time.perf_counter() - t0
+
+            try:
+                rtt = min([await timed(mesh_pb2.ProbeRequest()) for _ in range(5)])
+                up = min([await timed(mesh_pb2.ProbeRequest(payload=bytes(probe_bytes))) for _ in range(3)])
+                down = min([await timed(mesh_pb2.ProbeRequest(reply_bytes=probe_bytes)) for _ in range(3)])
+            except grpc.aio.AioRpcError as e:
+                log.warning("link probe of %s failed: %s: %s", address, e.code().name, e.details())
+                continue
+            rate = probe_bytes / max(max(up, down) - rtt, 1e-6)
+            out[address] = self.links[address] = Link(rate_bytes_per_s=rate, rtt_s=rtt)
+            log.info("link %s: round trip %.2f ms, %.1f Mbit/s", address, rtt * 1000, rate * 8 / 1e6)
+        return out
+
+    def _record_compute(self, address: str, plan: str, role: int, seconds: float) -> None:
+        key = (address, plan, role)
+        q = self._compute.get(key)
+        if q is None:
+            q = self._compute[key] = collections.deque(maxlen=64)
+        q.append(seconds)
+
+    def _record_run(self, address: str, plan: str, role: int, seconds: float, reply: mesh_pb2.RunReply, active: _Active) -> None:
+        if reply.compute_ms > 0:
+            self._record_compute(address, plan, role, reply.compute_ms / 1000)
+        link = self.links.get(address)
+        if link is not None:
+            spec = active.input_specs[role]
+            nbytes = (spec.nbytes if spec is not None else 0) + sum(len(o.tensor.data) for o in reply.outputs)
+            net = link.one_way_s(nbytes) + link.rtt_s / 2
+            self._overhead.append(max(0.0, seconds - (reply.compute_ms + reply.wait_ms) / 1000 - net))
+
+    def _rpc_overhead_s(self) -> float:
+        """The software cost of one call beyond compute and link time: measured live (10th percentile), else 1 ms."""
+        # a low percentile: calls under load also waited behind other requests on their node
+        return float(np.percentile(self._overhead, 10)) if len(self._overhead) >= 8 else 0.001
+
+    def _node_model(self, address: str) -> NodeModel:
+        compute = {(p, r): float(np.median(q)) for (a, p, r), q in self._compute.items() if a == address and q}
+        per_mac = []
+        if self._bundle is not None:
+            for (p, r), t in compute.items():
+                if p in self._bundle.plans and self._bundle.plans[p].devices[r].macs > 0:
+                    per_mac.append(t / self._bundle.plans[p].devices[r].macs)
+        if per_mac:
+            spm = float(np.median(per_mac))
+        else:
+            info = self._nodes[address].info
+            spm = 2.0 / (max(info.speed_score, 1e-6) * 1e9) if info is not None and info.speed_score > 0 else None
+        return NodeModel(address, self.links.get(address, Link()), compute, spm)
+
+    def _predict(self, plan: Plan, addresses: tuple[str, ...]) -> float | None:
+        models = {a: self._node_model(a) for a in set(addresses)}
+        got = predict_plan(plan, addresses, models, rpc_overhead_s=self._rpc_overhead_s())
+        return None if got is None else got.latency_s
+
+    def predictions(self) -> list[Placement]:
+        """Every plan that fits the healthy nodes, best-ranked first, each on its fastest predicted assignment.
+
+        Measures the links not measured yet. ``predicted_ms`` is None where a
+        role's compute cannot be estimated.
+        """
+        async def go() -> list[Placement]:
+            await self._ensure_manifest()
+            nodes = await self._candidates()
+            missing = [n.address for n in nodes if n.address not in self.links]
+            if missing:
+                await self._measure_links(missing)
+            return choose_by_objective(self._bundle.plans, nodes, Objective("accuracy"), self._predict,
+                                       kinds=("paradis", "sequential"))[1]
+
+        return self._call(go())
 
     # --- inference ----------------------------------------------------------
     def _stall_timeout(self, active: _Active, role: int, address: str) -> float:
@@ -890,6 +1007,7 @@ class Coordinator:
                     if exc is None:
                         replies[role] = task.result()
                         self._record_round_trip(address, plan, role, seconds)
+                        self._record_run(address, plan, role, seconds, replies[role], active)
                         self.observer.role_done(address, plan, role, seconds, "OK")
                         continue
                     if not isinstance(exc, grpc.aio.AioRpcError):

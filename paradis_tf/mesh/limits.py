@@ -17,6 +17,8 @@ DEPLOY_CHUNK_BYTES = 1024 * 1024
 
 # Deadlines (seconds) the coordinator puts on its calls.
 INFO_TIMEOUT_S = 5.0
+# Probe: payload bytes each way; a coordinator times a few to measure a link
+MAX_PROBE_BYTES = 1 << 20
 # GetInfo of the nodes that are up while re-planning (a request may be waiting on it)
 REPLAN_INFO_TIMEOUT_S = 1.0
 ACTIVATE_TIMEOUT_S = 60.0

@@ -762,6 +762,16 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
         data = await asyncio.to_thread((info.path / "manifest.json").read_bytes)
         return mesh_pb2.GetManifestReply(bundle=info.name, version=info.version, manifest_json=data)
 
+    # --- Probe ------------------------------------------------------------
+    async def Probe(self, request: mesh_pb2.ProbeRequest, context: grpc.aio.ServicerContext) -> mesh_pb2.ProbeReply:
+        """Answers at once with ``reply_bytes`` zero bytes: a coordinator times it to measure the link."""
+        await self._require(context, "Probe")
+        for name, n in (("payload", len(request.payload)), ("reply_bytes", request.reply_bytes)):
+            if n > limits.MAX_PROBE_BYTES:
+                await self._abort(context, _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                                  f"Probe.{name} of {n:,} bytes is over the limit of {limits.MAX_PROBE_BYTES:,}"))
+        return mesh_pb2.ProbeReply(payload=bytes(request.reply_bytes))
+
 
 def _caller_key(context: grpc.aio.ServicerContext) -> str:
     """Who a call comes from, for taking turns: its certificate's name, else its host (any port)."""

@@ -29,6 +29,15 @@ Ranking (automatic choice, among the plans of the wanted kinds that fit):
 
 Plan names break the remaining ties.
 
+Objectives (`Objective`). The ranking above is the ``accuracy`` objective.
+With a latency model (``predict``: plan and role addresses to seconds, e.g.
+`paradis_tf.mesh.predict` over measured links and compute), ``latency``
+takes the plan with the lowest predicted latency among those whose recorded
+accuracy is within ``tolerance`` percentage points of the best fitting one,
+and ``budget`` the best-ranked plan predicted within ``budget_ms``. Both try
+every assignment of roles to the nodes they fit (up to `MAX_ASSIGNMENTS`),
+so a role also lands on the node whose link and speed suit it.
+
 A named plan (``choose_placement(..., plan="2x0.5")``) is that plan or an
 error, never another plan: `NoPlanFitsError` names it, says why it does not
 fit (not in the bundle; too few healthy nodes; which role needs which
@@ -37,9 +46,10 @@ width, memory or time against which nodes) and lists the plans that do fit.
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from paradis_tf.bundle import PLAN_KINDS, Device, Plan
 from paradis_tf.errors import ParaDiSError
@@ -58,7 +68,15 @@ __all__ = [
     "why_not_fit",
     "fitting_plans",
     "choose_placement",
+    "Objective",
+    "MAX_ASSIGNMENTS",
+    "fastest_assignment",
+    "choose_by_objective",
 ]
+
+#: role-to-node assignments a latency objective tries per plan (4 roles on 7 nodes: 840)
+MAX_ASSIGNMENTS = 5040
+
 
 #: z of the two-proportion bound below which measured accuracies count as equal (95%).
 NOISE_Z = 1.96
@@ -107,6 +125,7 @@ class Placement:
     plan: str
     addresses: tuple[str, ...]  # index = role
     accuracy: float | None = None
+    predicted_ms: float | None = field(default=None, compare=False)  # the latency model's, where one was used
 
     def __str__(self) -> str:
         roles = ", ".join(f"{r}@{a}" for r, a in enumerate(self.addresses))
@@ -252,3 +271,110 @@ def choose_placement(
     tried = rank_plans(plans, kinds)
     wanted = ", ".join(f"{c} (widths {'/'.join(f'{d.width:g}' for d in plans[c].devices)})" for c in tried) or "none"
     raise NoPlanFitsError(f"no plan fits the healthy nodes: nodes {have}; plans tried {wanted}")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What an automatic choice optimizes (module doc).
+
+    ``accuracy``: the ranking alone. ``latency``: the fastest predicted plan
+    whose accuracy is within ``tolerance`` percentage points of the best
+    fitting plan's (plans without a recorded accuracy take part only when no
+    fitting plan has one). ``budget``: the best-ranked plan predicted within
+    ``budget_ms``.
+    """
+
+    kind: str = "accuracy"
+    tolerance: float = 0.5
+    budget_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("accuracy", "latency", "budget"):
+            raise ValueError(f"objective {self.kind!r} is not one of accuracy, latency, budget")
+        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise ValueError(f"objective tolerance {self.tolerance!r} must be a finite number of points >= 0")
+        if self.kind == "budget" and not (self.budget_ms is not None and math.isfinite(self.budget_ms) and self.budget_ms > 0):
+            raise ValueError(f"a budget objective needs budget_ms > 0 (received {self.budget_ms!r})")
+
+    @classmethod
+    def parse(cls, text: str, tolerance: float = 0.5) -> "Objective":
+        """``accuracy``, ``latency`` or a latency budget such as ``20ms`` / ``budget:20``."""
+        t = text.strip().lower()
+        if t in ("accuracy", "latency"):
+            return cls(t, tolerance)
+        num = t.removeprefix("budget:").removesuffix("ms").strip()
+        try:
+            return cls("budget", tolerance, float(num))
+        except ValueError:
+            raise ValueError(f"objective {text!r}: give accuracy, latency, or a latency budget in ms such as 20ms") from None
+
+    def __str__(self) -> str:
+        if self.kind == "latency":
+            return f"latency (accuracy within {self.tolerance:g} points)"
+        if self.kind == "budget":
+            return f"the most accurate plan predicted within {self.budget_ms:g} ms"
+        return "accuracy"
+
+
+Predict = Callable[[Plan, tuple[str, ...]], "float | None"]
+
+
+def fastest_assignment(plan: Plan, nodes: Sequence[NodeCandidate], predict: Predict) -> tuple[tuple[str, ...], float] | None:
+    """The role-to-node assignment with the lowest predicted latency (seconds), among those that fit."""
+    devices = plan.devices
+    if len(devices) > len(nodes):
+        return None
+    fits = [[n.fits(d.width, d.macs, role_bytes(d)) for n in nodes] for d in devices]
+    best: tuple[tuple[str, ...], float] | None = None
+    for k, combo in enumerate(itertools.permutations(range(len(nodes)), len(devices))):
+        if k >= MAX_ASSIGNMENTS:
+            break
+        if not all(fits[r][i] for r, i in enumerate(combo)):
+            continue
+        addresses = tuple(nodes[i].address for i in combo)
+        t = predict(plan, addresses)
+        if t is not None and (best is None or t < best[1]):
+            best = (addresses, t)
+    if best is None:  # nothing predicted: the default assignment, unpredicted
+        got = fit_plan(plan, nodes)
+        return None if got is None else (got, math.nan)
+    return best
+
+
+def choose_by_objective(
+    plans: Mapping[str, Plan], nodes: Sequence[NodeCandidate], objective: Objective, predict: Predict,
+    kinds: Iterable[str] = ("paradis",),
+) -> tuple[Placement, list[Placement]]:
+    """The placement an objective picks and every fitting plan's fastest placement (ranked order).
+
+    Raises:
+        NoPlanFitsError: nothing fits; or no plan is predicted within the budget
+            (the message lists the predictions).
+    """
+    ranked = fitting_plans(plans, nodes, kinds)
+    table: list[Placement] = []
+    for name in ranked:
+        got = fastest_assignment(plans[name], nodes, predict)
+        if got is not None:
+            ms = None if math.isnan(got[1]) else got[1] * 1000
+            table.append(Placement(name, got[0], plan_accuracy(plans[name]), ms))
+    if not table:
+        return choose_placement(plans, nodes, kinds=kinds), []
+    if objective.kind == "accuracy":
+        return table[0], table
+    known = [p for p in table if p.predicted_ms is not None]
+    if objective.kind == "latency":
+        measured = [p for p in known if p.accuracy is not None]
+        pool = known
+        if measured:
+            top = max(p.accuracy for p in measured)
+            pool = [p for p in measured if (top - p.accuracy) * 100 <= objective.tolerance + 1e-9]
+        if not pool:
+            return table[0], table
+        return min(pool, key=lambda p: (p.predicted_ms, table.index(p))), table
+    within = [p for p in known if p.predicted_ms <= objective.budget_ms]
+    if within:
+        return within[0], table
+    listed = ", ".join(f"{p.plan} {p.predicted_ms:.1f} ms" for p in known) or "none could be predicted"
+    raise NoPlanFitsError(f"no plan that fits is predicted within the latency budget of {objective.budget_ms:g} ms "
+                          f"(predictions: {listed}); raise the budget or add faster nodes")

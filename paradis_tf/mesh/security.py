@@ -166,6 +166,7 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     "Activate": ("coordinator",),
     "Run": ("coordinator",),
     "Exchange": ("node",),
+    "Probe": ("coordinator",),
 }
 
 

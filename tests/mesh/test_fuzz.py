@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.slow  # a node daemon, about a minute of requests
 
 EXAMPLES = 200
-HANDLERS = ("GetInfo", "Deploy", "Activate", "Run", "Exchange", "GetManifest", "Health.Check")
+HANDLERS = ("GetInfo", "Deploy", "Activate", "Run", "Exchange", "GetManifest", "Probe", "Health.Check")
 # statuses that show the generator got past the first check of each handler (a refusal deep inside, or success)
 REACHED = {
     "GetInfo": {"OK"},
@@ -22,6 +22,7 @@ REACHED = {
     "Run": {"OK", "INVALID_ARGUMENT", "FAILED_PRECONDITION"},  # "OK": a generated input ran through the model
     "Exchange": {"OK", "INVALID_ARGUMENT", "FAILED_PRECONDITION"},  # "OK": a feature map reached the mailbox
     "GetManifest": {"OK", "NOT_FOUND", "INVALID_ARGUMENT"},
+    "Probe": {"OK", "INVALID_ARGUMENT"},
     "Health.Check": {"OK", "NOT_FOUND"},
 }
 

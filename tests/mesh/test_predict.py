@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from paradis_tf.bundle import load
@@ -68,3 +69,86 @@ def test_unknown_compute_is_no_prediction_and_fractions_sum_to_one(bundle_sync):
         assert math.isclose(sum(v for k, v in frac.items() if k.device == d.role), 1.0)
     with pytest.raises(ValueError, match="2 roles; 1 addresses"):
         predict_plan(plan, ["a"], {"a": NodeModel("a")})
+
+
+def _acc_bundle(bundle4, tmp_path, accuracies):
+    import shutil
+
+    from paradis_tf.bundle import update_accuracy
+
+    b = tmp_path / "b"
+    shutil.copytree(bundle4, b)
+    update_accuracy(b, {p: {"int8": a, "samples": 100_000} for p, a in accuracies.items()})
+    return load(b)
+
+
+def test_objectives_choose_by_predicted_latency_within_tolerance_or_budget(bundle4, tmp_path):
+    from paradis_tf.mesh.errors import NoPlanFitsError
+    from paradis_tf.mesh.placement import NodeCandidate, Objective, choose_by_objective
+
+    b = _acc_bundle(bundle4, tmp_path, {"4x0.25": 0.900, "3x0.25": 0.898, "2x0.25": 0.880, "1x0.25": 0.850})
+    nodes = [NodeCandidate(f"n{k}", capacity=0.25) for k in range(4)]
+    ms = {"4x0.25": 9.0, "3x0.25": 6.0, "2x0.25": 4.0, "1x0.25": 3.0}
+    predict = lambda plan, addresses: ms[plan.name] / 1000  # noqa: E731
+    chosen, table = choose_by_objective(b.plans, nodes, Objective("accuracy"), predict)
+    assert chosen.plan == "4x0.25" and [p.plan for p in table][0] == "4x0.25"
+    assert {p.plan: round(p.predicted_ms, 6) for p in table} == ms
+    # latency: the fastest within 0.5 points of the best (3x0.25: 0.2 points below); 2.5 points lets 2x0.25 in
+    assert choose_by_objective(b.plans, nodes, Objective("latency", 0.5), predict)[0].plan == "3x0.25"
+    assert choose_by_objective(b.plans, nodes, Objective("latency", 2.5), predict)[0].plan == "2x0.25"
+    # a budget: the best-ranked plan predicted within it
+    assert choose_by_objective(b.plans, nodes, Objective.parse("7ms"), predict)[0].plan == "3x0.25"
+    with pytest.raises(NoPlanFitsError, match=r"within the latency budget of 2 ms \(predictions: 4x0.25 9.0 ms"):
+        choose_by_objective(b.plans, nodes, Objective.parse("budget:2"), predict)
+    for bad in ("fast", "0ms", "-3ms"):
+        with pytest.raises(ValueError, match="objective|budget"):
+            Objective.parse(bad)
+
+
+def test_the_fastest_assignment_puts_the_roles_where_links_and_speed_suit_them(bundle_sync):
+    from paradis_tf.mesh.placement import NodeCandidate, fastest_assignment
+
+    plan = load(bundle_sync).plan("seq-2")
+    slow_link = Link(rate_bytes_per_s=1e5, rtt_s=0.01)
+    models = {"fast": NodeModel("fast", Link(), seconds_per_mac=1e-9), "slow": NodeModel("slow", slow_link, seconds_per_mac=1e-9)}
+    nodes = [NodeCandidate("slow"), NodeCandidate("fast")]
+    # stage 0 reads the model input (the bigger transfer): it goes on the fast link
+    got = fastest_assignment(plan, nodes, lambda p, a: predict_plan(p, a, models).latency_s)
+    assert got[0] == ("fast", "slow")
+    assert got[1] == pytest.approx(predict_plan(plan, ("fast", "slow"), models).latency_s)
+    assert got[1] < predict_plan(plan, ("slow", "fast"), models).latency_s
+
+
+@pytest.mark.slow
+def test_a_coordinator_measures_links_predicts_and_selects_by_latency(tmp_path, bundle4, images):
+    import subprocess
+    import sys
+
+    from paradis_tf.bundle import update_accuracy
+    from paradis_tf.mesh import Coordinator, LocalMesh
+    from paradis_tf.runtime import LocalRunner
+
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(bundle4, b)
+    update_accuracy(b, {"2x0.25": {"int8": 0.9, "samples": 100_000}, "1x0.25": {"int8": 0.899, "samples": 100_000}})
+    with LocalMesh(2, tmp_path / "nodes", capacity=0.25, block_tensorflow=True) as mesh:
+        with Coordinator(mesh.addresses, objective="latency") as c:
+            c.deploy(b)
+            placement = c.select()
+            assert set(c.links) == set(mesh.addresses)
+            assert all(0 < l.rtt_s < 0.5 and l.rate_bytes_per_s > 1e6 for l in c.links.values())
+            table = {p.plan: p for p in c.predictions()}
+            assert set(table) == {"2x0.25", "1x0.25"} and all(p.predicted_ms > 0 for p in table.values())
+            fastest = min(table.values(), key=lambda p: p.predicted_ms)
+            assert placement.plan == fastest.plan and placement.predicted_ms == pytest.approx(fastest.predicted_ms, rel=0.5)
+            np.testing.assert_array_equal(c.infer(images[:4]), LocalRunner(b, placement.plan).predict(images[:4]))
+        out = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "mesh", "plan", "--nodes", ",".join(mesh.addresses),
+                              "--objective", "latency", "--json"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        import json
+
+        rec = json.loads(out.stdout)
+        assert {r["plan"] for r in rec["plans"]} == {"2x0.25", "1x0.25"} and set(rec["links"]) == set(mesh.addresses)
+        assert sum(r["chosen"] for r in rec["plans"]) == 1

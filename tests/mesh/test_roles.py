@@ -164,7 +164,8 @@ def test_exchange_only_from_the_named_peers_and_a_flood_does_not_stop_the_plan(f
         return await flooding, outs
 
     seen, outs = asyncio.run(serve_while_flooded())
-    assert seen.get("PERMISSION_DENIED") == 1100, seen
+    # every push refused, none accepted (on a loaded host gRPC may cancel a few of the 1,100 streams in flight)
+    assert set(seen) - {"details"} <= {"PERMISSION_DENIED", "CANCELLED"} and seen.get("PERMISSION_DENIED", 0) >= 1090, seen
     assert "must come from node 'node1'" in seen["details"] and "'intruder' (role node)" in seen["details"]
     np.testing.assert_array_equal(np.concatenate(outs), LocalRunner(bundle_sync, "2x0.5").predict(images[:80]))
     assert c.stats.failed == 0

@@ -360,6 +360,20 @@ class GetManifestReply(_message.Message):
     manifest_json: bytes
     def __init__(self, bundle: _Optional[str] = ..., version: _Optional[str] = ..., manifest_json: _Optional[bytes] = ...) -> None: ...
 
+class ProbeRequest(_message.Message):
+    __slots__ = ("payload", "reply_bytes")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    REPLY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    reply_bytes: int
+    def __init__(self, payload: _Optional[bytes] = ..., reply_bytes: _Optional[int] = ...) -> None: ...
+
+class ProbeReply(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+
 class InferRequest(_message.Message):
     __slots__ = ("request_id", "inputs")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class NodeStub:
                 request_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestRequest.SerializeToString,
                 response_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestReply.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/paradis.mesh.v1.Node/Probe',
+                request_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ProbeReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -119,6 +124,14 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """Link measurement: the coordinator times probes with a payload one way
+        or the other (round trip, then bytes per second each way).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +164,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.GetManifest,
                     request_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestRequest.FromString,
                     response_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestReply.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ProbeRequest.FromString,
+                    response_serializer=paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ProbeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +334,33 @@ class Node:
             '/paradis.mesh.v1.Node/GetManifest',
             paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestRequest.SerializeToString,
             paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.GetManifestReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paradis.mesh.v1.Node/Probe',
+            paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ProbeRequest.SerializeToString,
+            paradis__tf_dot_mesh_dot___proto_dot_mesh__pb2.ProbeReply.FromString,
             options,
             channel_credentials,
             insecure,
