@@ -36,10 +36,14 @@ class WDSRBody(Body):
     adds it to the summed partials and applies depth-to-space. No batch
     normalization, as in WDSR, and no weight normalization: the
     convolutions are plain kernels, so a device's slice is the kernel's
-    slice. Instead of weight normalization's initialization, the second
-    convolution of every block and the output convolution start at
-    ``init_scale`` times He's standard deviation, so the untrained network
-    is close to its bicubic skip branch.
+    slice. Instead of weight normalization's initialization, the output
+    convolution starts at zero, so the untrained network is its skip
+    branch, bicubic upsampling, and the second convolution of every block
+    starts at ``init_scale`` times He's standard deviation, so the
+    residual stack starts near the identity. (Measured on the validation
+    photographs' Y, x2, 16 channels, 2 blocks, 300 Adam steps: 33.23 dB
+    for 1x1.0 against 33.22 with both at 0.01 times He and 33.24 with both
+    at 0.1, whose untrained network was 10 dB below bicubic.)
 
     Args:
         scale: upscaling factor.
@@ -51,7 +55,7 @@ class WDSRBody(Body):
         sync_layers: indices (0-based) of the blocks whose first convolution
             is a sync convolution (reads every device's channels).
         init_scale: factor on the initial standard deviation of the blocks'
-            second convolutions and of the output convolution.
+            second convolutions.
     """
 
     def __init__(self, switches, input_shape, num_classes, scale: int = 2, channels: int = 32, blocks: int = 8,
@@ -92,7 +96,7 @@ class WDSRBody(Body):
             self.blocks.append((self._sr_conv(f"block{i}_conv1", c, wide, role=role),
                                 self._sr_conv(f"block{i}_conv2", wide, c, initializer=small)))
         self.tail = ParaDiSFusedConv2D(self.num_classes, 3, 1, "same", switches=self.switches, use_bias=False,
-                                       kernel_initializer=small, kernel_regularizer=self._reg(), name="tail")
+                                       kernel_initializer="zeros", kernel_regularizer=self._reg(), name="tail")
         self.tail.build((None, None, None, c))
         self.skip_conv = keras.layers.Conv2D(self.num_classes, SKIP_KERNEL, padding="same", use_bias=True,
                                              name="skip")
@@ -159,7 +163,7 @@ def wdsr(
             another.
         sync_layers: blocks whose first convolution reads all devices.
         init_scale: initial standard deviation factor of the blocks' second
-            convolutions and the output convolution (see `WDSRBody`).
+            convolutions (see `WDSRBody`).
         weight_decay: L2 factor on the ParaDiS convolution kernels.
         **options: the `ParaDiSSRModel` arguments (preprocessing,
             switch_weights, teacher, teacher_of, name).

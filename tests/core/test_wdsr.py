@@ -14,13 +14,15 @@ SHAPE = (10, 12, 3)
 
 
 def randomize(model, seed=0):
-    """Non-zero biases everywhere and an output convolution as large as the others, so slicing mistakes show."""
+    """Non-zero biases everywhere and every kernel of the same size (the trained network's are: the small
+    initial ones of the blocks' second convolutions and the output convolution would hide slicing mistakes)."""
     rng = np.random.default_rng(seed)
     body = model.body
     convs = [body.head_conv] + [c for block in body.blocks for c in block]
     for layer in convs + [body.skip_conv]:
         layer.bias.assign(rng.normal(0, 0.2, tuple(layer.bias.shape)).astype("float32"))
-    body.tail.kernel.assign(rng.normal(0, 0.2, tuple(body.tail.kernel.shape)).astype("float32"))
+    for layer in convs[1:] + [body.tail]:
+        layer.kernel.assign(rng.normal(0, 0.1, tuple(layer.kernel.shape)).astype("float32"))
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +219,16 @@ def test_bad_arguments_are_named(tiny_wdsr):
         tiny_wdsr.sequential_models(2)
     with pytest.raises(NotImplementedError, match="L1"):
         tiny_wdsr.compute_loss(y_pred=[])
+
+
+def test_untrained_network_is_bicubic_on_a_photograph():
+    """The output convolution starts at zero: before training every switch upscales as bicubic does."""
+    from paradis_tf.data import sr
+
+    m = wdsr(2, ["1x1.0", "4x0.25"], channels=16, blocks=4, input_shape=(24, 24, 1))
+    lr, hr = sr.sr_pairs(sr.load_skimage_images(["chelsea"], channels=1), 2)["chelsea"]
+    lr, hr = lr[:80, :100], hr[:160, :200]
+    bicubic = sr.psnr(hr, sr.bicubic_upscale(lr, 2), 4)  # 4: away from the skip convolution's zero padding
+    for s in m.switches:
+        out = np.asarray(m.switch_model(s)(lr[None].astype("float32") / 255))[0]
+        assert sr.psnr(hr, out, 4) == pytest.approx(bicubic, abs=0.05), s
