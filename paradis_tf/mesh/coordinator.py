@@ -12,9 +12,9 @@ retries the request (``retries`` times, default once). A node that stalls
 (a hung process, a SIGSTOP, a cable pulled without a reset) is found the same
 way without waiting for the request's deadline: every role call gets a
 timeout from that node's recent round trips for the role (`StallPolicy`:
-a high percentile times a factor plus a margin, floored and capped), and a
-call that misses it makes its node suspected (marked down, counted in
-``stats.suspected``). A node that reports it
+a high percentile times a factor plus a margin, floored and capped); a call
+that misses it gets its node health-checked, and a node that does not answer
+that either is suspected (marked down, counted in ``stats.suspected``). A node that reports it
 could not exchange a feature map with a peer (ABORTED + the peer's role in
 trailing metadata) gets that peer probed rather than being blamed itself. A
 background watcher probes down nodes; one that answers again is re-admitted
@@ -160,18 +160,22 @@ class StallPolicy:
     ``min_samples`` round trips are known the node's own measure from its
     activation stands in (``ActivateReply.role_latency_ms``), times the
     requests in flight (they queue on a node), times ``factor``, plus
-    ``warmup_margin_s``. ``StallPolicy(enabled=False)``: only the request
-    deadline.
+    ``warmup_margin_s``. A call past its stall timeout is not cancelled: its
+    node gets a health check of at most ``probe_s``; a node that does not
+    answer it is suspected (marked down, the request re-planned and retried),
+    one that answers is slow, not stalled, and its call keeps the request's
+    deadline. ``StallPolicy(enabled=False)``: only the request deadline.
     """
 
     percentile: float = 99.0
     factor: float = 3.0
     margin_s: float = 0.05
-    floor_s: float = 0.2
+    floor_s: float = 0.1
     cap_s: float | None = None
     window: int = 256
     min_samples: int = 20
     warmup_margin_s: float = 2.0
+    probe_s: float = 0.15
     enabled: bool = True
 
 
@@ -339,6 +343,7 @@ class Coordinator:
         self.observer = observer or CoordinatorObserver()
         self._round_trips: dict[tuple[str, str, int], _RoundTrips] = {}
         self._in_flight = 0
+        self._probing: dict[str, asyncio.Future] = {}
         self.objective = Objective.parse(objective) if isinstance(objective, str) else (objective or Objective())
         #: measured links (`measure_links`), by node address
         self.links: dict[str, Link] = {}
@@ -940,39 +945,28 @@ class Coordinator:
             return False
         return r.status == health_pb2.HealthCheckResponse.SERVING
 
-    async def _blame_stalled(self, active: _Active, stalled: dict[int, float], waiting: Sequence[int]) -> list[str]:
-        """The nodes to suspect after the roles in ``stalled`` (role -> timeout) missed their stall timeout.
-
-        A role that takes feature maps from peers may only be waiting for a
-        stalled producer: in such plans the stalled roles and the roles still
-        running (``waiting``) are probed with a short health check, and those
-        that do not answer are the stalled ones. Where every one answers,
-        the stalled roles that wait for no peer are blamed, else all of them.
-        """
-        addresses = active.placement.addresses
-        waits = active.waits_for_peers
-        if not any(waits[r] for r in stalled if r < len(waits)):
-            return [addresses[r] for r in stalled]
-        candidates = sorted(set(stalled) | set(waiting))
-        answers = await asyncio.gather(*(self._answers_health(addresses[r]) for r in candidates))
-        silent = [addresses[r] for r, ok in zip(candidates, answers) if not ok]
-        if silent:
-            return silent
-        own = [addresses[r] for r in stalled if r < len(waits) and not waits[r]]
-        return own or [addresses[r] for r in stalled]
+    async def _probe(self, address: str) -> bool:
+        """One short health probe of a node, shared by every request that finds it overdue at the same time."""
+        fut = self._probing.get(address)
+        if fut is None:
+            fut = self._probing[address] = asyncio.ensure_future(self._answers_health(address, self.stall.probe_s))
+            fut.add_done_callback(lambda f, a=address: self._probing.pop(a, None))
+        return await asyncio.shield(fut)
 
     async def _attempt(self, active: _Active, x: np.ndarray, rid: str, deadline: float) -> np.ndarray:
         plan = active.placement.plan
+        addresses = active.placement.addresses
         cache: dict[TensorSpec, mesh_pb2.Tensor] = {}
         xq = QTensor.from_float(x[None])
         calls: dict[asyncio.Task, int] = {}
-        limit: dict[asyncio.Task, float] = {}  # the stall timeout of a call, if shorter than the request's deadline
+        overdue_at: dict[asyncio.Task, float] = {}  # monotonic time its stall timeout passes (before the deadline)
+        limit: dict[asyncio.Task, float] = {}
         ended: dict[asyncio.Task, float] = {}
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _AttemptError(f"request deadline of {self.run_timeout_s:g} s passed before an attempt", fatal=True)
-        t0 = time.perf_counter()
-        for role, address in enumerate(active.placement.addresses):
+        t0, m0 = time.perf_counter(), time.monotonic()
+        for role, address in enumerate(addresses):
             req = mesh_pb2.RunRequest(request_id=rid, plan=plan, activation_id=active.activation_id)
             spec = active.input_specs[role]
             if spec is not None:
@@ -981,27 +975,43 @@ class Coordinator:
                     t = cache[spec] = tensors.encode_qtensor(convert(xq, spec.quant))
                 req.input.CopyFrom(t)
                 self.stats.bytes_to_nodes += len(t.data)
-            timeout = remaining
+            task = asyncio.ensure_future(self._nodes[address].stub.Run(req, timeout=remaining))
+            task.add_done_callback(lambda t: ended.__setitem__(t, time.perf_counter()))
+            calls[task] = role
             if self.stall.enabled:
                 stall_s = self._stall_timeout(active, role, address)
                 if stall_s < remaining:
-                    timeout = stall_s
-            task = asyncio.ensure_future(self._nodes[address].stub.Run(req, timeout=timeout))
-            task.add_done_callback(lambda t: ended.__setitem__(t, time.perf_counter()))
-            calls[task] = role
-            if timeout < remaining:
-                limit[task] = timeout
+                    overdue_at[task], limit[task] = m0 + stall_s, stall_s
         replies: dict[int, mesh_pb2.RunReply] = {}
         suspects: list[str] = []
         soft: list[str] = []
         pending = set(calls)
+        probes: dict[asyncio.Future, asyncio.Task] = {}  # health probe -> the overdue call it checks
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-                stalled: dict[int, float] = {}
-                for task in done:
+                armed = [overdue_at[t] for t in pending if t in overdue_at]
+                timeout = max(0.0, min(armed) - time.monotonic()) if armed else None
+                done, _ = await asyncio.wait(pending | set(probes), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                silent: list[asyncio.Task] = []
+                for p in [p for p in done if p in probes]:
+                    task = probes.pop(p)
+                    if task in pending and not p.result():
+                        silent.append(task)
+                if silent:
+                    why = "; ".join(
+                        f"{addresses[calls[t]]} (role {calls[t]}): no answer to Run within {limit[t] * 1000:.0f} ms "
+                        f"(its stall timeout: {self._stall_basis(active, calls[t])}) nor to a health check within "
+                        f"{self.stall.probe_s * 1000:.0f} ms" for t in silent
+                    )
+                    for t in silent:
+                        self.stats.suspected += 1
+                        self.observer.role_done(addresses[calls[t]], plan, calls[t], time.perf_counter() - t0, "STALLED")
+                        self.observer.suspected(addresses[calls[t]], why)
+                    raise _AttemptError(f"stalled: {why}", down=sorted({addresses[calls[t]] for t in silent}))
+                for task in [t for t in done if t in calls]:
+                    pending.discard(task)
                     role = calls[task]
-                    address = active.placement.addresses[role]
+                    address = addresses[role]
                     seconds = ended.get(task, time.perf_counter()) - t0
                     exc = task.exception()
                     if exc is None:
@@ -1013,18 +1023,14 @@ class Coordinator:
                     if not isinstance(exc, grpc.aio.AioRpcError):
                         raise exc
                     code, details = exc.code(), exc.details() or ""
-                    if code == grpc.StatusCode.DEADLINE_EXCEEDED and task in limit:
-                        stalled[role] = limit[task]
-                        self.observer.role_done(address, plan, role, seconds, "STALLED")
-                        continue
                     self.observer.role_done(address, plan, role, seconds, code.name)
                     text = f"{address} (role {role}): Run: {code.name}: {details}"
                     if code in _NODE_DOWN_CODES:
                         raise _AttemptError(text, down=[address])
                     if code == grpc.StatusCode.ABORTED:
                         peer = _peer_role(exc)
-                        if peer is not None and 0 <= peer < len(active.placement.addresses):
-                            suspects.append(active.placement.addresses[peer])
+                        if peer is not None and 0 <= peer < len(addresses):
+                            suspects.append(addresses[peer])
                         soft.append(text)
                     elif code == grpc.StatusCode.FAILED_PRECONDITION:
                         raise _AttemptError(text, stale=True)
@@ -1032,19 +1038,17 @@ class Coordinator:
                         soft.append(text)
                     else:
                         raise _AttemptError(text, fatal=True)
-                if stalled:
-                    blamed = await self._blame_stalled(active, stalled, [calls[t] for t in pending])
-                    why = "; ".join(
-                        f"{active.placement.addresses[r]} (role {r}): no answer to Run within {t * 1000:.0f} ms "
-                        f"(its stall timeout: {self._stall_basis(active, r)})" for r, t in sorted(stalled.items())
-                    )
-                    for a in blamed:
-                        self.stats.suspected += 1
-                        self.observer.suspected(a, why)
-                    raise _AttemptError(f"stalled: {why}", down=blamed)
+                # calls past their stall timeout: probe their node (the call goes on meanwhile); one that answers
+                # the probe is slow, not stalled, and its call keeps the request's deadline
+                now = time.monotonic()
+                for task in [t for t in pending if t in overdue_at and overdue_at[t] <= now]:
+                    del overdue_at[task]
+                    probes[asyncio.ensure_future(self._probe(addresses[calls[task]]))] = task
         finally:
             for task in pending:
                 task.cancel()
+            for p in probes:
+                p.cancel()
             for task in calls:  # retrieve every outcome, so none is reported as lost
                 if task.done() and not task.cancelled():
                     task.exception()
