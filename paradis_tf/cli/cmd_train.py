@@ -1,4 +1,5 @@
-"""`paradis train`: train all switches of a ParaDiS network jointly."""
+"""`paradis train`: train all switches of a ParaDiS network jointly (a classifier, or with ``--task sr`` WDSR
+super-resolution)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,26 @@ DEFAULT_SWITCHES = ",".join(BENCHMARK_SWITCHES)
 RECIPE_DEFAULTS = {"sgd": {"lr": 0.1, "weight_decay": 5e-3}, "adam": {"lr": 2e-3, "weight_decay": 0.0}}
 WARMUP_EPOCHS = 0.5  # linear warm-up before the cosine decay
 
+TASKS = ("classify", "sr")
+# --task classify where the command line is silent.
+CLASSIFIER_DEFAULTS = {"arch": "mobilenet_v1", "blocks": "1,1", "epochs": 2, "batch_size": 128, "optimizer": "sgd"}
+# --task sr: WDSR x2 on scikit-image's photographs, the switch set of the super-resolution benchmark.
+SR_SWITCHES = "1x1.0,2x0.5,4x0.25,1x0.5,1x0.25"
+SR_DEFAULTS = {"scale": 2, "features": 32, "blocks": 8, "expansion": 4.0, "patch_size": 48, "steps_per_epoch": 100,
+               "epochs": 20, "batch_size": 16}
+SR_LR = {"adam": 1e-3, "sgd": 1e-2}  # peak learning rate per optimizer (WDSR: Adam at 1e-3, no warm-up)
+# Options (argparse dests) that only one task takes.
+CLASSIFIER_ONLY = ("width", "depth", "layer_channels", "logit_scale", "image_size", "augment", "translate", "erase",
+                   "temperature", "label_smoothing", "weight_decay", "limit")
+SR_ONLY = ("scale", "features", "expansion", "patch_size", "steps_per_epoch")
+
 
 SYNC_LAYERS_HELP = "comma-separated block indices whose convolution reads every device's channels (default: none)"
 # Numeric knobs of the loss and the augmentation: flag, default, metavar, what it does.
 _LOSS_AND_AUGMENTATION = (
     ("--erase", 0.0, "P", "random erasing: with probability P, one rectangle of each training image becomes noise"),
-    ("--label-mix", 0.5, "W", "weight of the label loss for distilled switches; the rest is distillation"),
+    ("--label-mix", 0.5, "W", "weight of the label loss (with --task sr: the L1 loss to the high-resolution "
+                              "image) for distilled switches; the rest is distillation"),
     ("--temperature", 1.0, "T", "distillation temperature: distilled switches match softmax(teacher / T) with "
                                 "weight T^2; 1 is plain in-place distillation"),
     ("--label-smoothing", 0.0, "EPS", "label smoothing of the label terms: the true class gets 1 - EPS plus "
@@ -31,15 +46,22 @@ _LOSS_AND_AUGMENTATION = (
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a ParaDiS model (all switches jointly)")
     p.add_argument("--out", required=True, metavar="MODEL.keras", help="where to save the model (.keras)")
+    p.add_argument("--task", choices=TASKS, default="classify",
+                   help="classify: an image classifier on --dataset or --data class folders; sr: WDSR "
+                        "super-resolution (see the super-resolution options) on scikit-image's photographs, or on "
+                        "--data DIR of your photographs with a fifth of them held out (default: %(default)s)")
     m = p.add_argument_group("model")
-    m.add_argument("--arch", choices=["mobilenet_v1", "resnet"], default="mobilenet_v1",
-                   help="network family (default: %(default)s)")
-    m.add_argument("--switches", default=DEFAULT_SWITCHES, metavar="S1,S2",
-                   help="comma-separated switches the one set of weights serves (default: %(default)s)")
+    m.add_argument("--arch", choices=["mobilenet_v1", "resnet", "wdsr"], default=None,
+                   help="network family: mobilenet_v1 or resnet with --task classify, wdsr with --task sr "
+                        f"(default: {CLASSIFIER_DEFAULTS['arch']}; wdsr with --task sr)")
+    m.add_argument("--switches", default=None, metavar="S1,S2",
+                   help=f"comma-separated switches the one set of weights serves (default: {DEFAULT_SWITCHES}; "
+                        f"{SR_SWITCHES} with --task sr)")
     m.add_argument("--width", type=float, default=0.5, help="width multiplier of every layer (default: %(default)s)")
     m.add_argument("--depth", type=int, default=7, help="MobileNet separable blocks, 1..13 (default: %(default)s)")
-    m.add_argument("--blocks", default="1,1", metavar="N1,N2",
-                   help="ResNet bottleneck blocks per stage; 3,4,6,3 is ResNet-50 (default: %(default)s)")
+    m.add_argument("--blocks", default=None, metavar="N1,N2",
+                   help="ResNet bottleneck blocks per stage, 3,4,6,3 is ResNet-50; WDSR: its number of residual "
+                        f"blocks (default: {CLASSIFIER_DEFAULTS['blocks']}; {SR_DEFAULTS['blocks']} with --task sr)")
     m.add_argument("--layer-channels", default="", metavar="COUNTS",
                    help="MobileNet: comma-separated output channels of the stem and of each block (depth + 1 "
                         "counts), e.g. 8,16,64,64,128,128,256,256, instead of the standard layout times --width "
@@ -50,16 +72,36 @@ def register(sub) -> None:
     m.add_argument("--image-size", type=int, default=None, metavar="PX",
                    help="square input size --data images are resized to (required with --data)")
     m.add_argument("--channels", type=int, default=3, choices=[1, 3],
-                   help="input channels for --data: 1 grayscale, 3 RGB (default: %(default)s)")
+                   help="input channels for --data: 1 grayscale, 3 RGB; with --task sr also of the photographs, "
+                        "1 being their luma Y (default: %(default)s)")
+    r = p.add_argument_group("super-resolution (--task sr)")
+    r.add_argument("--scale", type=int, default=SR_DEFAULTS["scale"],
+                   help="upscaling factor (default: %(default)s)")
+    r.add_argument("--features", type=int, default=SR_DEFAULTS["features"], metavar="C",
+                   help="WDSR feature channels between residual blocks (default: %(default)s)")
+    r.add_argument("--expansion", type=float, default=SR_DEFAULTS["expansion"], metavar="X",
+                   help="width of the activation inside a residual block, in multiples of --features "
+                        "(default: %(default)s)")
+    r.add_argument("--patch-size", type=int, default=SR_DEFAULTS["patch_size"], metavar="PX",
+                   help="side of a low-resolution training patch; also the input size of the saved model's device "
+                        "partitions (default: %(default)s)")
+    r.add_argument("--steps-per-epoch", type=int, default=SR_DEFAULTS["steps_per_epoch"], metavar="N",
+                   help="batches of random patches per epoch (default: %(default)s)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=2, help="passes over the training split (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=128, help="images per step (default: %(default)s)")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                   help="sgd (Nesterov momentum) or adam (AdamW with --weight-decay) (default: %(default)s)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training split; with --task sr, times --steps-per-epoch batches "
+                        f"(default: {CLASSIFIER_DEFAULTS['epochs']}; {SR_DEFAULTS['epochs']} with --task sr)")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help=f"images (patches with --task sr) per step (default: {CLASSIFIER_DEFAULTS['batch_size']}; "
+                        f"{SR_DEFAULTS['batch_size']} with --task sr)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="sgd (Nesterov momentum) or adam (AdamW with --weight-decay) (default: "
+                        f"{CLASSIFIER_DEFAULTS['optimizer']}; adam with --task sr)")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, --optimizer sgd (default: %(default)s)")
     t.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate, cosine decay after half an epoch of warm-up (default: "
-                        f"{RECIPE_DEFAULTS['sgd']['lr']:g} with sgd, {RECIPE_DEFAULTS['adam']['lr']:g} with adam)")
+                   help="peak learning rate, cosine decay after half an epoch of warm-up (none with --task sr) "
+                        f"(default: {RECIPE_DEFAULTS['sgd']['lr']:g} with sgd, {RECIPE_DEFAULTS['adam']['lr']:g} with "
+                        f"adam; with --task sr {SR_LR['adam']:g} with adam, {SR_LR['sgd']:g} with sgd)")
     t.add_argument("--weight-decay", type=float, default=None,
                    help="decoupled weight decay of the kernels: times 1 - lr_t * wd each step (default: "
                         f"{RECIPE_DEFAULTS['sgd']['weight_decay']:g} with sgd, "
@@ -81,7 +123,8 @@ def register(sub) -> None:
     t.add_argument("--seed", type=int, default=0, help="random seed of the initial weights, the shuffling and the augmentation (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     add_data_args(p)
-    p.set_defaults(func=run)
+    # What each task does not take, with the default that means "not given" (refused otherwise, see check_task).
+    p.set_defaults(func=run, task_defaults={dest: p.get_default(dest) for dest in CLASSIFIER_ONLY + SR_ONLY})
 
 
 def parse_teacher_of(items) -> dict[str, str]:
@@ -149,7 +192,7 @@ def build_model(args, image_shape, num_classes, labels):
                   teacher=args.teacher, teacher_of=parse_teacher_of(args.teacher_of),
                   temperature=args.temperature, label_smoothing=args.label_smoothing)
     if args.arch == "resnet":
-        blocks = [int(b) for b in args.blocks.split(",") if b.strip()]
+        blocks = [int(b) for b in (args.blocks or CLASSIFIER_DEFAULTS["blocks"]).split(",") if b.strip()]
         return resnet(image_shape, num_classes, args.switches.split(","), blocks=blocks, width=args.width,
                       sync_layers=sync, **common)
     return mobilenet_v1(image_shape, num_classes, args.switches.split(","), width=args.width, depth=args.depth,
@@ -160,13 +203,32 @@ def train_config(args, n_images: int | None = None):
     """The recipe the command line asks for (`RECIPE_DEFAULTS` where it is silent)."""
     from paradis_tf.training import TrainConfig
 
-    defaults = RECIPE_DEFAULTS[args.optimizer]
+    optimizer = args.optimizer or CLASSIFIER_DEFAULTS["optimizer"]
+    defaults = RECIPE_DEFAULTS[optimizer]
+    epochs = CLASSIFIER_DEFAULTS["epochs"] if args.epochs is None else args.epochs
+    batch = CLASSIFIER_DEFAULTS["batch_size"] if args.batch_size is None else args.batch_size
     return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size if n_images is None else min(args.batch_size, n_images),
+        epochs=epochs, batch_size=batch if n_images is None else min(batch, n_images),
         warmup_epochs=WARMUP_EPOCHS, learning_rate=defaults["lr"] if args.lr is None else args.lr,
         weight_decay=defaults["weight_decay"] if args.weight_decay is None else args.weight_decay,
-        optimizer=args.optimizer, momentum=args.momentum, augment=args.augment, translate=args.translate, erase=args.erase,
+        optimizer=optimizer, momentum=args.momentum, augment=args.augment, translate=args.translate, erase=args.erase,
         seed=args.seed)
+
+
+def check_task(args) -> None:
+    """Refuses an option of the other task (given with a value other than its default) and an --arch of the
+    other task, naming the option and the task that takes it."""
+    other = "classify" if args.task == "sr" else "sr"
+    for dest in CLASSIFIER_ONLY if args.task == "sr" else SR_ONLY:
+        value = getattr(args, dest)
+        if value != args.task_defaults[dest]:
+            flag = "--" + dest.replace("_", "-")
+            given = flag if value is True else f"{flag} {value}"
+            raise ValueError(f"{given} applies to --task {other}; leave it out with --task {args.task}.")
+    if args.task == "sr" and args.arch not in (None, "wdsr"):
+        raise ValueError(f"--arch {args.arch} is a classifier; --task sr trains --arch wdsr.")
+    if args.task == "classify" and args.arch == "wdsr":
+        raise ValueError("--arch wdsr is a super-resolution network; add --task sr (or pick mobilenet_v1 or resnet).")
 
 
 def run(args) -> int:
@@ -174,6 +236,13 @@ def run(args) -> int:
     from paradis_tf.switches import parse_switches
     from paradis_tf.training import evaluate, train
 
+    check_task(args)
+    if args.task == "sr":
+        from paradis_tf.cli._train_sr import run_sr
+
+        return run_sr(args)
+    args.arch = args.arch or CLASSIFIER_DEFAULTS["arch"]
+    args.switches = args.switches or DEFAULT_SWITCHES
     parse_switches(args.switches)  # fail fast, before loading TensorFlow data
     train_config(args)  # a bad recipe, too
     if args.layer_channels and args.arch != "mobilenet_v1":

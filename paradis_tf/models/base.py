@@ -240,7 +240,6 @@ class ParaDiSModel(keras.Model):
         others = [i for i in range(len(self._switches)) if i not in (w, n)]
         k = self.sandwich - (1 if w == n else 2)
         chosen = random_permutation(len(others))[:k]
-        batch = ops.shape(inputs)[0]
         outs = []
         for i, s in enumerate(self._switches):
             if i in (w, n):
@@ -251,10 +250,15 @@ class ParaDiSModel(keras.Model):
                 ops.cond(
                     active,
                     lambda s=s: self.forward(s, inputs, training),
-                    lambda: ops.full((batch, self.num_classes), np.nan, dtype="float32"),
+                    lambda: self._skipped_output(inputs),
                 )
             )
         return outs
+
+    def _skipped_output(self, inputs):
+        """What a switch the sandwich sample skips outputs this step: NaN logits, which the loss and the
+        metrics leave out."""
+        return ops.full((ops.shape(inputs)[0], self.num_classes), np.nan, dtype="float32")
 
     # -- training -----------------------------------------------------------
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -166,7 +166,7 @@ def wdsr(
             convolutions (see `WDSRBody`).
         weight_decay: L2 factor on the ParaDiS convolution kernels.
         **options: the `ParaDiSSRModel` arguments (preprocessing,
-            switch_weights, teacher, teacher_of, name).
+            label_mix, sandwich, switch_weights, teacher, teacher_of, name).
 
     Returns:
         A `ParaDiSSRModel`.
