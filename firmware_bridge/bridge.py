@@ -51,7 +51,7 @@ from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh._proto import mesh_pb2
 from paradis_tf.mesh.errors import DeployError
 from paradis_tf.mesh.metrics import BoardCollector, check_metrics_listen
-from paradis_tf.mesh.node import NodeConfig, NodeServicer, serve
+from paradis_tf.mesh.node import NodeConfig, NodeServicer, _Abort, serve
 from paradis_tf.mesh.security import check_listen
 from paradis_tf.mesh.store import VersionInfo
 from paradis_tf.runtime.backends import BackendError, Interpreter, TensorDetail
@@ -336,6 +336,7 @@ class BridgeServicer(NodeServicer):
         if not self.monitor.ok:
             self.counters.run_errors += 1
             await self._refuse(context, "Run")
+        self._check_partition(request.activation_id)
         failed = self.monitor.failures
         try:
             return await super()._run(request, context)
@@ -346,6 +347,20 @@ class BridgeServicer(NodeServicer):
                 self.counters.run_errors += 1
                 await self._refuse(context, "Run")
             raise
+
+    def _check_partition(self, activation_id: str) -> None:
+        """The board holds one partition, the current activation's: a Run of the activation before it (kept
+        loaded on a node daemon so requests in flight during a re-plan finish) is stale here unless it is the
+        same role of the same bundle version."""
+        cur = self._current
+        entry = self._activations.get(activation_id) if activation_id else None
+        if cur is None or entry is None or entry is cur:
+            return  # none active, unknown or current: the base class answers
+        a, b = entry.activation, cur.activation
+        if (a.bundle, a.version, a.plan, a.role) != (b.bundle, b.version, b.plan, b.role):
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"activation {a.activation_id!r} (plan {a.plan!r} role {a.role}) is no longer on the board, "
+                         f"which now runs plan {b.plan!r} role {b.role} (activation {b.activation_id!r}); re-plan")
 
     async def close(self) -> None:
         if self._watcher is not None:

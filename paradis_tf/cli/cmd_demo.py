@@ -107,13 +107,16 @@ def _failover(coord, mesh, names: dict, xf, requests: int = 400, kill_after: int
             print(f"stopping {names[victim.address]} ({victim.address}, SIGKILL) after {i} requests")
             victim.kill()
         time.sleep(0.002)
-    failed = 0
+    failed, errors = 0, []
     for f in futures:
         try:
             f.result(timeout=60)
-        except Exception:  # noqa: BLE001 - counted and reported
+        except Exception as e:  # noqa: BLE001 - counted and reported
             failed += 1
+            errors.append(str(e))
     print(f"requests: {len(futures)}, answered {len(futures) - failed}, failed {failed}")
+    if errors:
+        print(f"  first failure: {errors[0]}")
     for _, text in coord.stats.plans[history_start:]:
         print("  re-planned: " + re.sub(r"[\w.\-]+:\d+", lambda m: names.get(m.group(0), m.group(0)), text))
     return first, coord.placement, failed, len(futures)

@@ -128,3 +128,51 @@ def test_paradis_flash_serial(bundle, serve):
         assert b.hello().active_size == len(image)
     r = _paradis("flash", str(bundle), "--serial", board.url, "--switch", SWITCH)
     assert r.returncode == 1 and "--role" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_run_of_the_activation_before_is_stale_on_a_board(bundle, serve, tmp_path):
+    """A node daemon keeps the previous activation loaded for requests in flight; a board holds one partition,
+    so a Run of the previous activation (another role) is FAILED_PRECONDITION, which the coordinator treats as
+    a re-plan race and retries, never INTERNAL."""
+    import grpc
+
+    from paradis_tf.bundle import load as load_bundle
+    from paradis_tf.mesh import limits, tensors
+    from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
+    from paradis_tf.mesh.coordinator import Coordinator
+    from paradis_tf.mesh.program import model_input_spec
+    from paradis_tf.quant import QTensor, convert
+
+    board = serve(BoardConfig(board_id="mcu-0", max_payload=256, arena_capacity=128 << 10), "pty")
+    bridge = BridgeProcess(tmp_path / "bridge", board.url, node_id="bridge0", extra_args=("--timeout", "0.3"))
+    bridge.start(60)
+    try:
+        with Coordinator([bridge.address]) as c:
+            c.deploy(bundle)
+        plan = load_bundle(bundle).plan(SWITCH)
+        x = _images(1)
+        peers = {0: "127.0.0.1:1", 1: bridge.address, 2: "127.0.0.1:1"}
+        with grpc.insecure_channel(bridge.address, options=limits.CHANNEL_OPTIONS) as ch:
+            stub = mesh_pb2_grpc.NodeStub(ch)
+
+            def activate(role: int, aid: str) -> None:
+                stub.Activate(mesh_pb2.ActivateRequest(bundle="mobilenet_v1", plan=SWITCH, role=role, peers=peers,
+                                                       activation_id=aid), timeout=60)
+
+            def run(role: int, aid: str) -> mesh_pb2.RunReply:
+                spec = model_input_spec(plan, role)
+                t = tensors.encode_qtensor(convert(QTensor.from_float(x), spec.quant))
+                return stub.Run(mesh_pb2.RunRequest(request_id=f"r-{aid}", plan=SWITCH, activation_id=aid, input=t),
+                                timeout=30)
+
+            activate(1, "first")
+            activate(2, "second")
+            with pytest.raises(grpc.RpcError) as e:
+                run(1, "first")
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "'first' (plan '0.5+0.25+0.25' role 1) is no longer on the board" in e.value.details()
+            reply = run(2, "second")  # the current activation runs on the board
+            assert reply.role == 2 and len(reply.outputs) == 1 and reply.outputs[0].tensor.data
+    finally:
+        assert bridge.stop() == 0
