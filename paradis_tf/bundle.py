@@ -46,13 +46,19 @@ __all__ = [
     "Fusion",
     "Plan",
     "Preprocessing",
+    "ImageOutput",
     "ModelInfo",
+    "TASKS",
+    "CLASSIFICATION",
+    "SUPER_RESOLUTION",
+    "PIXEL_FORMATS",
     "FileEntry",
     "Bundle",
     "load",
     "BundleWriter",
     "sha256_file",
     "segment_order",
+    "fusion_output_shape",
     "update_accuracy",
 ]
 
@@ -61,6 +67,12 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 PLAN_KINDS = ("paradis", "sequential")
 MODEL_INPUT = "input"
+CLASSIFICATION = "classification"
+SUPER_RESOLUTION = "super_resolution"
+# model.task; a manifest without one is a classifier's (bundles written before tasks existed).
+TASKS = (CLASSIFICATION, SUPER_RESOLUTION)
+# output.pixel_format of a super-resolution bundle -> image channels.
+PIXEL_FORMATS = {"rgb": 3, "y": 1}
 
 
 class BundleError(ParaDiSError, ValueError):
@@ -183,11 +195,19 @@ class Device(_Json):
 
 @dataclass(frozen=True)
 class Fusion(_Json):
-    """How partial outputs become logits: ``sum(dequantized outputs) + bias``."""
+    """How partial outputs become the result: ``sum(dequantized outputs) + bias``, then, for an image
+    output, ``depth_to_space`` by that factor (None: logits, nothing after the sum)."""
 
     op: str
     bias: tuple[float, ...]
     outputs: tuple[SegmentRef, ...]
+    depth_to_space: int | None = None
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        if self.depth_to_space is None:
+            del out["depth_to_space"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -272,14 +292,69 @@ class Preprocessing(_Json):
 
 
 @dataclass(frozen=True)
+class ImageOutput:
+    """What a super-resolution bundle's plans output: an image ``scale`` times the input's size.
+
+    Attributes:
+        scale: the upscaling factor (the fusion's depth-to-space).
+        pixel_format: ``"rgb"`` (3 channels) or ``"y"`` (1: BT.601 luma, 16..235).
+        range: the float values of pixel 0 and pixel 255 (the input's
+            preprocessing): raw pixels are ``(y - offset) / scale`` of the
+            preprocessing, clipped to 0..255.
+        margin: low-resolution pixels a tile needs on each side of the part
+            it keeps for that part to equal the output of the whole image
+            (an upper bound on the receptive radius of the partitions).
+    """
+
+    scale: int
+    pixel_format: str
+    range: tuple[float, float]
+    margin: int
+
+    @property
+    def channels(self) -> int:
+        return PIXEL_FORMATS[self.pixel_format]
+
+    def to_json(self) -> dict:
+        return {"kind": "image", "scale": self.scale, "pixel_format": self.pixel_format,
+                "range": list(self.range), "margin": self.margin}
+
+
+@dataclass(frozen=True)
 class ModelInfo(_Json):
-    """The model a bundle was converted from."""
+    """The model a bundle was converted from.
+
+    For a super-resolution bundle (``task == "super_resolution"``),
+    ``input_shape`` is the fixed low-resolution tile every partition takes
+    and ``num_classes`` the channels of the fused partial outputs before
+    depth-to-space (``scale**2 * C``); ``output`` says what the image is.
+    """
 
     name: str
     input_shape: tuple[int, ...]
     num_classes: int
     preprocessing: Preprocessing
     labels: tuple[str, ...] | None = None
+    task: str = CLASSIFICATION
+    output: ImageOutput | None = None
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the plans output an image (super-resolution) rather than logits."""
+        return self.task == SUPER_RESOLUTION
+
+    def describe(self) -> str:
+        """``"a classifier (10 classes)"`` or ``"a super-resolution bundle (x2, rgb, 48x48 tiles)"``."""
+        if self.output is None:
+            return f"a classifier ({self.num_classes} classes)"
+        h, w = self.input_shape[:2]
+        return f"a super-resolution bundle (x{self.output.scale}, {self.output.pixel_format}, {h}x{w} tiles)"
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        if self.output is None:
+            del out["output"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -419,7 +494,8 @@ def _segment(ctx: _Ctx, obj: Mapping, expected_index: int) -> Segment:
     )
 
 
-def _plan(ctx: _Ctx, name: str, obj: Mapping, num_classes: int) -> Plan:
+def _plan(ctx: _Ctx, name: str, obj: Mapping, model: ModelInfo) -> Plan:
+    num_classes = model.num_classes
     kind = ctx.get(obj, "kind", str)
     if kind not in PLAN_KINDS:
         raise ctx.at("kind").error(f"unknown plan kind {kind!r}; expected one of {list(PLAN_KINDS)}")
@@ -452,14 +528,29 @@ def _plan(ctx: _Ctx, name: str, obj: Mapping, num_classes: int) -> Plan:
     if len(bias) != num_classes or not all(isinstance(b, _NUM) and not isinstance(b, bool) for b in bias):
         raise fctx.at("bias").error(f"expected {num_classes} numbers (model.num_classes), found {len(bias)} values")
     outputs = tuple(_ref(octx, o) for octx, o in _nonempty(fctx, fobj, "outputs", "fusion needs at least one output"))
+    d2s = fctx.get(fobj, "depth_to_space", int, optional=True)
+    if model.output is None and d2s is not None:
+        raise fctx.at("depth_to_space").error(f"a classifier's fusion outputs logits; found depth_to_space {d2s} "
+                                              f"(model.task is {model.task!r})")
+    if model.output is not None and d2s != model.output.scale:
+        raise fctx.at("depth_to_space").error(f"expected {model.output.scale} (model.output.scale: the fusion of a "
+                                              f"super-resolution plan ends with depth-to-space), found {d2s!r}")
     accuracy = ctx.get(obj, "accuracy", dict, optional=True) or {}
-    plan = Plan(name, kind, tuple(float(w) for w in widths), Fusion(op, tuple(float(b) for b in bias), outputs),
+    plan = Plan(name, kind, tuple(float(w) for w in widths), Fusion(op, tuple(float(b) for b in bias), outputs, d2s),
                 tuple(devices), accuracy)
-    _check_graph(ctx, plan, num_classes)
+    _check_graph(ctx, plan, model)
     return plan
 
 
-def _check_graph(ctx: _Ctx, plan: Plan, num_classes: int) -> None:
+def fusion_output_shape(model: ModelInfo) -> tuple[int, ...]:
+    """The shape (batch excluded) of every partial output the fusion sums: ``(num_classes,)`` logits, or
+    ``(H, W, scale**2 * C)`` low-resolution channels of a super-resolution tile."""
+    if model.output is None:
+        return (model.num_classes,)
+    return (*model.input_shape[:2], model.num_classes)
+
+
+def _check_graph(ctx: _Ctx, plan: Plan, model: ModelInfo) -> None:
     def exists(ref: SegmentRef) -> str | None:
         if not 0 <= ref.device < len(plan.devices):
             return f"names device {ref.device}, but plan '{plan.name}' has {len(plan.devices)} device(s)"
@@ -490,9 +581,10 @@ def _check_graph(ctx: _Ctx, plan: Plan, num_classes: int) -> None:
         if problem:
             raise ctx.at("fusion").at("outputs").at(i).error(problem)
         shape = plan.segment(ref).output.shape
-        if shape[1:] != (num_classes,):
+        want = fusion_output_shape(model)
+        if shape[1:] != want:
             raise ctx.at("fusion").at("outputs").at(i).error(
-                f"{ref} outputs shape {list(shape)}; fusion needs (N, {num_classes})"
+                f"{ref} outputs shape {list(shape)}; fusion needs (N, {', '.join(map(str, want))})"
             )
     try:
         plan.order()
@@ -509,9 +601,23 @@ def _model(ctx: _Ctx, obj: Mapping) -> ModelInfo:
         raise ctx.at("num_classes").error(f"expected a positive integer, found {num_classes}")
     if labels is not None and (len(labels) != num_classes or not all(isinstance(s, str) for s in labels)):
         raise ctx.at("labels").error(f"expected {num_classes} label strings, found {labels!r}")
+    task = ctx.get(obj, "task", str, optional=True) or CLASSIFICATION
+    if task not in TASKS:
+        raise ctx.at("task").error(f"unknown task {task!r}; expected one of {list(TASKS)} (absent: classification)")
+    input_shape = _shape(ctx.at("input_shape"), ctx.get(obj, "input_shape", list))
+    raw_out = ctx.get(obj, "output", dict, optional=True)
+    output = None
+    if task == CLASSIFICATION and raw_out is not None:
+        raise ctx.at("output").error("a classifier outputs logits and has no 'output' entry "
+                                     f"(it describes the image of a {SUPER_RESOLUTION!r} bundle)")
+    if task == SUPER_RESOLUTION:
+        if raw_out is None:
+            raise ctx.error(f"missing required field 'output' (a {SUPER_RESOLUTION!r} bundle says what image it "
+                            "outputs: kind, scale, pixel_format, range, margin)")
+        output = _image_output(ctx.at("output"), raw_out, input_shape, num_classes)
     return ModelInfo(
         name=ctx.get(obj, "name", str),
-        input_shape=_shape(ctx.at("input_shape"), ctx.get(obj, "input_shape", list)),
+        input_shape=input_shape,
         num_classes=num_classes,
         preprocessing=Preprocessing(
             float(pctx.get(pre, "scale", _NUM)),
@@ -519,7 +625,36 @@ def _model(ctx: _Ctx, obj: Mapping) -> ModelInfo:
             pctx.get(pre, "layout", str, optional=True) or "NHWC",
         ),
         labels=None if labels is None else tuple(labels),
+        task=task,
+        output=output,
     )
+
+
+def _image_output(ctx: _Ctx, obj: Mapping, input_shape: tuple[int, ...], num_classes: int) -> ImageOutput:
+    kind = ctx.get(obj, "kind", str)
+    if kind != "image":
+        raise ctx.at("kind").error(f"expected 'image', found {kind!r}")
+    scale = ctx.get(obj, "scale", int)
+    if scale < 2:
+        raise ctx.at("scale").error(f"expected an upscaling factor >= 2, found {scale}")
+    fmt = ctx.get(obj, "pixel_format", str)
+    if fmt not in PIXEL_FORMATS:
+        raise ctx.at("pixel_format").error(f"expected one of {list(PIXEL_FORMATS)}, found {fmt!r}")
+    rng = ctx.get(obj, "range", list)
+    if len(rng) != 2 or not all(isinstance(v, _NUM) and not isinstance(v, bool) for v in rng) or not rng[0] < rng[1]:
+        raise ctx.at("range").error(f"expected [lo, hi] with lo < hi (the float values of pixels 0 and 255), "
+                                    f"found {rng!r}")
+    margin = ctx.get(obj, "margin", int)
+    if margin < 0:
+        raise ctx.at("margin").error(f"expected a pixel count >= 0, found {margin}")
+    channels = PIXEL_FORMATS[fmt]
+    if len(input_shape) != 3 or input_shape[-1] != channels:
+        raise ctx.error(f"pixel_format {fmt!r} means input tiles of shape (H, W, {channels}); "
+                        f"model.input_shape is {list(input_shape)}")
+    if num_classes != scale * scale * channels:
+        raise ctx.error(f"model.num_classes must be scale**2 * channels = {scale * scale * channels} for a "
+                        f"super-resolution bundle (the channels summed before depth-to-space), found {num_classes}")
+    return ImageOutput(scale, fmt, (float(rng[0]), float(rng[1])), margin)
 
 
 # --------------------------------------------------------------------------
@@ -635,7 +770,7 @@ def load(root: str | os.PathLike, *, verify: bool = True) -> Bundle:
     if not raw_plans:
         raise ctx.at("plans").error("a bundle needs at least one plan")
     for name, pobj in raw_plans.items():
-        plans[name] = _plan(ctx.at("plans").at(name), name, pobj, model.num_classes)
+        plans[name] = _plan(ctx.at("plans").at(name), name, pobj, model)
     _check_files_listed(ctx, plans, files)
     bundle = Bundle(root, raw, model, plans, files)
     if verify:

@@ -11,6 +11,9 @@ Quantization (the one implementation every caller uses):
 Plans:
     `DeviceProgram` (what one device does for a request), `fuse`,
     `LocalRunner` (a whole plan in-process).
+Images (super-resolution bundles):
+    `upscale_image` (a photograph through a plan, tile by tile),
+    `depth_to_space`.
 """
 
 from paradis_tf.runtime.backends import (
@@ -23,6 +26,7 @@ from paradis_tf.runtime.backends import (
     tflm_arena_bytes,
 )
 from paradis_tf.quant import QTensor, QuantParams, convert, dequantize, quantize, requantize
+from paradis_tf.runtime.image import depth_to_space, upscale_image
 from paradis_tf.runtime.local import LocalRunner
 from paradis_tf.runtime.program import PRECISIONS, DeviceProgram, fuse
 
@@ -35,6 +39,8 @@ __all__ = [
     "load_interpreter",
     "tflm_arena_bytes",
     "LocalRunner",
+    "depth_to_space",
+    "upscale_image",
     "PRECISIONS",
     "DeviceProgram",
     "fuse",

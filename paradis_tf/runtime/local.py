@@ -9,6 +9,7 @@ import numpy as np
 from paradis_tf.bundle import Bundle, Plan, SegmentRef, load
 from paradis_tf.errors import InputError
 from paradis_tf.runtime.backends import DEFAULT_BACKEND
+from paradis_tf.runtime.image import upscale_image
 from paradis_tf.runtime.program import DeviceProgram, fuse
 from paradis_tf.quant import QTensor
 from paradis_tf.switches import Switch
@@ -35,6 +36,10 @@ class LocalRunner:
 
         runner = LocalRunner("bundle/", "2x0.5")
         logits = runner.predict(x)          # x: float32 (N, H, W, C), preprocessed
+
+    A super-resolution bundle's plans output images: `predict` gives
+    ``(N, H * scale, W * scale, C)`` for tiles of the bundle's input size,
+    and `upscale` runs a whole photograph through them tile by tile.
     """
 
     def __init__(
@@ -77,7 +82,8 @@ class LocalRunner:
         return x.astype(np.float32, copy=False)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Fused float logits, shape (N, num_classes), for preprocessed input `x`.
+        """Fused float outputs for preprocessed input `x`: logits (N, num_classes), or images
+        (N, H * scale, W * scale, C) of a super-resolution plan.
 
         Raises:
             InputError: `x` is not a float array of shape (N,) + input_shape.
@@ -90,6 +96,16 @@ class LocalRunner:
         if raw.dtype != np.uint8:
             raise InputError(f"predict_raw() expects uint8 images; received dtype {raw.dtype}.")
         return self.predict(self.bundle.model.preprocessing.apply(raw))
+
+    def upscale(self, image: np.ndarray, *, margin: int | None = None, batch: int = 16) -> np.ndarray:
+        """A uint8 photograph of any size (at least one tile) upscaled by this super-resolution plan, uint8
+        (see `paradis_tf.runtime.image.upscale_image`).
+
+        Raises:
+            InputError: a classifier bundle, a channel count the bundle does
+                not take, an image smaller than the bundle's tile.
+        """
+        return upscale_image(image, self.bundle.model, self.predict, margin=margin, batch=batch)
 
     def run(self, x: np.ndarray) -> dict[SegmentRef, QTensor]:
         """Runs every segment; returns the outputs the fusion consumes."""

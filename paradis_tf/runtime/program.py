@@ -10,7 +10,8 @@ with its own quantization attached.
 
 `LocalRunner` runs all devices of a plan in-process with this class; the
 mesh node daemon runs one `DeviceProgram` per node and moves the same
-`QTensor`s over gRPC. `fuse` turns the plan's partial outputs into logits.
+`QTensor`s over gRPC. `fuse` turns the plan's partial outputs into logits, or into an
+image for a super-resolution plan (sum, then depth-to-space).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from paradis_tf.bundle import Bundle, BundleError, Plan, Segment, SegmentInput, SegmentRef, TensorSpec, load
 from paradis_tf.errors import InputError
 from paradis_tf.runtime.backends import DEFAULT_BACKEND, Interpreter, load_interpreter
+from paradis_tf.runtime.image import depth_to_space
 from paradis_tf.quant import FLOAT32, QTensor, convert
 from paradis_tf.switches import Switch
 
@@ -183,7 +185,12 @@ class DeviceProgram:
 
 
 def fuse(plan: Plan, outputs: Mapping[SegmentRef, QTensor]) -> np.ndarray:
-    """Logits of a plan: ``sum(dequantize(outputs[r]) for r in fusion.outputs) + bias``.
+    """The result of a plan: ``sum(dequantize(outputs[r]) for r in fusion.outputs) + bias``, float32.
+
+    Logits ``(N, num_classes)`` for a classifier. For a super-resolution
+    plan (``fusion.depth_to_space`` set) the sum is ``(N, H, W, scale**2 *
+    C)`` and depth-to-space makes it the image ``(N, H * scale, W * scale,
+    C)``.
 
     Raises:
         InputError: an output of `plan.fusion.outputs` is missing.
@@ -195,4 +202,7 @@ def fuse(plan: Plan, outputs: Mapping[SegmentRef, QTensor]) -> np.ndarray:
     for r in plan.fusion.outputs:
         part = outputs[r].dequantize().astype(np.float32)
         total = part if total is None else total + part
-    return (total + np.asarray(plan.fusion.bias, dtype=np.float32)).astype(np.float32)
+    total = (total + np.asarray(plan.fusion.bias, dtype=np.float32)).astype(np.float32)
+    if plan.fusion.depth_to_space:
+        return depth_to_space(total, plan.fusion.depth_to_space)
+    return total
