@@ -43,3 +43,22 @@ def run_tool():
                               capture_output=True, text=True, timeout=300, env=env)
 
     return run
+
+
+# Super-resolution bundles (issue 37): a small WDSR converted once per session (helpers in tests/sr_kit.py).
+@pytest.fixture(scope="session")
+def sr_model():
+    from sr_kit import make_sr_model
+
+    return make_sr_model()
+
+
+@pytest.fixture(scope="session")
+def sr_bundle(tmp_path_factory, sr_model):
+    """The bundle of `sr_model`: every switch, int8 + float partitions + TFLM arrays, 24x24 tiles."""
+    from paradis_tf.convert import convert_model
+    from sr_kit import sr_calibration
+
+    out = tmp_path_factory.mktemp("sr") / "wdsr"
+    convert_model(sr_model, out, sr_calibration(), calib_samples=32, float_variant=True, tflm=True, num_threads=1)
+    return out

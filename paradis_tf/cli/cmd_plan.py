@@ -63,7 +63,8 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"bundle": str(bundle.root), "model": bundle.model.name, "plans": [c.as_dict() for c in costs]}, indent=2))
     else:
-        print(f"bundle {bundle.root}: model {bundle.model.name}, input {list(bundle.model.input_shape)}, "
-              f"{bundle.model.num_classes} classes")
+        what = (f"{bundle.model.num_classes} classes" if bundle.model.output is None else
+                f"x{bundle.model.output.scale} {bundle.model.output.pixel_format} image out")
+        print(f"bundle {bundle.root}: model {bundle.model.name}, input {list(bundle.model.input_shape)}, {what}")
         print(format_costs(costs), end="")
     return 0

@@ -5,6 +5,14 @@ segments are converted in dependency order. Segment 0 is calibrated on the
 calibration images; a later segment on what the int8 partitions before it
 really produce on those images (their dequantized int8 outputs), so that its
 input ranges match the tensors it will receive on the devices.
+
+Super-resolution models (``model.task == "super_resolution"``, e.g.
+`paradis_tf.models.wdsr`) are converted for one fixed low-resolution tile
+(``tile``, default the model's patch size), calibrated on low-resolution
+patches of photographs (`sr_calibration_patches`). The skip branch is folded
+into device 0: its last segment outputs its partial residual plus the skip
+convolution of the image, so every plan keeps the classifier's semantics
+(sum of the devices' outputs) followed by one depth-to-space.
 """
 
 from __future__ import annotations
@@ -17,11 +25,14 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from paradis_tf.bundle import (
+    CLASSIFICATION,
+    SUPER_RESOLUTION,
     Bundle,
     BundleError,
     BundleWriter,
     Device,
     Fusion,
+    ImageOutput,
     ModelInfo,
     Plan,
     Preprocessing,
@@ -40,8 +51,8 @@ from paradis_tf.quant import dequantize, quantize
 from paradis_tf.tflite_file import read_tflite
 from paradis_tf.switches import Switch
 
-__all__ = ["DEFAULT_SEQUENTIAL", "REQUIRED_MODEL_API", "convert_model", "load_images", "load_model",
-           "prepare_calibration", "plan_dir"]
+__all__ = ["DEFAULT_SEQUENTIAL", "REQUIRED_MODEL_API", "convert_model", "is_super_resolution", "load_images",
+           "load_model", "prepare_calibration", "plan_dir", "sr_calibration_patches", "tile_shape"]
 
 # What the converter uses of a ParaDiS model (paradis_tf.models.ParaDiSModel).
 REQUIRED_MODEL_API = ("switches", "image_shape", "num_classes", "preprocessing", "device_segments", "fusion_bias")
@@ -65,7 +76,63 @@ def _check_model(model: Any, what: str) -> None:
         )
 
 
-def prepare_calibration(model: Any, x: np.ndarray, samples: int, seed: int = 0) -> np.ndarray:
+def is_super_resolution(model: Any) -> bool:
+    """Whether ``model`` is a super-resolution network (image out), not a classifier."""
+    return getattr(model, "task", None) == SUPER_RESOLUTION
+
+
+def tile_shape(model: Any, tile: "int | Sequence[int] | None") -> tuple[int, int, int]:
+    """The (H, W, C) input of a super-resolution bundle's partitions: ``tile`` (N or (H, W)) low-resolution
+    pixels, default the model's patch size.
+
+    Raises:
+        ConversionError: a tile for a classifier, or not a positive size.
+    """
+    shape = tuple(int(v) for v in model.image_shape)
+    if tile is None:
+        return shape
+    if not is_super_resolution(model):
+        raise ConversionError(f"a tile size is for super-resolution models; this model is a classifier taking "
+                              f"{shape} images (leave --tile out)")
+    hw = (tile, tile) if isinstance(tile, (int, np.integer)) else tuple(tile)
+    if len(hw) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in hw):
+        raise ConversionError(f"tile must be a positive pixel count N or (height, width); received {tile!r}")
+    return (int(hw[0]), int(hw[1]), shape[-1])
+
+
+def sr_calibration_patches(images: "dict[str, np.ndarray] | Sequence[np.ndarray]", scale: int,
+                           tile: Sequence[int], samples: int, seed: int = 0) -> np.ndarray:
+    """Low-resolution calibration patches: each photograph cropped to a multiple of ``scale`` and downscaled
+    as in training (`paradis_tf.data.sr.sr_pairs`), then ``samples`` random ``tile``-sized crops, spread
+    evenly over the images (uint8 ``(samples, th, tw, C)``).
+
+    Raises:
+        ConversionError: no images, or one whose low-resolution version is
+            smaller than the tile (names it and both sizes).
+    """
+    from paradis_tf.data.sr import sr_pairs
+
+    th, tw = int(tile[0]), int(tile[1])
+    lrs = [(name, lr) for name, (lr, _) in sr_pairs(images, scale).items()]
+    if not lrs or samples < 1:
+        raise ConversionError(f"calibration needs at least one image and one sample; received {len(lrs)} images "
+                              f"(samples={samples})")
+    for name, lr in lrs:
+        if lr.shape[0] < th or lr.shape[1] < tw:
+            raise ConversionError(f"calibration image {name}: its low-resolution version (x{scale} smaller) is "
+                                  f"{lr.shape[0]}x{lr.shape[1]}, smaller than the {th}x{tw} tile; use larger "
+                                  "images or a smaller tile")
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in range(int(samples)):
+        _, lr = lrs[n % len(lrs)]
+        y, x = int(rng.integers(lr.shape[0] - th + 1)), int(rng.integers(lr.shape[1] - tw + 1))
+        out.append(lr[y:y + th, x:x + tw])
+    return np.stack(out)
+
+
+def prepare_calibration(model: Any, x: np.ndarray, samples: int, seed: int = 0,
+                        shape: Sequence[int] | None = None) -> np.ndarray:
     """Calibration images, preprocessed exactly as the model expects.
 
     Args:
@@ -73,11 +140,13 @@ def prepare_calibration(model: Any, x: np.ndarray, samples: int, seed: int = 0) 
         x: raw uint8 images (preprocessed here) or float images already
             preprocessed, shape (N,) + image_shape.
         samples: how many to keep (a fixed random subset when N is larger).
+        shape: the images' shape when it is not the model's (a
+            super-resolution tile, `tile_shape`).
 
     Raises:
         ConversionError: wrong shape or dtype, or no samples.
     """
-    shape = tuple(int(v) for v in model.image_shape)
+    shape = tuple(int(v) for v in (model.image_shape if shape is None else shape))
     x = np.asarray(x)
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise ConversionError(
@@ -105,10 +174,12 @@ class _PlanSpec:
     sources: dict[SegmentRef, list[SegmentRef | None]]
     fusion_outputs: tuple[SegmentRef, ...]
     bias: np.ndarray
+    depth_to_space: int | None = None
 
 
-def _paradis_spec(model: Any, switch: Switch) -> _PlanSpec:
-    segs = model.device_segments(switch)
+def _paradis_spec(model: Any, switch: Switch, shape: tuple[int, int, int] | None = None) -> _PlanSpec:
+    sr = is_super_resolution(model)
+    segs = model.device_segments(switch, image_shape=shape) if sr else model.device_segments(switch)
     k_count = len(segs)
     if k_count != len(switch):
         raise ConversionError(f"device_segments({switch}) returned {k_count} devices; the switch has {len(switch)}")
@@ -119,14 +190,68 @@ def _paradis_spec(model: Any, switch: Switch) -> _PlanSpec:
     for k in range(k_count):
         for j in range(j_count):
             sources[SegmentRef(k, j)] = [None] if j == 0 else [SegmentRef(d, j - 1) for d in range(k_count)]
+    models = [list(s) for s in segs]
+    if sr:
+        # The skip branch rides with device 0's last segment (taking the image as one more input when that
+        # segment is not its first).
+        last = j_count - 1
+        models[0][last] = _with_skip(models[0][last], model.skip_model(image_shape=shape), takes_image=last == 0)
+        if last:
+            sources[SegmentRef(0, last)].append(None)
     return _PlanSpec(
         name=str(switch),
         kind="paradis",
         widths=tuple(switch.widths),
-        models=[list(s) for s in segs],
+        models=models,
         sources=sources,
         fusion_outputs=tuple(SegmentRef(k, j_count - 1) for k in range(k_count)),
         bias=np.asarray(model.fusion_bias, dtype=np.float32).reshape(-1),
+        depth_to_space=int(model.scale) if sr else None,
+    )
+
+
+def _with_skip(segment: Any, skip: Any, takes_image: bool) -> Any:
+    """``segment``'s output plus ``skip`` of the image: one Keras model (the image is ``segment``'s input
+    when ``takes_image``, else an extra last input)."""
+    import keras
+
+    inputs = [keras.Input(tuple(t.shape[1:])) for t in segment.inputs]
+    image = inputs[0] if takes_image else keras.Input(tuple(skip.inputs[0].shape[1:]))
+    partial = segment(inputs if len(inputs) > 1 else inputs[0])
+    out = keras.layers.Add(name="plus_skip")([partial, skip(image)])
+    return keras.Model(inputs + ([] if takes_image else [image]), out, name=f"{segment.name}_plus_skip")
+
+
+def _receptive_radius(model: Any, what: str) -> int:
+    """An upper bound on how many pixels away an output pixel of ``model`` reads: the sum over its
+    convolutions (nested models included) of ``dilation * (kernel // 2)``, the longest path's or more.
+
+    Raises:
+        ConversionError: a layer that changes the resolution (strides,
+            pooling), which a tiled image-to-image partition cannot have.
+    """
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += _receptive_radius(layer, what)
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+            if tuple(layer.strides) != (1, 1):
+                raise ConversionError(f"{what}: layer {layer.name} has strides {tuple(layer.strides)}; an image "
+                                      "output needs stride-1 convolutions")
+            total += max(int(d) * (int(k) // 2) for k, d in zip(layer.kernel_size, layer.dilation_rate))
+        elif "Pooling" in type(layer).__name__:
+            raise ConversionError(f"{what}: layer {layer.name} is a {type(layer).__name__}; an image output "
+                                  "keeps the resolution until its depth-to-space")
+    return total
+
+
+def _spec_margin(spec: _PlanSpec) -> int:
+    """`_receptive_radius` of a plan: per segment the widest device's, summed over the segments."""
+    return sum(
+        max(_receptive_radius(dev[j], f"plan {spec.name} device {k} segment {j}") for k, dev in enumerate(spec.models))
+        for j in range(len(spec.models[0]))
     )
 
 
@@ -220,6 +345,12 @@ def _convert_plan(
             float_file=float_file,
             tflm=tflm_info,
         )
+    for k in range(len(spec.models)):
+        # the coordinator sends one input tensor per role (paradis_tf.mesh.program.model_input_spec)
+        taken = {i.tensor for r, seg in segments.items() if r.device == k for i in seg.inputs if i.source is None}
+        if len(taken) > 1:
+            raise ConversionError(f"plan {spec.name} device {k}: its segments quantize the model input differently "
+                                  f"({sorted(str(t.quant) for t in taken)}); a role takes one input tensor")
     devices = []
     for k, segs in enumerate(spec.models):
         devices.append(
@@ -235,13 +366,18 @@ def _convert_plan(
         name=spec.name,
         kind=spec.kind,
         widths=spec.widths,
-        fusion=Fusion("sum", tuple(float(b) for b in spec.bias), spec.fusion_outputs),
+        fusion=Fusion("sum", tuple(float(b) for b in spec.bias), spec.fusion_outputs, spec.depth_to_space),
         devices=tuple(devices),
     )
 
 
 def _sequential_specs(model: Any, sequential: Sequence[int] | None) -> list[_PlanSpec]:
     """The sequential baseline plans asked for; with ``None``, those of `DEFAULT_SEQUENTIAL` the model can make."""
+    if is_super_resolution(model):
+        if sequential:
+            raise ConversionError(f"a super-resolution model has no sequential baseline plans; received "
+                                  f"sequential={list(sequential)} (pass sequential=() / --sequential none)")
+        return []
     counts = sorted({int(k) for k in (DEFAULT_SEQUENTIAL if sequential is None else sequential)})
     if any(k < 2 for k in counts):
         raise ConversionError(f"sequential plans need at least 2 devices; received {counts}")
@@ -303,6 +439,7 @@ def convert_model(
     name: str | None = None,
     extra: dict | None = None,
     progress: Progress | None = None,
+    tile: "int | Sequence[int] | None" = None,
 ) -> Bundle:
     """Converts a ParaDiS model into a bundle directory.
 
@@ -311,7 +448,8 @@ def convert_model(
             `sequential_models` when `sequential` is not empty).
         out: the bundle directory to create (atomically).
         calib_x: calibration images: raw uint8 or preprocessed float, shape
-            (N,) + model.image_shape.
+            (N,) + model.image_shape (a super-resolution model: low-resolution
+            patches of the tile's size, `sr_calibration_patches`).
         switches: switches to convert (default: all of the model's).
         calib_samples: how many calibration images to use.
         sequential: device counts K of the sequential baseline plans
@@ -326,6 +464,9 @@ def convert_model(
         name: model name for the manifest (default: the model's name).
         extra: extra top-level manifest fields (e.g. conversion provenance).
         progress: called with a short text before each segment.
+        tile: a super-resolution model's partition input, N or (H, W)
+            low-resolution pixels (default: the model's patch size); the
+            manifest states it as ``model.input_shape``.
 
     Returns:
         The written, validated bundle.
@@ -337,18 +478,32 @@ def convert_model(
     """
     _check_model(model, "the model")
     chosen = _resolve_switches(model, switches)
-    calib = prepare_calibration(model, calib_x, calib_samples)
+    sr = is_super_resolution(model)
+    shape = tile_shape(model, tile)
+    calib = prepare_calibration(model, calib_x, calib_samples, shape=shape)
     progress = progress or (lambda msg: None)
     pre = model.preprocessing
     labels = getattr(model, "labels", None)
+    specs = [_paradis_spec(model, s, shape if sr else None) for s in chosen] + _sequential_specs(model, sequential)
+    output = None
+    if sr:
+        lo, hi = float(pre.get("offset", 0.0)), 255.0 * float(pre["scale"]) + float(pre.get("offset", 0.0))
+        margin = max(_spec_margin(spec) for spec in specs)
+        if min(shape[:2]) <= 2 * margin:
+            raise ConversionError(f"a {shape[0]}x{shape[1]} tile keeps nothing of its output once a margin of "
+                                  f"{margin} pixels (the network's receptive radius) is cropped from each side, so "
+                                  f"larger images could not be tiled; choose a tile of at least {2 * margin + 1} "
+                                  "pixels (--tile)")
+        output = ImageOutput(int(model.scale), "rgb" if shape[-1] == 3 else "y", (lo, hi), margin)
     info = ModelInfo(
         name=name or str(getattr(model, "architecture", None) or getattr(model, "name", "model")),
-        input_shape=tuple(int(v) for v in model.image_shape),
+        input_shape=shape,
         num_classes=int(model.num_classes),
         preprocessing=Preprocessing(float(pre["scale"]), float(pre.get("offset", 0.0))),
         labels=None if labels is None else tuple(str(s) for s in labels),
+        task=SUPER_RESOLUTION if sr else CLASSIFICATION,
+        output=output,
     )
-    specs = [_paradis_spec(model, s) for s in chosen] + _sequential_specs(model, sequential)
     with BundleWriter(out, overwrite=overwrite) as writer:
         plans = [
             _convert_plan(spec, calib, writer, float_variant=float_variant, tflm=tflm, num_threads=num_threads, progress=progress)

@@ -5,7 +5,9 @@ Keras side and the report) calls `mesh_qcheck`, which deploys the bundle,
 runs the test set through every requested plan on the nodes and compares the
 fused logits with `LocalRunner`'s int8 logits for the same plan (they must be
 identical: same partitions, same requantization) and, when labels are given,
-the accuracies.
+the accuracies. For a super-resolution bundle, `mesh_image_check` upscales
+whole images tile by tile through the mesh and compares them with
+`LocalRunner`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from paradis_tf.mesh.coordinator import Coordinator
 
-__all__ = ["MeshCheck", "mesh_qcheck"]
+__all__ = ["MeshCheck", "MeshImageCheck", "mesh_image_check", "mesh_qcheck"]
 
 
 @dataclass(frozen=True)
@@ -92,4 +94,70 @@ def mesh_qcheck(
                     mesh_accuracy=acc(mesh), local_int8_accuracy=acc(local), mesh_ms_per_sample=round(dt * 1e3, 3), logits=mesh,
                 )
             )
+    return out
+
+
+@dataclass(frozen=True)
+class MeshImageCheck:
+    """A super-resolution plan on the mesh against `LocalRunner`: whole images, tile by tile."""
+
+    plan: str
+    nodes: tuple[str, ...]
+    images: int
+    identical: float  # fraction of images whose mesh output equals the local int8 output exactly
+    max_abs_diff: float  # largest |mesh - local| over every pixel (float output units)
+    mesh_s_per_image: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def mesh_image_check(
+    bundle_dir: str | os.PathLike,
+    nodes: Sequence[str] | str,
+    images: Sequence[np.ndarray],
+    plans: Iterable[str] | None = None,
+    *,
+    deploy: bool = True,
+    backend: str = "litert",
+    tls=None,
+) -> list[MeshImageCheck]:
+    """Upscales low-resolution images through the mesh and through `LocalRunner` for each plan and compares.
+
+    Args:
+        bundle_dir: a super-resolution bundle (deployed first unless ``deploy=False``).
+        nodes: node addresses.
+        images: float32 ``(H, W, C)`` low-resolution images, preprocessed,
+            each at least the bundle's tile.
+        plans: plan names (default: every ParaDiS plan that fits the nodes).
+        backend: LocalRunner backend for the local reference.
+        tls: `paradis_tf.mesh.security.TlsConfig` for nodes serving TLS.
+    """
+    from paradis_tf.mesh.placement import NodeCandidate, fitting_plans
+    from paradis_tf.runtime import LocalRunner
+    from paradis_tf.runtime.image import check_sr_model, upscale
+
+    out = []
+    with Coordinator(nodes, bundle=bundle_dir, auto_replan=False, tls=tls) as c:
+        model = c.bundle.model
+        check_sr_model(model, f"bundle {bundle_dir}")
+        tile, scale, margin = model.input_shape[:2], model.output.scale, model.output.margin
+        if deploy:
+            c.deploy(bundle_dir)
+        if plans is None:
+            up = [NodeCandidate.from_info(s.address, s.info) for s in c.status() if s.up]
+            plans = fitting_plans(c.bundle.plans, up)
+        for name in plans:
+            placement = c.select(name)
+            local = LocalRunner(bundle_dir, name, backend)
+            t0 = time.perf_counter()
+            got = [upscale(x, c.infer, tile, scale, margin) for x in images]
+            dt = (time.perf_counter() - t0) / max(1, len(images))
+            want = [upscale(x, local.predict, tile, scale, margin) for x in images]
+            out.append(MeshImageCheck(
+                plan=name, nodes=placement.addresses, images=len(images),
+                identical=float(np.mean([np.array_equal(g, w) for g, w in zip(got, want)])),
+                max_abs_diff=max((float(np.max(np.abs(g - w))) for g, w in zip(got, want)), default=0.0),
+                mesh_s_per_image=round(dt, 4),
+            ))
     return out
