@@ -24,7 +24,8 @@ from paradis_tf.cli._logs import DEFAULT_LOG_LEVEL, LOG_LEVELS, cli_logging
 from paradis_tf.errors import ParaDiSError
 
 # Sub-command modules, in the order `paradis --help` lists them.
-COMMAND_MODULES = ("train", "eval", "convert", "qcheck", "plan", "demo", "node", "flash", "bridge", "mesh", "certs", "keys", "sign")
+COMMAND_MODULES = ("train", "eval", "convert", "qcheck", "plan", "upscale", "demo", "node", "flash", "bridge", "mesh", "certs", "keys",
+                   "sign")
 
 
 def _add_global_args(parser: argparse.ArgumentParser, root: bool) -> None:

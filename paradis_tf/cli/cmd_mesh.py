@@ -241,6 +241,11 @@ def _infer(args: argparse.Namespace) -> int:
 
     with _coordinator(args) as c:
         placement = c.select(args.switch)
+        if c.bundle.model.is_image:
+            from paradis_tf.errors import InputError
+
+            raise InputError(f"mesh infer prints a classifier's top classes; the bundle is {c.bundle.model.describe()}: "
+                             "upscale images with `paradis upscale BUNDLE IN OUT --nodes ...`")
         model = c.manifest["model"]
         x, names = _load_images(args, c.bundle)
         t0 = time.perf_counter()
