@@ -49,7 +49,7 @@ from firmware_bridge.tflm import check_models as check_tflm_models
 from paradis_tf.bundle import Bundle, BundleError
 from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh._proto import mesh_pb2
-from paradis_tf.mesh.errors import DeployError
+from paradis_tf.mesh.errors import DeployError, ProgramReplacedError
 from paradis_tf.mesh.metrics import BoardCollector, check_metrics_listen
 from paradis_tf.mesh.node import NodeConfig, NodeServicer, _Abort, serve
 from paradis_tf.mesh.security import check_listen
@@ -78,9 +78,10 @@ class BoardInterpreter(Interpreter):
     resizable = False
 
     def __init__(self, board: Board, what: str, inputs: Sequence[TensorDetail], outputs: Sequence[TensorDetail],
-                 work_s: float = 0.0, monitor: BoardMonitor | None = None) -> None:
+                 work_s: float = 0.0, monitor: BoardMonitor | None = None, sha256: bytes | None = None) -> None:
         super().__init__(what, inputs, outputs)
         self.board = board
+        self.sha256 = sha256  # the partition this interpreter's model is; None: whatever the board runs
         self.work_s = work_s
         # with a monitor: no RUN while the board is not OK, each RUN bounded by its budget, failures recorded
         self.monitor = monitor
@@ -88,6 +89,11 @@ class BoardInterpreter(Interpreter):
     def _run(self, inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
         results: list[list[np.ndarray]] = [[] for _ in self.outputs]
         m = self.monitor
+        info = self.board.info
+        if self.sha256 is not None and info is not None and info.active_sha256 != self.sha256:
+            # an Activate of another role ran on this worker thread after the request was admitted
+            raise ProgramReplacedError(f"{self.what} is no longer on the board, which now runs "
+                                       f"{info.active_name or (info.active_sha256 or b'').hex()[:16] or 'no partition'}")
         for n in range(batch):
             tensors = [P.Tensor.from_numpy(x[n:n + 1], d.quant.scale, d.quant.zero_point)
                        for x, d in zip(inputs, self.inputs)]
@@ -165,7 +171,7 @@ class BoardProgram(DeviceProgram):
         self._outs = [TensorDetail("output_0", seg.output.shape, seg.output.quant)]
         self.install(progress)
         interp = BoardInterpreter(board, f"board {board.info.board_id if board.info else '?'} ({seg.file})",
-                                  self._ins, self._outs, work_s, monitor)
+                                  self._ins, self._outs, work_s, monitor, sha256=self.sha256)
         super().__init__(bundle, plan_, role, backend="serial", interpreters=[interp])
 
     def install(self, progress=None) -> None:

@@ -164,7 +164,9 @@ class StallPolicy:
     node gets a health check of at most ``probe_s``; a node that does not
     answer it is suspected (marked down, the request re-planned and retried),
     one that answers is slow, not stalled, and its call keeps the request's
-    deadline. ``StallPolicy(enabled=False)``: only the request deadline.
+    deadline (the probe's time is the node's percentile round trip where
+    that is longer, at most 1 s: a loaded host answers everything slower).
+    ``StallPolicy(enabled=False)``: only the request deadline.
     """
 
     percentile: float = 99.0
@@ -945,11 +947,18 @@ class Coordinator:
             return False
         return r.status == health_pb2.HealthCheckResponse.SERVING
 
-    async def _probe(self, address: str) -> bool:
+    def _probe_timeout(self, active: _Active, role: int) -> float:
+        """``probe_s``, or the node's own percentile round trip when that is longer (a loaded host answers
+        everything slower), at most 1 s."""
+        rt = self._round_trips.get((active.placement.addresses[role], active.placement.plan, role))
+        p = rt.percentile(self.stall.percentile) if rt is not None and len(rt.samples) >= self.stall.min_samples else 0.0
+        return min(1.0, max(self.stall.probe_s, p))
+
+    async def _probe(self, address: str, timeout: float) -> bool:
         """One short health probe of a node, shared by every request that finds it overdue at the same time."""
         fut = self._probing.get(address)
         if fut is None:
-            fut = self._probing[address] = asyncio.ensure_future(self._answers_health(address, self.stall.probe_s))
+            fut = self._probing[address] = asyncio.ensure_future(self._answers_health(address, timeout))
             fut.add_done_callback(lambda f, a=address: self._probing.pop(a, None))
         return await asyncio.shield(fut)
 
@@ -1001,7 +1010,7 @@ class Coordinator:
                     why = "; ".join(
                         f"{addresses[calls[t]]} (role {calls[t]}): no answer to Run within {limit[t] * 1000:.0f} ms "
                         f"(its stall timeout: {self._stall_basis(active, calls[t])}) nor to a health check within "
-                        f"{self.stall.probe_s * 1000:.0f} ms" for t in silent
+                        f"{self._probe_timeout(active, calls[t]) * 1000:.0f} ms" for t in silent
                     )
                     for t in silent:
                         self.stats.suspected += 1
@@ -1043,7 +1052,8 @@ class Coordinator:
                 now = time.monotonic()
                 for task in [t for t in pending if t in overdue_at and overdue_at[t] <= now]:
                     del overdue_at[task]
-                    probes[asyncio.ensure_future(self._probe(addresses[calls[task]]))] = task
+                    r = calls[task]
+                    probes[asyncio.ensure_future(self._probe(addresses[r], self._probe_timeout(active, r)))] = task
         finally:
             for task in pending:
                 task.cancel()

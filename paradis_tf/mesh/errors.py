@@ -28,6 +28,11 @@ class NodeError(MeshError):
         self.details = details
 
 
+class ProgramReplacedError(MeshError):
+    """The hardware behind a role now runs another partition (a serial board holds one): the request belongs to
+    an activation that was replaced; the node answers FAILED_PRECONDITION and the coordinator re-plans."""
+
+
 class NoPlanFitsError(MeshError):
     """No plan of the bundle fits the healthy nodes' capacities."""
 

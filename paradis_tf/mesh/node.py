@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from paradis_tf import __version__
 from paradis_tf.mesh import limits, security, tensors
 from paradis_tf.mesh._proto import mesh_pb2, mesh_pb2_grpc
-from paradis_tf.mesh.errors import DeployError, MeshError, TensorError
+from paradis_tf.mesh.errors import DeployError, MeshError, ProgramReplacedError, TensorError
 from paradis_tf.mesh.mailbox import Mailbox, MailboxFull
 from paradis_tf.mesh.metrics import MetricsServer, NodeMetrics, check_metrics_listen
 from paradis_tf.mesh.signing import SignatureError
@@ -663,6 +663,9 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                 try:
                     out = await self._in_worker(program.run_segment, j, ins, caller=caller)
                 except Exception as e:  # the interpreter's own errors
+                    replaced = _cause(e, ProgramReplacedError)
+                    if replaced is not None:
+                        raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{replaced}; re-plan") from None
                     raise _Abort(grpc.StatusCode.INTERNAL, f"segment {j} failed: {type(e).__name__}: {e}") from None
                 compute += time.perf_counter() - t0
                 local[j] = out
@@ -771,6 +774,16 @@ class NodeServicer(mesh_pb2_grpc.NodeServicer):
                 await self._abort(context, _Abort(grpc.StatusCode.INVALID_ARGUMENT,
                                                   f"Probe.{name} of {n:,} bytes is over the limit of {limits.MAX_PROBE_BYTES:,}"))
         return mesh_pb2.ProbeReply(payload=bytes(request.reply_bytes))
+
+
+def _cause(e: BaseException, kind: type) -> BaseException | None:
+    """``e`` or the first exception of its ``__cause__`` chain that is a ``kind`` (backends wrap what they raise)."""
+    seen = 0
+    while e is not None and seen < 16:
+        if isinstance(e, kind):
+            return e
+        e, seen = e.__cause__, seen + 1
+    return None
 
 
 def _caller_key(context: grpc.aio.ServicerContext) -> str:
