@@ -10,7 +10,8 @@ NODE = RUNTIME + ["grpcio>=1.85.1", "grpcio-health-checking>=1.85", "protobuf>=7
                   "prometheus-client>=0.20", "pillow>=10"]
 BRIDGE = NODE + ["pyserial>=3.5", "cobs>=1.2", "tflite-micro"]
 # jax: tools/jax_mirror.py (the benchmark recipe on an accelerator) and its tests.
-DEV = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6", "grpcio-tools==1.85.1", "tqdm>=4", "jax>=0.10"]
+# matplotlib: the plot of tools/bench_network.py (docs/BENCHMARKS.md) and its test.
+DEV = ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6", "grpcio-tools==1.85.1", "tqdm>=4", "jax>=0.10", "matplotlib>=3.8"]
 
 setup(
     name="paradis-tf",
