@@ -18,8 +18,9 @@ Per link: the rate with ``tc tbf`` on both directions (the link namespace's
 end toward the node and its end toward the hub). Delay, jitter and loss with ``tc
 netem`` where the kernel has it (probed at start), else with a userspace relay
 in the node's namespace in front of the daemon (`Relay`: per-chunk delay and
-jitter; a TCP stream cannot lose bytes, so a lost segment is modelled as a
-stall of one RTO). `Testbed.record` says which one a run used. Per node, a CPU
+jitter; a TCP stream cannot lose bytes, so a lost segment is modelled as the
+stall TCP's recovery would cause: fast retransmit, tail loss probe or
+retransmission timeout). `Testbed.record` says which one a run used. Per node, a CPU
 quota in its own cgroup (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``).
 
 Needs root. Everything a run creates carries its run id: `Testbed.close` (also
@@ -348,8 +349,8 @@ class Relay:
     direction, is held for ``delay_ms +- jitter_ms`` (uniform) of every link it crosses: this node's link and, when
     the connection comes from another node of the testbed (by source address, ``sources``), that node's link too;
     order is kept (a chunk never overtakes the one before it). A TCP stream cannot lose bytes: each of the chunk's
-    segments (``MSS`` bytes) is lost with ``loss_pct`` per link, and a chunk with a lost segment is held one more
-    ``rto_ms`` (a retransmission timeout), stalling the stream behind it as TCP does.
+    segments (``MSS`` bytes) is lost with ``loss_pct`` per link, and a chunk with a lost segment is held as long
+    as TCP's recovery would take (`chunk_delay`), stalling the stream behind it as TCP does.
 
     The upstream connection is made from ``127.x.y.z`` for a source ``w.x.y.z``, so the daemon behind it still
     tells its callers apart. Connection setup is not delayed; the data is.
@@ -440,13 +441,31 @@ class Relay:
                 pass
 
     def chunk_delay(self, n_bytes: int, links: Sequence[Link], rng: random.Random) -> float:
-        """Seconds a chunk of ``n_bytes`` is held crossing ``links``."""
+        """Seconds a chunk of ``n_bytes`` is held crossing ``links``.
+
+        Each of its ``MSS`` segments is lost with each link's ``loss_pct``; a loss is repaired as Linux TCP
+        repairs it: with three or more segments after it, by fast retransmit (one more round trip of the links);
+        in the last three (a tail loss), by the tail loss probe (two round trips, at least 10 ms); a lone segment
+        (a small message) waits out ``rto_ms`` (the probe timer's delayed-ACK bound), as does a tail loss whose
+        probe is lost too.
+        """
         d = 0.0
         segments = max(1, math.ceil(n_bytes / MSS))
+        rtt = sum(2 * link.delay_ms for link in links)
         for link in links:
             d += max(0.0, link.delay_ms + (rng.uniform(-link.jitter_ms, link.jitter_ms) if link.jitter_ms else 0.0))
-            if link.loss_pct and rng.random() < 1.0 - (1.0 - link.loss_pct / 100.0) ** segments:
+            if not link.loss_pct:
+                continue
+            p = link.loss_pct / 100.0
+            last = max((i for i in range(segments) if rng.random() < p), default=None)
+            if last is None:
+                continue
+            if segments == 1:
                 d += self.rto_ms
+            elif last < segments - 3:
+                d += rtt
+            else:
+                d += max(2 * rtt, 10.0) + (self.rto_ms if rng.random() < p else 0.0)
         return d / 1000.0
 
     def _pipe(self, src: socket.socket, dst: socket.socket, links: list[Link], rng: random.Random,

@@ -138,7 +138,32 @@ def test_relay_adds_the_delay_of_each_link_it_crosses(bench, echo):
     assert statistics.median(rtts) < 2 * (10 + 2 + 20) / 1000 + 0.05, rtts
 
 
-def test_relay_models_a_lost_segment_as_a_stall_of_one_rto_and_keeps_the_stream_whole(bench, echo):
+class _Draws:
+    """Given `random()` values (the loss draws), in order."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def random(self):
+        return self.values.pop(0)
+
+
+def test_a_lost_segment_costs_what_tcp_recovery_costs(bench):
+    relay = bench.Relay(("127.0.0.1", 0), ("127.0.0.1", 9), bench.Link(), rto_ms=200)
+    link = bench.Link(delay_ms=4, loss_pct=1)  # a round trip of 8 ms
+    lost, kept = 0.0, 0.5  # draws below / above the 1 % loss chance
+    # a lone segment lost: the probe timer's delayed-ACK bound (rto_ms)
+    assert relay.chunk_delay(100, [link], _Draws([lost])) == pytest.approx((4 + 200) / 1000)
+    # ten segments, the second lost: fast retransmit, one more round trip
+    assert relay.chunk_delay(10 * bench.MSS, [link], _Draws([kept, lost] + [kept] * 8)) == pytest.approx((4 + 8) / 1000)
+    # the last one lost: the tail loss probe, two round trips (at least 10 ms) ...
+    assert relay.chunk_delay(10 * bench.MSS, [link], _Draws([kept] * 9 + [lost, kept])) == pytest.approx((4 + 16) / 1000)
+    # ... and the retransmission timeout on top when the probe is lost too
+    assert relay.chunk_delay(10 * bench.MSS, [link], _Draws([kept] * 9 + [lost, lost])) == pytest.approx((4 + 216) / 1000)
+    assert relay.chunk_delay(10 * bench.MSS, [link], _Draws([kept] * 10)) == pytest.approx(4 / 1000)
+
+
+def test_relay_stalls_a_stream_with_lost_segments_and_keeps_it_whole(bench, echo):
     relay = bench.Relay(("127.0.0.1", 0), echo.sock.getsockname(), bench.Link(delay_ms=1, loss_pct=99.999),
                         rto_ms=150, seed=2).start()
     try:
