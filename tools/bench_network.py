@@ -274,16 +274,13 @@ def measure_single(tb, bundle: Path, x_path: Path, n: int) -> tuple[list[float],
 def prediction_detail(c, plan, addresses: tuple[str, ...]) -> dict | None:
     """What the prediction of ``plan`` on ``addresses`` is made of: `predict_plan` over the coordinator's node
     models and per-call cost, as `Coordinator._predict` calls it (its private state: a diagnosis, not an API)."""
-    from paradis_tf.mesh.predict import predict_plan
-
-    models = {a: c._node_model(a) for a in set(addresses)}
-    overhead = c._rpc_overhead_s()
-    got = predict_plan(plan, addresses, models, rpc_overhead_s=overhead)
+    got, models = c._prediction(plan, addresses)
     if got is None:
         return None
     ms = lambda v: None if v is None else round(v * 1e3, 3)  # noqa: E731
     return {"latency_ms": ms(got.latency_s), "input_ms": ms(got.input_s), "compute_ms": ms(got.compute_s),
-            "exchange_ms": ms(got.exchange_s), "output_ms": ms(got.output_s), "rpc_overhead_ms": ms(overhead),
+            "exchange_ms": ms(got.exchange_s), "output_ms": ms(got.output_s),
+            "rpc_overhead_ms": [ms(models[a].rpc_overhead_s) for a in addresses],
             "role_compute_ms": [ms(models[a].role_s(plan, r)) for r, a in enumerate(addresses)],
             "critical_path": list(got.critical_path)}
 

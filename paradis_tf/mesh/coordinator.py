@@ -64,7 +64,7 @@ from paradis_tf.mesh.errors import DeployError, MeshError, NodeError, NoPlanFits
 from paradis_tf.runtime.program import fuse
 from paradis_tf.quant import QTensor, convert
 from paradis_tf.mesh.placement import NodeCandidate, Objective, Placement, choose_by_objective, choose_placement
-from paradis_tf.mesh.predict import Link, NodeModel, predict_plan
+from paradis_tf.mesh.predict import Link, NodeModel, Prediction, predict_plan
 from paradis_tf.mesh.program import model_input_spec
 from paradis_tf.mesh.signing import SIGNATURE_FILE
 
@@ -229,15 +229,33 @@ class _Active:
 
 
 class _RoundTrips:
-    """The last round trips of one node for one (plan, role)."""
+    """The last round trips of one node for one (plan, role).
 
-    __slots__ = ("samples",)
+    A percentile is computed again after every `REFRESH` new samples, not on
+    every call: every role call of every request asks for it.
+    """
+
+    REFRESH = 8
+    __slots__ = ("samples", "_cached", "_fresh")
 
     def __init__(self, window: int) -> None:
         self.samples: collections.deque[float] = collections.deque(maxlen=window)
+        self._cached: dict[float, float] = {}
+        self._fresh = 0  # samples added since the cache was filled
+
+    def append(self, seconds: float) -> None:
+        self.samples.append(seconds)
+        self._fresh += 1
+        if self._fresh >= self.REFRESH:
+            self._cached.clear()
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(np.fromiter(self.samples, dtype=np.float64), q))
+        got = self._cached.get(q)
+        if got is None:
+            if not self._cached:
+                self._fresh = 0
+            got = self._cached[q] = float(np.percentile(np.fromiter(self.samples, dtype=np.float64), q))
+        return got
 
 
 _KEEP = object()  # `_replan`: keep the current pin
@@ -351,8 +369,10 @@ class Coordinator:
         self.links: dict[str, Link] = {}
         # compute time (s) per (address, plan, role): the activation's measure, then live RunReply.compute_ms
         self._compute: dict[tuple[str, str, int], collections.deque[float]] = {}
-        # per Run call: round trip - compute - peer wait - link time (the software cost of a call)
-        self._overhead: collections.deque[float] = collections.deque(maxlen=256)
+        # per Run call: round trip - compute - peer wait - link time (the software cost of a call), by (address,
+        # roles of the plan): the coordinator sends and takes a plan's calls one after another, so a call of a
+        # four-role plan costs more than one of a single-role plan
+        self._overhead: dict[tuple[str, int], collections.deque[float]] = {}
         self._id = uuid.uuid4().hex[:8]
         self._seq = itertools.count()
         self._bundle: Bundle | None = None
@@ -866,14 +886,29 @@ class Coordinator:
             spec = active.input_specs[role]
             nbytes = (spec.nbytes if spec is not None else 0) + sum(len(o.tensor.data) for o in reply.outputs)
             net = link.one_way_s(nbytes) + link.rtt_s / 2
-            self._overhead.append(max(0.0, seconds - (reply.compute_ms + reply.wait_ms) / 1000 - net))
+            key = (address, len(active.placement.addresses))
+            q = self._overhead.get(key)
+            if q is None:
+                q = self._overhead[key] = collections.deque(maxlen=256)
+            q.append(max(0.0, seconds - (reply.compute_ms + reply.wait_ms) / 1000 - net))
 
-    def _rpc_overhead_s(self) -> float:
-        """The software cost of one call beyond compute and link time: measured live (10th percentile), else 1 ms."""
-        # a low percentile: calls under load also waited behind other requests on their node
-        return float(np.percentile(self._overhead, 10)) if len(self._overhead) >= 8 else 0.001
+    def _rpc_overhead_s(self, address: str | None = None, roles: int | None = None) -> float:
+        """The software cost of one call beyond compute and link time, measured live (median; 1 ms before any).
 
-    def _node_model(self, address: str) -> NodeModel:
+        The samples of ``address`` in plans of ``roles`` roles where there are
+        8 or more, else that node's at any plan size, else every node's.
+        """
+        def median(qs) -> float | None:
+            values = [v for q in qs for v in q]
+            return float(np.median(values)) if len(values) >= 8 else None
+
+        for pick in ((lambda a, n: a == address and n == roles), (lambda a, n: a == address), (lambda a, n: True)):
+            got = median(q for (a, n), q in self._overhead.items() if pick(a, n))
+            if got is not None:
+                return got
+        return 0.001
+
+    def _node_model(self, address: str, roles: int | None = None) -> NodeModel:
         compute = {(p, r): float(np.median(q)) for (a, p, r), q in self._compute.items() if a == address and q}
         per_mac = []
         if self._bundle is not None:
@@ -885,11 +920,15 @@ class Coordinator:
         else:
             info = self._nodes[address].info
             spm = 2.0 / (max(info.speed_score, 1e-6) * 1e9) if info is not None and info.speed_score > 0 else None
-        return NodeModel(address, self.links.get(address, Link()), compute, spm)
+        return NodeModel(address, self.links.get(address, Link()), compute, spm, self._rpc_overhead_s(address, roles))
+
+    def _prediction(self, plan: Plan, addresses: tuple[str, ...]) -> tuple[Prediction | None, dict[str, NodeModel]]:
+        """The prediction of ``plan`` on ``addresses`` and the node models it was made from."""
+        models = {a: self._node_model(a, len(addresses)) for a in set(addresses)}
+        return predict_plan(plan, addresses, models, rpc_overhead_s=self._rpc_overhead_s(roles=len(addresses))), models
 
     def _predict(self, plan: Plan, addresses: tuple[str, ...]) -> float | None:
-        models = {a: self._node_model(a) for a in set(addresses)}
-        got = predict_plan(plan, addresses, models, rpc_overhead_s=self._rpc_overhead_s())
+        got = self._prediction(plan, addresses)[0]
         return None if got is None else got.latency_s
 
     def predictions(self) -> list[Placement]:
@@ -935,7 +974,7 @@ class Coordinator:
         rt = self._round_trips.get(key)
         if rt is None:
             rt = self._round_trips[key] = _RoundTrips(self.stall.window)
-        rt.samples.append(seconds)
+        rt.append(seconds)
 
     async def _answers_health(self, address: str, timeout: float = 0.25) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -15,9 +15,13 @@ walks that graph with
   (`NodeModel.compute_s`, measured by the node at activation and from live
   ``RunReply.compute_ms``), else the role's MACs at the node's measured
   seconds per MAC, split between a role's segments by their MACs;
-* a fixed software cost per RPC (``rpc_overhead_s``: serialization, event
-  loops, the interpreter hand-over), paid once per role call and once per
-  exchange.
+* a software cost per RPC (``rpc_overhead_s``: serialization, event
+  loops, the interpreter hand-over; per node where measured), paid once per
+  role call and once per exchange;
+* the coordinator's own serial work (``coordinator_call_s``): it prepares
+  and sends the role calls one after another (role k's call leaves after k
+  others) and takes the replies in one event loop (each reply after the
+  first waits for the one before).
 
 The latency is when the last fusion output reaches the coordinator; every
 stage of that path is in `Prediction.critical_path`.
@@ -51,13 +55,16 @@ class NodeModel:
 
     ``compute_s`` maps (plan, role) to the role's measured time at batch 1;
     ``seconds_per_mac`` stands in for roles never measured on the node
-    (None: unknown, such roles cannot be predicted).
+    (None: unknown, such roles cannot be predicted). ``rpc_overhead_s`` is
+    the node's own measured cost of a call beyond compute and link (a slow
+    board decodes and answers slowly too), else `predict_plan`'s default.
     """
 
     address: str
     link: Link = Link()
     compute_s: Mapping[tuple[str, int], float] = field(default_factory=dict)
     seconds_per_mac: float | None = None
+    rpc_overhead_s: float | None = None  # this node's software cost per call (None: the plan-wide default)
 
     def role_s(self, plan: Plan, role: int) -> float | None:
         t = self.compute_s.get((plan.name, role))
@@ -104,8 +111,13 @@ def predict_plan(
     rpc_overhead_s: float = 0.0,
     coordinator_rate_bytes_per_s: float = math.inf,
     segment_macs: Mapping[SegmentRef, int] | None = None,
+    coordinator_call_s: float = 0.0,
 ) -> Prediction | None:
-    """The latency of one request of ``plan`` with role k on ``addresses[k]`` (None: a role's compute is unknown)."""
+    """The latency of one request of ``plan`` with role k on ``addresses[k]`` (None: a role's compute is unknown).
+
+    ``coordinator_call_s`` is the coordinator's serial time per role call
+    (half sending, half taking the reply).
+    """
     if len(addresses) != len(plan.devices):
         raise ValueError(f"plan {plan.name!r} has {len(plan.devices)} roles; {len(addresses)} addresses given")
     models = [nodes[a] for a in addresses]
@@ -124,13 +136,15 @@ def predict_plan(
                     seen = True
     total_in = sum(in_bytes.values())
     shared = total_in / coordinator_rate_bytes_per_s if math.isfinite(coordinator_rate_bytes_per_s) else 0.0
+    over = [m.rpc_overhead_s if m.rpc_overhead_s is not None else rpc_overhead_s for m in models]
+    send = coordinator_call_s / 2
     start = {}
     for r, m in enumerate(models):
         nbytes = in_bytes.get(r, 0)
         if nbytes:
-            start[r] = rpc_overhead_s + max(m.link.one_way_s(nbytes), m.link.rtt_s / 2 + shared)
+            start[r] = r * send + over[r] + max(m.link.one_way_s(nbytes), m.link.rtt_s / 2 + shared)
         else:
-            start[r] = rpc_overhead_s + m.link.rtt_s / 2  # the Run call itself still travels
+            start[r] = r * send + over[r] + m.link.rtt_s / 2  # the Run call itself still travels
     done: dict[SegmentRef, float] = {}
     path: dict[SegmentRef, tuple[str, ...]] = {}
     exch: dict[SegmentRef, float] = {}
@@ -156,7 +170,7 @@ def predict_plan(
             a, b = models[src.device].link, models[r].link
             rate = min(a.rate_bytes_per_s, b.rate_bytes_per_s)
             nbytes = plan.segment(src).output.nbytes
-            hop = rpc_overhead_s + a.rtt_s / 2 + b.rtt_s / 2 + (nbytes / rate if math.isfinite(rate) else 0.0)
+            hop = over[src.device] + a.rtt_s / 2 + b.rtt_s / 2 + (nbytes / rate if math.isfinite(rate) else 0.0)
             if finish(src) + hop > ready:
                 ready = done[src] + hop
                 why = path[src] + (f"exchange role {src.device} -> {r} ({nbytes:,} B)",)
@@ -172,6 +186,17 @@ def predict_plan(
         if t > end:
             end, last = t, ref
     assert last is not None
+    take = coordinator_call_s - send
+    if take > 0:  # every role's reply (outputs or not) is taken in arrival order, one after another
+        arrivals = []
+        for d in plan.devices:
+            out_bytes = sum(plan.segment(ref).output.nbytes for ref in plan.fusion.outputs if ref.device == d.role)
+            arrivals.append(finish(SegmentRef(d.role, len(d.segments) - 1)) + models[d.role].link.one_way_s(out_bytes)
+                            if out_bytes else finish(SegmentRef(d.role, len(d.segments) - 1)) + models[d.role].link.rtt_s / 2)
+        free = 0.0
+        for t in sorted(arrivals):
+            free = max(free, t) + take
+        end = max(end, free)
     r = last.device
     return Prediction(
         plan=plan.name,

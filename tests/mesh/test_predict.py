@@ -40,6 +40,31 @@ def test_links_cost_half_a_round_trip_each_way_plus_bytes_over_rate(bundle4):
     assert q.input_s == pytest.approx(0.001 + 0.002 + cost.input_broadcast_bytes / 5e5)
 
 
+def test_a_node_s_own_call_cost_and_the_coordinator_s_serial_work(bundle4):
+    plan = load(bundle4).plan("4x0.25")
+    cost = plan_cost(plan)
+    link = Link(rate_bytes_per_s=1e7, rtt_s=0.002)
+    compute = {("4x0.25", r): 0.010 for r in range(4)}
+    nodes = {f"n{k}": NodeModel(f"n{k}", link, compute) for k in range(4)}
+    d = cost.devices[0]
+    trip = 0.001 + d.input_bytes / 1e7 + 0.010 + 0.001 + d.output_bytes / 1e7  # every role alike
+    assert predict_plan(plan, list(nodes), nodes, rpc_overhead_s=0.001).latency_s == pytest.approx(0.001 + trip)
+    # a slow board's software cost is its own: the default applies to the others
+    nodes["n3"] = NodeModel("n3", link, compute, rpc_overhead_s=0.004)
+    p = predict_plan(plan, list(nodes), nodes, rpc_overhead_s=0.001)
+    assert p.latency_s == pytest.approx(0.004 + trip) and p.critical_path[0] == "input to role 3"
+    # the coordinator sends role k's call after k others (half of its per-call time each) and takes the four
+    # replies one after another (the other half each): the last role's reply is taken after the other three
+    nodes["n3"] = NodeModel("n3", link, compute)
+    q = predict_plan(plan, list(nodes), nodes, rpc_overhead_s=0.001, coordinator_call_s=0.002)
+    arrivals = [k * 0.001 + 0.001 + trip for k in range(4)]
+    free = 0.0
+    for t in arrivals:
+        free = max(free, t) + 0.001
+    assert q.latency_s == pytest.approx(free)
+    assert q.latency_s > predict_plan(plan, list(nodes), nodes, rpc_overhead_s=0.001).latency_s + 0.003
+
+
 def test_sequential_plans_pay_every_hop_and_sync_plans_their_exchange(bundle_sync):
     b = load(bundle_sync)
     link = Link(rate_bytes_per_s=2e6, rtt_s=0.002)
@@ -136,13 +161,15 @@ def test_a_coordinator_measures_links_predicts_and_selects_by_latency(tmp_path, 
     with LocalMesh(2, tmp_path / "nodes", capacity=0.25, block_tensorflow=True) as mesh:
         with Coordinator(mesh.addresses, objective="latency") as c:
             c.deploy(b)
+            table = {p.plan: p for p in c.predictions()}  # what select() is about to choose from
             placement = c.select()
             assert set(c.links) == set(mesh.addresses)
             assert all(0 < l.rtt_s < 0.5 and l.rate_bytes_per_s > 1e6 for l in c.links.values())
-            table = {p.plan: p for p in c.predictions()}
             assert set(table) == {"2x0.25", "1x0.25"} and all(p.predicted_ms > 0 for p in table.values())
             fastest = min(table.values(), key=lambda p: p.predicted_ms)
-            assert placement.plan == fastest.plan and placement.predicted_ms == pytest.approx(fastest.predicted_ms, rel=0.5)
+            # the fastest predicted plan, or one as fast within the noise of the links measured again meanwhile
+            assert table[placement.plan].predicted_ms <= 1.1 * fastest.predicted_ms, (placement, table)
+            assert placement.predicted_ms == pytest.approx(table[placement.plan].predicted_ms, rel=0.5)
             np.testing.assert_array_equal(c.infer(images[:4]), LocalRunner(b, placement.plan).predict(images[:4]))
         out = subprocess.run([sys.executable, "-m", "paradis_tf.cli", "mesh", "plan", "--nodes", ",".join(mesh.addresses),
                               "--objective", "latency", "--json"], capture_output=True, text=True, timeout=120)
