@@ -18,7 +18,9 @@ one run measures side by side:
 * ``single``: the whole 1x1.0 network on one board with no network at all
   (`LocalRunner` in node 0's namespace and CPU quota);
 * ``chosen``: what the planner picks by itself (``Objective("latency")``,
-  an automatic `select()`), measured on the placement it picked.
+  an automatic `select()` once, after the warm-up), that plan measured in
+  every round (``select(plan)``: the plan the planner chose, not a new
+  choice per round, which would follow the noise of the latest requests).
 
 Per row: p50/p99 latency with 1 request in flight, throughput at 1 and 8 in
 flight, the bytes each node's link carried per inference (the testbed's
@@ -394,9 +396,9 @@ def run_model(tb, model: str, groups: list[tuple[Path, dict[str, str]]], *, requ
                     row.wall1 += wall
                     row.rounds.append({"p50_ms": round(float(np.median(lat)) * 1e3, 3)})
                     continue
-                if label == CHOSEN:
+                if label == CHOSEN:  # the planner's one choice, made before any timed request
                     c = main
-                    c.select()
+                    c.select(chosen.plan)
                 else:
                     _, plan, c, _ = by_label[label]
                     c.select(plan)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import collections
 import fcntl
 import ipaddress
 import json
@@ -440,45 +441,73 @@ class Relay:
             except OSError:
                 pass
 
-    def chunk_delay(self, n_bytes: int, links: Sequence[Link], rng: random.Random) -> float:
-        """Seconds a chunk of ``n_bytes`` is held crossing ``links``.
-
-        Each of its ``MSS`` segments is lost with each link's ``loss_pct``; a loss is repaired as Linux TCP
-        repairs it: with three or more segments after it, by fast retransmit (one more round trip of the links);
-        in the last three (a tail loss), by the tail loss probe (two round trips, at least 10 ms); a lone segment
-        (a small message) waits out ``rto_ms`` (the probe timer's delayed-ACK bound), as does a tail loss whose
-        probe is lost too.
-        """
+    def chunk_delay(self, n_bytes: int, links: Sequence[Link], rng: random.Random) -> tuple[float, int | None]:
+        """How a chunk of ``n_bytes`` crosses ``links``: seconds of delay and jitter, and the index of its last lost
+        segment (None: none lost; each ``MSS`` segment is lost with each link's ``loss_pct``)."""
         d = 0.0
         segments = max(1, math.ceil(n_bytes / MSS))
-        rtt = sum(2 * link.delay_ms for link in links)
+        lost: int | None = None
         for link in links:
             d += max(0.0, link.delay_ms + (rng.uniform(-link.jitter_ms, link.jitter_ms) if link.jitter_ms else 0.0))
-            if not link.loss_pct:
-                continue
-            p = link.loss_pct / 100.0
-            last = max((i for i in range(segments) if rng.random() < p), default=None)
-            if last is None:
-                continue
-            if segments == 1:
-                d += self.rto_ms
-            elif last < segments - 3:
-                d += rtt
-            else:
-                d += max(2 * rtt, 10.0) + (self.rto_ms if rng.random() < p else 0.0)
-        return d / 1000.0
+            if link.loss_pct:
+                p = link.loss_pct / 100.0
+                last = max((i for i in range(segments) if rng.random() < p), default=None)
+                if last is not None:
+                    lost = last if lost is None else max(lost, last)
+        return d / 1000.0, lost
+
+    def recovery_s(self, following: int, links: Sequence[Link], lone: bool, rng: random.Random) -> float:
+        """Seconds TCP takes to repair a lost segment, as Linux does it.
+
+        ``following``: segments sent after the lost one before its recovery would start (the rest of its chunk and
+        what the stream carried behind it within the link delay); ``lone``: the segment was the only one in flight.
+        Three or more following: fast retransmit, one more round trip. Fewer (a tail loss): the tail loss probe,
+        two round trips, at least 10 ms; a lone segment's probe waits out ``rto_ms`` (its timer's delayed-ACK
+        bound), as does a tail loss whose probe is lost too.
+        """
+        rtt = sum(2 * link.delay_ms for link in links)
+        if following >= 3:
+            return rtt / 1000.0
+        if lone:
+            return self.rto_ms / 1000.0
+        p = max((link.loss_pct for link in links), default=0.0) / 100.0
+        return (max(2 * rtt, 10.0) + (self.rto_ms if rng.random() < p else 0.0)) / 1000.0
 
     def _pipe(self, src: socket.socket, dst: socket.socket, links: list[Link], rng: random.Random,
               done: threading.Barrier) -> None:
         q: queue.SimpleQueue = queue.SimpleQueue()
+        window = sum(link.delay_ms for link in links) / 1000.0 + 0.002  # what may follow a loss before it is noticed
 
         def write() -> None:
             broken = False
-            while True:
-                item = q.get()
+            behind: collections.deque = collections.deque()  # items taken from q ahead of their turn
+            stall_until = 0.0
+            ended = False
+            while behind or not ended:
+                item = behind.popleft() if behind else q.get()
                 if item is None:
-                    break
-                release, data = item
+                    ended = True
+                    continue
+                arrival, release, data, lost, lone = item
+                if lost is not None and not broken:
+                    # what the stream carries behind the loss decides how TCP repairs it: look at what arrived
+                    # within the window after this chunk
+                    wait = arrival + window - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                    while True:
+                        try:
+                            nxt = q.get_nowait()
+                        except queue.Empty:
+                            break
+                        behind.append(nxt)
+                        if nxt is None:
+                            break
+                    following = max(1, math.ceil(len(data) / MSS)) - 1 - lost
+                    following += sum(max(1, math.ceil(len(b[2]) / MSS)) for b in behind
+                                     if b is not None and b[0] <= arrival + window)
+                    stall_until = max(stall_until, release + self.recovery_s(following, links, lone, rng))
+                release = max(release, stall_until)
                 if broken:
                     continue
                 wait = release - time.monotonic()
@@ -502,13 +531,18 @@ class Relay:
         writer = threading.Thread(target=write, name="relay-write", daemon=True)
         writer.start()
         last = 0.0
+        previous = -math.inf  # when the chunk before arrived
         try:
             while True:
                 data = src.recv(self.CHUNK)
                 if not data:
                     break
-                last = max(last, time.monotonic() + self.chunk_delay(len(data), links, rng))
-                q.put((last, data))
+                now = time.monotonic()
+                delay, lost = self.chunk_delay(len(data), links, rng)
+                last = max(last, now + delay)
+                lone = len(data) <= MSS and now - previous > window
+                q.put((now, last, data, lost, lone))
+                previous = now
         except OSError:
             pass
         q.put(None)
