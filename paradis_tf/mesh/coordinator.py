@@ -226,6 +226,7 @@ class _Active:
     input_specs: tuple[TensorSpec | None, ...]  # per role
     role_latency_s: tuple[float, ...] = ()  # per role, each node's measure at activation
     waits_for_peers: tuple[bool, ...] = ()  # per role: takes a feature map from another role
+    feeds_peers: tuple[bool, ...] = ()  # per role: pushes a feature map to another role before it answers
 
 
 class _RoundTrips:
@@ -817,8 +818,12 @@ class Coordinator:
         waits = tuple(
             any(i.source is not None and i.source.device != d.role for seg in d.segments for i in seg.inputs) for d in plan_obj.devices
         )
+        feeds = tuple(
+            any(i.source is not None and i.source.device == r for d in plan_obj.devices if d.role != r
+                for seg in d.segments for i in seg.inputs) for r in range(len(plan_obj.devices))
+        )
         self._generation += 1
-        return _Active(placement, plan_obj, aid, self._generation, specs, tuple(latency_s), waits)
+        return _Active(placement, plan_obj, aid, self._generation, specs, tuple(latency_s), waits, feeds)
 
     def _mark_down(self, address: str, why: str) -> None:
         node = self._nodes[address]
@@ -882,7 +887,8 @@ class Coordinator:
         if reply.compute_ms > 0:
             self._record_compute(address, plan, role, reply.compute_ms / 1000)
         link = self.links.get(address)
-        if link is not None:
+        # a role that feeds peers answers after its pushes: its round trip holds an exchange, not only a call
+        if link is not None and not (role < len(active.feeds_peers) and active.feeds_peers[role]):
             spec = active.input_specs[role]
             nbytes = (spec.nbytes if spec is not None else 0) + sum(len(o.tensor.data) for o in reply.outputs)
             net = link.one_way_s(nbytes) + link.rtt_s / 2
