@@ -10,14 +10,6 @@ pytestmark = pytest.mark.slow  # converts a model and runs four node daemons
 TOOL = "bench_mesh"
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tool, tmp_path_factory):
-    """The sync-layer bundle of tests/mesh (plans 1x1.0, 2x0.5, seq-2), built by tools/fuzz_mesh.py's recipe."""
-    out = tmp_path_factory.mktemp("bundle") / "tinysync"
-    tool("fuzz_mesh").build_bundle(out)
-    return out
-
-
 def test_tls_and_plaintext_are_measured_side_by_side(bench, tiny_bundle, tmp_path):
     x = np.random.default_rng(0).random((28, 28, 1), dtype=np.float32)
     res = bench.tls_vs_plaintext(tiny_bundle, x, n=12, rounds=2, root=tmp_path, plans=("2x0.5", "seq-2"))

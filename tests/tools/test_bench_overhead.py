@@ -3,19 +3,11 @@ itself uses MobileNet 224)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow  # converts a model and starts a node daemon and an echo server
 
 TOOL = "bench_overhead"
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tool, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle") / "tinysync"
-    tool("fuzz_mesh").build_bundle(out)
-    return out
 
 
 def test_overhead_and_its_floor_are_measured_side_by_side(tool, tiny_bundle):

@@ -306,14 +306,6 @@ def test_cpu_quota_is_applied(bench, bed):
     assert 0.05 < share <= 0.3 * 1.25, share
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tool, tmp_path_factory):
-    """The sync-layer bundle of tests/mesh (plans 1x1.0, 2x0.5, seq-2), built by tools/fuzz_mesh.py's recipe."""
-    out = tmp_path_factory.mktemp("bundle") / "tinysync"
-    tool("fuzz_mesh").build_bundle(out)
-    return out
-
-
 @needs_root
 @pytest.mark.slow  # converts a model
 def test_a_coordinator_serves_through_the_testbed(bed, tiny_bundle):
