@@ -294,6 +294,10 @@ class Coordinator:
             the links (`measure_links`, at the first such choice) and each
             node's measured compute (`paradis_tf.mesh.predict`).
         probe_interval_s: how often down nodes are probed for re-admission.
+        link_refresh_s: once links are measured, each up node's link is
+            probed again when its measure is this old (one node per watcher
+            tick; None: never). Between probes the per-call cost measured
+            from live calls follows a link that slows down.
         auto_replan: re-plan on failures and re-admissions (else fail requests).
         max_concurrency: requests in flight at once.
         discovery: also find nodes with zeroconf (``_paradis._tcp``, nodes
@@ -343,7 +347,10 @@ class Coordinator:
         stall: StallPolicy | None = None,
         observer: CoordinatorObserver | None = None,
         objective: Objective | str | None = None,
+        link_refresh_s: float | None = 300.0,
     ) -> None:
+        if link_refresh_s is not None and not link_refresh_s > 0:
+            raise ValueError(f"link_refresh_s={link_refresh_s!r}: give seconds > 0, or None to never probe links again")
         if discovery and tls is None and not insecure:
             raise MeshError(
                 "refusing zeroconf discovery without TLS: any host that announces itself would be adopted, given a "
@@ -368,6 +375,8 @@ class Coordinator:
         self.objective = Objective.parse(objective) if isinstance(objective, str) else (objective or Objective())
         #: measured links (`measure_links`), by node address
         self.links: dict[str, Link] = {}
+        self.link_refresh_s = link_refresh_s
+        self._links_at: dict[str, float] = {}  # monotonic time each link was last measured
         # compute time (s) per (address, plan, role): the activation's measure, then live RunReply.compute_ms
         self._compute: dict[tuple[str, str, int], collections.deque[float]] = {}
         # per Run call: round trip - compute - peer wait - link time (the software cost of a call), by (address,
@@ -870,9 +879,11 @@ class Coordinator:
                 down = min([await timed(mesh_pb2.ProbeRequest(reply_bytes=probe_bytes)) for _ in range(3)])
             except grpc.aio.AioRpcError as e:
                 log.warning("link probe of %s failed: %s: %s", address, e.code().name, e.details())
+                self._links_at[address] = time.monotonic()  # tried: the refresh waits its period before the next try
                 continue
             rate = probe_bytes / max(max(up, down) - rtt, 1e-6)
             out[address] = self.links[address] = Link(rate_bytes_per_s=rate, rtt_s=rtt)
+            self._links_at[address] = time.monotonic()
             log.info("link %s: round trip %.2f ms, %.1f Mbit/s", address, rtt * 1000, rate * 8 / 1e6)
         return out
 
@@ -1248,10 +1259,21 @@ class Coordinator:
             await asyncio.sleep(self.probe_interval_s)
             try:
                 await self._probe_down_nodes(health_pb2, health_pb2_grpc)
+                await self._refresh_a_link()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the watcher must outlive any one bad probe
                 log.exception("node watcher: probe failed")
+
+    async def _refresh_a_link(self) -> None:
+        """Probes again the up node whose link measure is oldest, once it is `link_refresh_s` old."""
+        if self.link_refresh_s is None or not self.links:
+            return
+        now = time.monotonic()
+        stale = [(at, a) for a, at in self._links_at.items()
+                 if now - at >= self.link_refresh_s and a in self._nodes and self._nodes[a].up]
+        if stale:
+            await self._measure_links([min(stale)[1]])
 
     async def _probe_down_nodes(self, health_pb2, health_pb2_grpc) -> None:
         """Re-admits down nodes that answer their health check again; re-plans up."""

@@ -179,3 +179,23 @@ def test_a_coordinator_measures_links_predicts_and_selects_by_latency(tmp_path, 
         rec = json.loads(out.stdout)
         assert {r["plan"] for r in rec["plans"]} == {"2x0.25", "1x0.25"} and set(rec["links"]) == set(mesh.addresses)
         assert sum(r["chosen"] for r in rec["plans"]) == 1
+
+
+def test_links_are_probed_again_when_their_measure_is_old(tmp_path):
+    import time
+
+    from paradis_tf.mesh import Coordinator, LocalMesh
+
+    with pytest.raises(ValueError, match="link_refresh_s=0"):
+        Coordinator(["127.0.0.1:1"], link_refresh_s=0)
+    with LocalMesh(2, tmp_path / "nodes", block_tensorflow=True) as mesh:
+        with Coordinator(mesh.addresses, probe_interval_s=0.05, link_refresh_s=0.3) as c:
+            first = dict(c.measure_links())
+            measured_at = dict(c._links_at)
+            assert set(first) == set(mesh.addresses)
+            # the watcher probes each link again once its measure is 0.3 s old, oldest first, one per tick
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not all(c._links_at[a] > measured_at[a] for a in mesh.addresses):
+                time.sleep(0.05)
+            assert all(c._links_at[a] > measured_at[a] for a in mesh.addresses), (measured_at, c._links_at)
+            assert all(c.links[a] is not first[a] and 0 < c.links[a].rtt_s < 0.5 for a in mesh.addresses)
