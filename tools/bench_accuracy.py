@@ -3,7 +3,7 @@
 
 Fashion-MNIST, full 60k train / 10k test, MobileNet v1, one recipe for
 every model. Writes docs/benchmarks/accuracy.json and prints a table (the
-table in docs/BENCHMARKS.md is made from the JSON by `--table`).
+tables in docs/benchmarks/accuracy.md are made from the JSON by `--table`).
 
     python tools/bench_accuracy.py --epochs 8 --width 0.5 --depth 7
 

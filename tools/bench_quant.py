@@ -6,7 +6,7 @@ and measures, on the full test set, the top-1 of the Keras float model and of
 the fused int8 partitions through `litert` and through the real TFLM kernels
 (`tflm`), their top-1 agreement and the largest logit error; plus the TFLM
 arena bytes of every 4x0.25 partition. Writes docs/benchmarks/quant.json;
-`--table` prints the Markdown for docs/BENCHMARKS.md from it.
+`--table` prints the Markdown for docs/benchmarks/quantization.md from it.
 
     python tools/bench_quant.py --model docs/benchmarks/fashion_mnist_paradis_e10_sgd.keras
 

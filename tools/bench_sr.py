@@ -11,7 +11,7 @@ network converted with `convert_model(tile=)`, checked by `sr_qcheck`,
 which runs `LocalRunner` tile by tile), of bicubic upsampling; MACs and
 parameters per device from the bundle's partitions (one tile). Writes
 docs/benchmarks/sr.json, the figure docs/benchmarks/sr_crop.png and
-prints the table (the one in docs/BENCHMARKS.md is made from the JSON by
+prints the table (the one in docs/benchmarks/super_resolution.md is made from the JSON by
 ``--table``).
 
     nice -n 19 python tools/bench_sr.py --channels 32 --blocks 4 --steps 600
