@@ -191,8 +191,7 @@ def predict_plan(
         arrivals = []
         for d in plan.devices:
             out_bytes = sum(plan.segment(ref).output.nbytes for ref in plan.fusion.outputs if ref.device == d.role)
-            arrivals.append(finish(SegmentRef(d.role, len(d.segments) - 1)) + models[d.role].link.one_way_s(out_bytes)
-                            if out_bytes else finish(SegmentRef(d.role, len(d.segments) - 1)) + models[d.role].link.rtt_s / 2)
+            arrivals.append(finish(SegmentRef(d.role, len(d.segments) - 1)) + models[d.role].link.one_way_s(out_bytes))
         free = 0.0
         for t in sorted(arrivals):
             free = max(free, t) + take
