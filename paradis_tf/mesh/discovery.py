@@ -37,6 +37,9 @@ SERVICE_TYPE = "_paradis._tcp.local."
 PROTO = "paradis.mesh.v1"
 DEFAULT_FLEET = "default"
 _MAX_LABEL = 63  # DNS label limit for the instance name
+#: a name announced but not resolved (its SRV/TXT/A answers lost) is asked again after this, doubling up to the max
+RESOLVE_RETRY_S = 0.5
+RESOLVE_RETRY_MAX_S = 10.0
 
 
 def _zeroconf():
@@ -115,11 +118,15 @@ class DiscoveredNode:
     version: str
 
 
-def _decode(info) -> DiscoveredNode | None:
-    props = {
+def _txt(info) -> dict[str, str]:
+    return {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else (v or ""))
         for k, v in (info.properties or {}).items()
     }
+
+
+def _decode(info) -> DiscoveredNode | None:
+    props = _txt(info)
     if props.get("proto") != PROTO:
         return None
     addrs = info.parsed_addresses()
@@ -219,6 +226,11 @@ class NodeBrowser:
         self._on_add, self._on_remove = on_add, on_remove
         self._nodes: dict[str, DiscoveredNode] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        # instance name -> sequence number of its latest announcement (absent once it left)
+        self._wanted: dict[str, int] = {}
+        self._seq = 0
+        self._resolving: set[str] = set()
         self._zc = zc.Zeroconf(interfaces=_interfaces(interfaces), ip_version=zc.IPVersion.V4Only)
         self._browser = zc.ServiceBrowser(self._zc, SERVICE_TYPE, handlers=[self._handler])
 
@@ -226,20 +238,57 @@ class NodeBrowser:
         zc = _zeroconf()
         if state_change is zc.ServiceStateChange.Removed:
             with self._lock:
+                self._wanted.pop(name, None)
                 gone = self._nodes.pop(name, None)
             if gone is not None and self._on_remove is not None:
                 self._on_remove(gone)
             return
-        # Added / Updated: resolve SRV, TXT and A records (zeroconf's thread may block here).
-        info = zeroconf.get_service_info(service_type, name, timeout=3000)
-        node = _decode(info) if info is not None else None
-        if node is None or node.fleet != self.fleet:
-            return
+        # Added / Updated: resolve SRV, TXT and A records in a thread of its own, so that
+        # a slow resolution does not hold up the others and a failed one is retried
+        # (zeroconf reports a name once: a resolution given up would lose the node).
         with self._lock:
-            old = self._nodes.get(name)
-            self._nodes[name] = node
-        if old != node and self._on_add is not None:
-            self._on_add(node)
+            self._seq += 1
+            self._wanted[name] = self._seq
+            if name in self._resolving:
+                return  # the running resolver sees the newer sequence number and resolves again
+            self._resolving.add(name)
+        threading.Thread(target=self._resolve, args=(zeroconf, service_type, name),
+                         name=f"resolve {name}", daemon=True).start()
+
+    def _resolve(self, zeroconf, service_type: str, name: str) -> None:
+        """Resolves ``name`` until it is resolved, leaves, or the browser closes (a resolver per name)."""
+        delay = RESOLVE_RETRY_S
+        with self._lock:
+            want = self._wanted.get(name)
+        while want is not None and not self._closed.is_set():
+            try:
+                info = zeroconf.get_service_info(service_type, name, timeout=3000)
+            except Exception as e:  # zeroconf closed under us, or a malformed record
+                log.debug("resolving %s failed: %s", name, e)
+                info = None
+            # a complete answer of another protocol's service of this type is final; no answer is retried
+            node = _decode(info) if info is not None else None
+            final = info is not None and (node is not None or _txt(info).get("proto") != PROTO)
+            added = None
+            with self._lock:
+                latest = self._wanted.get(name)
+                if latest == want and final:
+                    if node is not None and node.fleet == self.fleet and self._nodes.get(name) != node:
+                        self._nodes[name] = added = node
+                    latest = None
+                if latest is None:
+                    self._resolving.discard(name)  # in the lock: a newer announcement starts a new resolver
+            if added is not None and self._on_add is not None:
+                self._on_add(added)
+            if latest is None:
+                return
+            if latest == want:  # not answered: ask again later
+                log.debug("%s not resolved; asking again in %.1f s", name, delay)
+                self._closed.wait(delay)
+                delay = min(delay * 2, RESOLVE_RETRY_MAX_S)
+            want = latest  # updated while it resolved: resolve the latest at once
+        with self._lock:
+            self._resolving.discard(name)
 
     def nodes(self) -> list[DiscoveredNode]:
         """The fleet's nodes seen so far (and not gone), sorted by node id."""
@@ -247,6 +296,7 @@ class NodeBrowser:
             return sorted(self._nodes.values(), key=lambda n: (n.node_id, n.address))
 
     def close(self) -> None:
+        self._closed.set()
         self._browser.cancel()
         self._zc.close()
 

@@ -43,6 +43,33 @@ def test_discover_finds_the_nodes_of_its_fleet_only(tmp_path):
         assert [n.address for n in gone] == [a.addresses[0]]
 
 
+def test_a_name_whose_resolution_went_unanswered_is_asked_again(wait_for):
+    """zeroconf reports a name once; if its SRV/TXT/A answers are lost (a loaded host) the browser asks again."""
+    import asyncio
+
+    from zeroconf import ServiceStateChange
+
+    from paradis_tf.mesh.discovery import SERVICE_TYPE, NodeBrowser
+
+    fleet, added = _fleet(), []
+    with NodeBrowser(fleet, on_add=added.append, interfaces=[LO]) as browser:
+        browser._browser.cancel()  # only the announcement below reaches the handler
+        ad = Advertisement("node7", LO, 50007, fleet=fleet, capacity=0.5, interfaces=[LO])
+        # announced, but nobody answers its resolution yet (as when the answers are lost)
+        browser._handler(browser._zc, SERVICE_TYPE, ad.name, ServiceStateChange.Added)
+
+        async def serve():
+            await ad.start()
+            try:
+                await asyncio.to_thread(wait_for, lambda: browser.nodes(), 30, "the retried resolution")
+            finally:
+                await ad.close()
+
+        asyncio.run(serve())
+        assert [(n.node_id, n.address, n.capacity) for n in browser.nodes()] == [("node7", f"{LO}:50007", 0.5)]
+        assert added == browser.nodes()
+
+
 @pytest.mark.slow
 def test_coordinator_adopts_a_joining_node_and_drops_one_saying_goodbye(tmp_path, bundle4, images, wait_for):
     fleet = _fleet()

@@ -219,6 +219,25 @@ def test_discovery_without_tls_needs_insecure():
 
 
 @pytest.mark.slow
+def test_the_identity_handshake_with_a_grpc_server_does_not_wait_for_its_close_notify(pki):
+    """A graceful TLS close waits for the peer's close_notify, which a gRPC server may not send: asyncio then
+    waits out its 30 s SSL shutdown timeout and discovery misses the node (seen on a loaded CI host)."""
+    issue(pki, "node5", ["127.0.0.1"], role="node")
+
+    async def go():
+        server = grpc.aio.server()
+        port = security.add_port(server, "127.0.0.1:0", _cfg(pki, "node5"))
+        await server.start()
+        try:
+            # three handshakes in a row, each far below the 30 s shutdown timeout
+            return [await asyncio.wait_for(security.fetch_peer_identity(f"127.0.0.1:{port}", _cfg(pki, "coordinator")), 10)
+                    for _ in range(3)]
+        finally:
+            await server.stop(None)
+
+    assert asyncio.run(go()) == [security.Identity("node5", "node")] * 3
+
+
 def test_a_discovered_node_joins_only_with_a_node_certificate_of_the_fleet(tmp_path, pki):
     fleet = f"t{uuid.uuid4().hex[:8]}"
     advert = ["--advertise", "--fleet", fleet, "--advertise-interface", "127.0.0.1"]
