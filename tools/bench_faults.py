@@ -22,7 +22,10 @@ answered twice: each request's result is checked against `LocalRunner` on the
 plan that answered it), the time from the stall to the first request served
 without the stalled node, p99 during the stall over p99 before (goal: at most
 3), the longest request (goal: at most 1.0 s), and how long after each node's
-return the plan was the widest one again (goal: within 5 s).
+return the plan was the widest one again (goal: within 5 s). Each phase also
+reports the host's own longest stall (``host_stall_ms``: how late a separate
+idle process woke from a 5 ms sleep), so that a request held up by a busy
+shared machine is told apart from one held up by the mesh.
 
 `run_scenario` is also what ``tests/mesh/test_stall.py`` runs.
 """
@@ -75,6 +78,51 @@ class Phase:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    # the longest time a separate idle process waited beyond a 5 ms sleep while this phase ran: the host
+    # itself holding everything up (a shared machine, a stolen CPU), which no fault of the mesh causes
+    host_stall_ms: float = 0.0
+
+
+class _HostStalls:
+    """A child process that sleeps 5 ms in a loop and reports every wake-up late by over 20 ms.
+
+    A separate process, so that this one's GIL does not count: what it sees
+    is the host scheduling nothing for a while. `time.monotonic` is the
+    system-wide CLOCK_MONOTONIC, so its times compare with this process's.
+    """
+
+    _CODE = (
+        "import sys, time\n"
+        "t = time.monotonic()\n"
+        "while True:\n"
+        "    time.sleep(0.005)\n"
+        "    u = time.monotonic()\n"
+        "    if u - t > 0.025:\n"
+        "        print(f'{t!r} {u!r}', flush=True)\n"
+        "    t = u\n"
+    )
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self._proc = subprocess.Popen([sys.executable, "-c", self._CODE], stdout=subprocess.PIPE, text=True)
+        self.gaps: list[tuple[float, float]] = []
+        self._reader = threading.Thread(target=self._read, name="host-stalls", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            t0, t1 = map(float, line.split())
+            self.gaps.append((t0, t1))
+
+    def stop(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        self._reader.join(5)
+
+    def longest_ms(self, t0: float, t1: float) -> float:
+        """The longest late wake-up (beyond the 5 ms sleep) overlapping [t0, t1]."""
+        return max((max(0.0, (b - a) - 0.005) * 1000 for a, b in self.gaps if b > t0 and a < t1), default=0.0)
 
 
 @dataclass
@@ -187,21 +235,33 @@ def _wait(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.0
     return time.monotonic()
 
 
-def _phase(name: str, lat_ms: list[float]) -> Phase:
+def _phase(name: str, lat_ms: list[float], host_stall_ms: float = 0.0) -> Phase:
     a = np.asarray(lat_ms, dtype=np.float64)
     if a.size == 0:
-        return Phase(name, 0, float("nan"), float("nan"), float("nan"))
-    return Phase(name, int(a.size), float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.max()))
+        return Phase(name, 0, float("nan"), float("nan"), float("nan"), host_stall_ms)
+    return Phase(name, int(a.size), float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.max()),
+                 host_stall_ms)
 
 
 def run_scenario(bundle: Path, images: np.ndarray, workdir: Path, *, in_flight: int = 8, before: int = 500,
                  after: int = 500, min_requests: int = 2000, stall_s: float = 5.0, probe_interval_s: float = 0.2,
                  stall: StallPolicy | None = None, log: Callable[[str], None] = lambda s: None) -> FaultReport:
     """Runs the stall-then-kill scenario on four local nodes; see the module docstring."""
+    rec = _Recorder()
+    host = _HostStalls()
+    try:
+        return _scenario(bundle, images, workdir, rec, host, in_flight=in_flight, before=before, after=after,
+                         min_requests=min_requests, stall_s=stall_s, probe_interval_s=probe_interval_s, stall=stall,
+                         log=log)
+    finally:
+        host.stop()
+
+
+def _scenario(bundle, images, workdir, rec, host, *, in_flight, before, after, min_requests, stall_s,
+              probe_interval_s, stall, log) -> "FaultReport":
     from paradis_tf.runtime import LocalRunner
 
     widest = SWITCHES[-1]
-    rec = _Recorder()
     with LocalMesh(4, workdir, capacity=0.25, block_tensorflow=True) as mesh:
         with Coordinator(mesh.addresses, probe_interval_s=probe_interval_s, stall=stall, observer=rec) as c:
             c.deploy(bundle)
@@ -261,7 +321,12 @@ def run_scenario(bundle: Path, images: np.ndarray, workdir: Path, *, in_flight: 
     stall_ms = window(t_stop, t_back1)
     kill_ms = window(t_kill, t_back2)
     after_ms = [lat[r["index"]] for r in answered if r["t_submit"] >= t_back2]
-    phases = [_phase("before", before_ms), _phase("stall", stall_ms), _phase("kill", kill_ms), _phase("after", after_ms)]
+    t_first = min((r["t_submit"] for r in answered), default=t_stop)
+    t_last = max((r["t_end"] for r in answered), default=t_back2)
+    phases = [_phase("before", before_ms, host.longest_ms(t_first, t_stop)),
+              _phase("stall", stall_ms, host.longest_ms(t_stop, t_back1)),
+              _phase("kill", kill_ms, host.longest_ms(t_kill, t_back2)),
+              _phase("after", after_ms, host.longest_ms(t_back2, t_last))]
     first = next((t for t, p in rec.done if t > t_stop and p != widest), None)
     twice = sum(1 for r in records if r["ends"] != 1)
     if twice:
@@ -304,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rep.plan_back_after_cont_s:.2f} s after SIGCONT, {rep.plan_back_after_restart_s:.2f} s after restart")
             for ph in rep.phases:
                 print(f"  {ph.name:7s} {ph.requests:6d} requests  p50 {ph.p50_ms:7.2f} ms  p99 {ph.p99_ms:7.2f} ms  "
-                      f"max {ph.max_ms:7.1f} ms")
+                      f"max {ph.max_ms:7.1f} ms  host stall {ph.host_stall_ms:5.0f} ms")
     record = {
         "benchmark": "faults", "command": "python tools/bench_faults.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()},

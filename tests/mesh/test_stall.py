@@ -17,15 +17,19 @@ def test_a_stalled_node_and_a_killed_node_under_2000_requests(tool, bundle4, ima
                              stall_s=5.0, log=lines.append)
     print("\n".join(lines))
     for ph in rep.phases:
-        print(f"{ph.name}: {ph.requests} requests, p50 {ph.p50_ms:.1f} ms, p99 {ph.p99_ms:.1f} ms, max {ph.max_ms:.1f} ms")
+        print(f"{ph.name}: {ph.requests} requests, p50 {ph.p50_ms:.1f} ms, p99 {ph.p99_ms:.1f} ms, max {ph.max_ms:.1f} ms, "
+              f"host stall {ph.host_stall_ms:.0f} ms")
     assert rep.requests >= 2000
     assert rep.failed == 0, rep.errors
     assert rep.answered == rep.requests and rep.wrong == 0  # each answered once, with the numbers of its plan
-    # no request over 1.0 s; a host that stalls requests by itself before any fault (a shared CI machine running
-    # other tests) shows it in the "before" phase, and that much is not the faults' doing
+    # no request over 1.0 s; a host that stalls requests by itself (a shared CI machine running other tests) shows
+    # it in the "before" phase, or as a separate idle process waking late during the phase, and that much is not
+    # the faults' doing
     before = rep.phase("before")
-    budget = 1000.0 + max(0.0, before.max_ms - 200.0)
-    assert max(rep.phase("stall").max_ms, rep.phase("kill").max_ms, rep.phase("after").max_ms) <= budget, rep.phases
+    for name in ("stall", "kill", "after"):
+        ph = rep.phase(name)
+        budget = 1000.0 + max(0.0, before.max_ms - 200.0, ph.host_stall_ms)
+        assert ph.max_ms <= budget, rep.phases
     assert rep.suspected >= 1 and rep.readmitted >= 2  # the stalled node suspected; both faulty nodes readmitted
     assert rep.first_without_stalled_ms is not None and rep.first_without_stalled_ms < 1000.0
     assert rep.plan_back_after_cont_s <= 5.0 and rep.plan_back_after_restart_s <= 5.0
