@@ -72,7 +72,18 @@ SUPERNET = ipaddress.ip_network("10.213.0.0/16")
 NODE_PORT = 50051
 FIRST_NODE_HOST = 10  # node k is 10.213.X.(10+k); the calling process's end is .1
 TBF_QUEUE_MS = 100  # how long a packet may wait in a tbf queue before it is dropped (a router's buffer)
-CPU_PERIOD_US = 10_000  # a short period, so a slow node is slow evenly rather than stopped for most of 100 ms
+CPU_MIN_QUOTA_US = 1000  # the kernel refuses a smaller quota per period
+
+
+def cpu_period_us(fraction: float) -> int:
+    """The CFS period of a node limited to ``fraction`` of a core: the shortest the kernel allows.
+
+    A short period makes a slow node slow evenly, like a slower CPU; over a
+    long one a short request either runs at full speed from the quota left
+    or stops until the next period. The quota must be at least 1 ms, so the
+    period is 1 ms / fraction (0.35: 2.9 ms, 0.15: 6.7 ms), and 1 ms at least.
+    """
+    return max(1000, math.ceil(CPU_MIN_QUOTA_US / fraction))
 MSS = 1448  # bytes of payload per TCP segment on a 1500-byte link
 RUN_ID = re.compile(r"^[0-9a-f]{6}$")
 _NAMESPACE = re.compile(rf"^{PREFIX}-([0-9a-f]{{6}})-(hub|[nl]\d+)$")
@@ -317,11 +328,12 @@ class CpuControl:
         """Makes cgroup ``name`` limited to ``fraction`` of one core; returns its directory."""
         path = self.base / name
         path.mkdir()
-        quota = max(1000, round(fraction * CPU_PERIOD_US))
+        period = cpu_period_us(fraction)
+        quota = max(CPU_MIN_QUOTA_US, round(fraction * period))
         if self.kind == "cgroup2":
-            (path / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+            (path / "cpu.max").write_text(f"{quota} {period}")
         else:
-            (path / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            (path / "cpu.cfs_period_us").write_text(str(period))
             (path / "cpu.cfs_quota_us").write_text(str(quota))
         return path
 
@@ -1119,10 +1131,11 @@ class Testbed:
             "delay_mechanism": self.delay_mechanism,
             "relay_rto_ms": self.rto_ms if self.delay_mechanism == "relay" else None,
             "cpu_mechanism": self.cpu_control.mechanism if self.cpu_control else "none",
-            "cpu_period_us": CPU_PERIOD_US if self.cpu_control else None,
+            "cpu_period": "the shortest the kernel allows: 1 ms of quota per period" if self.cpu_control else None,
             "nodes": [
                 {"node": k, "address": n.address, "namespace": n.namespace, "link": asdict(n.spec.link),
                  "cpu": n.spec.cpu, "cgroup": str(n.cgroup) if n.cgroup else None,
+                 "cpu_period_us": cpu_period_us(n.spec.cpu) if n.cgroup else None,
                  "relay": self.relays[k] is not None, "qdiscs": self.shaping[k]}
                 for k, n in enumerate(self.nodes)
             ],

@@ -295,7 +295,8 @@ def test_relay_delays_calls_to_the_node(bed):
 def test_cpu_quota_is_applied(bench, bed):
     cg = bed.nodes[0].cgroup
     assert cg is not None and bed.nodes[1].cgroup is None
-    assert bench.CpuControl.limit(cg) == pytest.approx(0.3)
+    assert bench.CpuControl.limit(cg) == pytest.approx(0.3, abs=1e-3)
+    assert bench.cpu_period_us(0.3) == 3334 and bench.cpu_period_us(0.15) == 6667 and bench.cpu_period_us(2.0) == 1000
     assert bed.nodes[0].pid in bench.CpuControl.pids(cg)
     # a busy loop in the node's cgroup gets about 0.3 of a core, not a whole one
     spin = "import time\nc, t = time.process_time(), time.monotonic()\nwhile time.monotonic() - t < 1.0: pass\n" \
