@@ -32,7 +32,8 @@ def _objective_args(p: argparse.ArgumentParser) -> None:
                         "'20ms' (the most accurate plan predicted within it); the latency objectives measure each "
                         "node's link first (default: %(default)s)")
     p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS",
-                   help="with --objective latency: accuracy points below the best that still count (default: %(default)s)")
+                   help="with --objective latency: accuracy points below the best that still count: percentage points of "
+                        "top-1, or dB of PSNR for a super-resolution bundle (default: %(default)s)")
 
 
 def _objective(args):
@@ -98,7 +99,7 @@ def _coordinator(args):
 def _plan(args: argparse.Namespace) -> int:
     import json
 
-    from paradis_tf.mesh.placement import choose_by_objective
+    from paradis_tf.mesh.placement import choose_by_objective, plan_metric
     from paradis_tf.mesh.errors import NoPlanFitsError
 
     objective = _objective(args)
@@ -112,8 +113,9 @@ def _plan(args: argparse.Namespace) -> int:
             chosen, why = None, str(e)
         else:
             why = ""
-    rows = [{"plan": p.plan, "nodes": list(p.addresses), "accuracy": p.accuracy, "predicted_ms": p.predicted_ms,
-             "chosen": chosen is not None and p.plan == chosen.plan} for p in table]
+        metrics = {p.plan: plan_metric(c.bundle.plans[p.plan]) for p in table}
+    rows = [{"plan": p.plan, "nodes": list(p.addresses), "accuracy": p.accuracy, "metric": metrics[p.plan],
+             "predicted_ms": p.predicted_ms, "chosen": chosen is not None and p.plan == chosen.plan} for p in table]
     if args.json:
         print(json.dumps({"objective": str(objective), "chosen": chosen.plan if chosen else None, "why_none": why,
                           "links": {a: {"rtt_ms": l.rtt_s * 1000, "mbit_s": l.rate_bytes_per_s * 8 / 1e6} for a, l in links.items()},
@@ -123,7 +125,12 @@ def _plan(args: argparse.Namespace) -> int:
                                 for a, l in links.items()))
     print(f"{'plan':<16} {'accuracy':>9} {'predicted':>11}  nodes (role order)")
     for r in rows:
-        acc = "-" if r["accuracy"] is None else f"{r['accuracy'] * 100:.2f}%"
+        if r["accuracy"] is None:
+            acc = "-"
+        elif r["metric"] == "psnr_y":
+            acc = f"{r['accuracy']:.2f} dB"
+        else:
+            acc = f"{r['accuracy'] * 100:.2f}%"
         ms = "-" if r["predicted_ms"] is None else f"{r['predicted_ms']:.2f} ms"
         print(f"{r['plan']:<16} {acc:>9} {ms:>11}  {', '.join(r['nodes'])}{'   <- ' + str(objective) if r['chosen'] else ''}")
     if chosen is None:

@@ -23,7 +23,10 @@ Ranking (automatic choice, among the plans of the wanted kinds that fit):
    and 4x0.25 at 86.1% are 0.5 points apart against a bound of 3.0 points,
    so 4x0.25 ranks first; on 100,000 images (bound 0.3 points) 3x0.25 does.
    An entry without ``samples`` has no known noise: its plan is ranked by
-   accuracy alone.
+   accuracy alone. A super-resolution bundle records PSNR instead of top-1
+   (``metric`` ``"psnr_y"``: int8 PSNR with LiteRT, else with another
+   backend, else float, in dB); two PSNRs less than `PSNR_TIE_DB` apart
+   form a group the same way.
 3. Plans without accuracy: wider total width first (slimmable networks gain
    accuracy with width), then fewer devices (less traffic).
 
@@ -33,7 +36,8 @@ Objectives (`Objective`). The ranking above is the ``accuracy`` objective.
 With a latency model (``predict``: plan and role addresses to seconds, e.g.
 `paradis_tf.mesh.predict` over measured links and compute), ``latency``
 takes the plan with the lowest predicted latency among those whose recorded
-accuracy is within ``tolerance`` percentage points of the best fitting one,
+accuracy is within ``tolerance`` points of the best fitting one (percentage
+points of top-1, dB of PSNR),
 and ``budget`` the best-ranked plan predicted within ``budget_ms``. Both try
 every assignment of roles to the nodes they fit (up to `MAX_ASSIGNMENTS`),
 so a role also lands on the node whose link and speed suit it.
@@ -60,7 +64,9 @@ __all__ = [
     "NOISE_Z",
     "NodeCandidate",
     "Placement",
+    "PSNR_TIE_DB",
     "plan_accuracy",
+    "plan_metric",
     "plan_samples",
     "indistinguishable",
     "rank_plans",
@@ -76,6 +82,9 @@ __all__ = [
 
 #: role-to-node assignments a latency objective tries per plan (4 roles on 7 nodes: 840)
 MAX_ASSIGNMENTS = 5040
+#: PSNRs (dB) closer than this rank as equals, more devices first: an order of magnitude below
+#: what int8 costs a switch (0.2-0.3 dB), and LiteRT and TFLM agree to 0.002 dB
+PSNR_TIE_DB = 0.05
 
 
 #: z of the two-proportion bound below which measured accuracies count as equal (95%).
@@ -137,13 +146,32 @@ def role_bytes(device: Device) -> int:
     return sum(s.size + (s.tflm.arena_bytes if s.tflm is not None else 0) for s in device.segments)
 
 
+def plan_metric(plan: Plan) -> str:
+    """What the plan's recorded accuracy measures: ``"psnr_y"`` (dB, super-resolution) or ``"top1"``."""
+    return "psnr_y" if plan.accuracy.get("metric") == "psnr_y" else "top1"
+
+
 def plan_accuracy(plan: Plan) -> float | None:
-    """The accuracy selection ranks by: int8 top-1, else float (None: not measured)."""
-    for key in ("int8", "float"):
+    """The quality selection ranks by (None: not measured).
+
+    A classifier: int8 top-1, else float (a fraction). A super-resolution
+    plan: int8 PSNR with LiteRT, else with another backend, else float (dB).
+    """
+    if plan_metric(plan) == "psnr_y":
+        others = sorted(k for k in plan.accuracy if k.startswith("psnr_int8_"))
+        keys = ["psnr_int8", *others, "psnr_float"]
+    else:
+        keys = ["int8", "float"]
+    for key in keys:
         v = plan.accuracy.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             return float(v)
     return None
+
+
+def _points(plan: Plan) -> float:
+    """An objective's tolerance unit in the plan's accuracy: percentage points of top-1, or dB."""
+    return 1.0 if plan_metric(plan) == "psnr_y" else 100.0
 
 
 def plan_samples(plan: Plan) -> int | None:
@@ -156,7 +184,11 @@ def indistinguishable(a: Plan, b: Plan, z: float = NOISE_Z) -> bool:
     """Whether the recorded accuracies of ``a`` and ``b`` differ by less than their
     sampling noise (module doc); False when either lacks accuracy or sample count."""
     pa, pb, na, nb = plan_accuracy(a), plan_accuracy(b), plan_samples(a), plan_samples(b)
-    if pa is None or pb is None or na is None or nb is None:
+    if pa is None or pb is None or plan_metric(a) != plan_metric(b):
+        return False
+    if plan_metric(a) == "psnr_y":
+        return abs(pa - pb) < PSNR_TIE_DB
+    if na is None or nb is None:
         return False
     p = (pa * na + pb * nb) / (na + nb)
     bound = z * math.sqrt(max(p * (1.0 - p), 0.0) * (1.0 / na + 1.0 / nb))
@@ -278,8 +310,8 @@ class Objective:
     """What an automatic choice optimizes (module doc).
 
     ``accuracy``: the ranking alone. ``latency``: the fastest predicted plan
-    whose accuracy is within ``tolerance`` percentage points of the best
-    fitting plan's (plans without a recorded accuracy take part only when no
+    whose accuracy is within ``tolerance`` points of the best fitting plan's
+    (percentage points of top-1; dB of PSNR for a super-resolution bundle) (plans without a recorded accuracy take part only when no
     fitting plan has one). ``budget``: the best-ranked plan predicted within
     ``budget_ms``.
     """
@@ -368,7 +400,8 @@ def choose_by_objective(
         pool = known
         if measured:
             top = max(p.accuracy for p in measured)
-            pool = [p for p in measured if (top - p.accuracy) * 100 <= objective.tolerance + 1e-9]
+            pool = [p for p in measured
+                    if (top - p.accuracy) * _points(plans[p.plan]) <= objective.tolerance + 1e-9]
         if not pool:
             return table[0], table
         return min(pool, key=lambda p: (p.predicted_ms, table.index(p))), table

@@ -155,3 +155,45 @@ def test_memory_budget_excludes_big_roles():
     assert choose_placement(plans, [NodeCandidate("big:1", 1.0)]).plan == "1x1.0"
     with pytest.raises(NoPlanFitsError, match=r"role 0 needs width 1, 4,000,000 bytes .*m:0: memory budget 3,000,000 bytes < 4,000,000 bytes"):
         choose_placement(plans, small, plan="1x1.0")
+
+
+def sr_plan(name, psnr_int8=None, psnr_float=None, tflm=None):
+    """A super-resolution plan: its accuracy entry records PSNR (dB), as `SRQualityReport.accuracy_record` writes it."""
+    p = plan(name)
+    acc = {"metric": "psnr_y", "samples": 4}
+    for key, v in (("psnr_int8", psnr_int8), ("psnr_float", psnr_float), ("psnr_int8_tflm", tflm)):
+        if v is not None:
+            acc[key] = v
+    return Plan(p.name, p.kind, p.widths, p.fusion, p.devices, acc)
+
+
+def test_super_resolution_plans_rank_by_psnr_and_near_ties_use_more_devices():
+    from paradis_tf.mesh.placement import PSNR_TIE_DB, plan_accuracy, plan_metric
+
+    sr = bundle(sr_plan("1x1.0", 33.50, 33.70), sr_plan("2x0.5", 33.48, 33.60), sr_plan("4x0.25", 33.20, 33.40),
+                sr_plan("1x0.25", None, 33.00, tflm=32.90))
+    assert plan_metric(sr["1x1.0"]) == "psnr_y" and plan_metric(plan("1x1.0", accuracy=0.9)) == "top1"
+    # int8 LiteRT, else another backend's int8, else float
+    assert plan_accuracy(sr["2x0.5"]) == 33.48 and plan_accuracy(sr["1x0.25"]) == 32.90
+    # 1x1.0 and 2x0.5 are 0.02 dB apart (below PSNR_TIE_DB): the two-device plan first; 4x0.25 is 0.3 dB below
+    assert 0.02 < PSNR_TIE_DB < 0.30
+    assert rank_plans(sr) == ["2x0.5", "1x1.0", "4x0.25", "1x0.25"]
+    assert indistinguishable(sr["1x1.0"], sr["2x0.5"]) and not indistinguishable(sr["1x1.0"], sr["4x0.25"])
+    # PSNR in dB is never compared with a top-1 fraction
+    assert not indistinguishable(sr["1x1.0"], plan("1x1.0", accuracy=33.5, samples=100))
+    assert choose_placement(sr, nodes(1.0, 1.0, 1.0, 1.0)).plan == "2x0.5"
+
+
+def test_latency_objective_tolerance_is_in_db_for_super_resolution():
+    from paradis_tf.mesh.placement import Objective, choose_by_objective
+
+    sr = bundle(sr_plan("1x1.0", 33.50), sr_plan("2x0.5", 33.30), sr_plan("4x0.25", 32.90))
+    ms = {"1x1.0": 40.0, "2x0.5": 22.0, "4x0.25": 12.0}
+
+    def predict(p, addresses):
+        return ms[p.name] / 1000
+
+    fleet = nodes(1.0, 1.0, 1.0, 1.0)
+    assert choose_by_objective(sr, fleet, Objective("latency", 0.1), predict)[0].plan == "1x1.0"
+    assert choose_by_objective(sr, fleet, Objective("latency", 0.25), predict)[0].plan == "2x0.5"
+    assert choose_by_objective(sr, fleet, Objective("latency", 0.6), predict)[0].plan == "4x0.25"
