@@ -43,6 +43,7 @@ import concurrent.futures
 import hashlib
 import itertools
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -63,7 +64,7 @@ from paradis_tf.bundle import load as load_bundle
 from paradis_tf.mesh.errors import DeployError, MeshError, NodeError, NoPlanFitsError, RequestFailedError, TensorError
 from paradis_tf.runtime.program import fuse
 from paradis_tf.quant import QTensor, convert
-from paradis_tf.mesh.placement import NodeCandidate, Objective, Placement, choose_by_objective, choose_placement
+from paradis_tf.mesh.placement import NodeCandidate, Objective, Placement, choose_by_objective, choose_placement, fastest_assignment
 from paradis_tf.mesh.predict import Link, NodeModel, Prediction, predict_plan
 from paradis_tf.mesh.program import model_input_spec
 from paradis_tf.mesh.signing import SIGNATURE_FILE
@@ -690,6 +691,8 @@ class Coordinator:
                 whenever nodes fail or come back. A plan name (``"2x0.5"``,
                 ``"seq-2"``): exactly that plan, pinned; re-planning only
                 places it again, never switches to another (module doc).
+                Under a latency objective its roles go where the planner
+                predicts the plan fastest; else by capacity.
 
         Returns:
             The placement now serving: always of the named plan when one is
@@ -753,12 +756,18 @@ class Coordinator:
             for _ in range(len(self._nodes) + 1):
                 nodes = await self._candidates()
                 try:
-                    if pinned is None and self.objective.kind != "accuracy":
+                    if self.objective.kind != "accuracy":
                         if any(n.address not in self.links for n in nodes):
                             await self._measure_links([n.address for n in nodes if n.address not in self.links])
+                    if pinned is None and self.objective.kind != "accuracy":
                         placement = choose_by_objective(self._bundle.plans, nodes, self.objective, self._predict)[0]
                     else:
                         placement = choose_placement(self._bundle.plans, nodes, plan=pinned)
+                        if pinned is not None and self.objective.kind != "accuracy":
+                            # a named plan under a latency objective: its roles where they are predicted fastest
+                            got = fastest_assignment(self._bundle.plans[placement.plan], nodes, self._predict)
+                            if got is not None and not math.isnan(got[1]):
+                                placement = Placement(placement.plan, got[0], placement.accuracy, got[1] * 1000)
                 except NoPlanFitsError as e:
                     if not selecting:  # a select() that fails leaves the plan in use alone
                         self._active = None

@@ -199,3 +199,26 @@ def test_links_are_probed_again_when_their_measure_is_old(tmp_path):
                 time.sleep(0.05)
             assert all(c._links_at[a] > measured_at[a] for a in mesh.addresses), (measured_at, c._links_at)
             assert all(c.links[a] is not first[a] and 0 < c.links[a].rtt_s < 0.5 for a in mesh.addresses)
+
+
+def test_a_named_plan_under_a_latency_objective_runs_where_it_is_predicted_fastest(tmp_path, bundle4, images):
+    from paradis_tf.mesh import Coordinator, LocalMesh
+    from paradis_tf.mesh.placement import Objective, choose_placement
+    from paradis_tf.runtime import LocalRunner
+
+    with LocalMesh(2, tmp_path / "nodes", capacity=0.25, block_tensorflow=True) as mesh:
+        with Coordinator(mesh.addresses, objective="latency") as c:
+            c.deploy(bundle4)
+            nodes = c._call(c._candidates())
+            (first,) = choose_placement(c.bundle.plans, nodes, plan="1x0.25").addresses  # where capacity puts it
+            (other,) = set(mesh.addresses) - {first}
+            # the node capacity prefers sits behind a slow link (20 kB/s, 100 ms): the plan goes to the other one
+            c.links[first] = Link(rate_bytes_per_s=2e4, rtt_s=0.1)
+            c.links[other] = Link(rate_bytes_per_s=1e8, rtt_s=0.0005)
+            placement = c.select("1x0.25")
+            assert placement.plan == "1x0.25" and placement.addresses == (other,), placement
+            assert placement.predicted_ms is not None and placement.predicted_ms < 100
+            np.testing.assert_array_equal(c.infer(images[:4]), LocalRunner(bundle4, "1x0.25").predict(images[:4]))
+            # with the accuracy objective a named plan keeps the capacity order
+            c.objective = Objective("accuracy")
+            assert c.select("1x0.25").addresses == (first,)
