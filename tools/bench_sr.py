@@ -14,7 +14,7 @@ docs/benchmarks/sr.json, the figure docs/benchmarks/sr_crop.png and
 prints the table (the one in docs/benchmarks/super_resolution.md is made from the JSON by
 ``--table``).
 
-    nice -n 19 python tools/bench_sr.py --channels 32 --blocks 4 --steps 600
+    nice -n 19 python tools/bench_sr.py --channels 32 --blocks 4 --steps 2400 --label-mix 0.9
     python tools/bench_sr.py --table
 
 ``--crop PX`` keeps a PX x PX centre crop of every validation photograph
@@ -351,11 +351,11 @@ def main(argv=None) -> int:
                     help="the network's images: y (BT.601 luma; chroma is upscaled bicubically) or rgb (%(default)s)")
     ap.add_argument("--patch", type=int, default=32, help="low-resolution training patch side (%(default)s)")
     ap.add_argument("--batch", type=int, default=16, help="patches per step (%(default)s)")
-    ap.add_argument("--steps", type=int, default=600, help="training steps of every model (%(default)s)")
+    ap.add_argument("--steps", type=int, default=2400, help="training steps of every model (%(default)s)")
     ap.add_argument("--steps-per-epoch", type=int, default=100,
                     help="steps per Keras epoch; --steps must be a multiple (%(default)s)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam peak learning rate, cosine decay (%(default)s)")
-    ap.add_argument("--label-mix", type=float, default=0.5,
+    ap.add_argument("--label-mix", type=float, default=0.9,
                     help="weight of the L1 loss to the HR image for distilled switches (%(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--switches", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
