@@ -10,10 +10,15 @@ log at INFO unless told otherwise.
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
 import logging
 import os
+import re
+import tempfile
 import sys
 import warnings
+from typing import Iterator
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "WARNING"
@@ -22,7 +27,65 @@ _TF_CPP_LEVEL = {"DEBUG": "0", "INFO": "1", "WARNING": "2", "ERROR": "3"}
 # Python loggers of libraries that report routine internals at WARNING (tf.function retracing, absl notices).
 _CHATTY_LOGGERS = ("tensorflow", "absl", "h5py", "jax")
 _QUIET_FORMAT = "paradis: %(message)s"
+# What TensorFlow's libraries print to descriptor 2 while they load, past TF_CPP_MIN_LOG_LEVEL (TensorFlow 2.21
+# on a CPU with AVX512: absl's notice that it is not initialized, and oneDNN's and the CPU guard's INFO lines)
+_TF_LOAD_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on|cpu_feature_guard"
+    r"|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler flags")
 _VERBOSE_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+@contextlib.contextmanager
+def _filtered_native_stderr(noise: re.Pattern) -> Iterator[None]:
+    """Descriptor 2 goes to a file for the block; afterwards every line not matching ``noise`` is written back."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().splitlines(keepends=True) if not noise.search(ln.decode("utf-8", "replace"))]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs a module's loader with TensorFlow's load-time noise filtered out of descriptor 2."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def create_module(self, spec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with _filtered_native_stderr(_TF_LOAD_NOISE):
+            self._inner.exec_module(module)
+
+    def __getattr__(self, name):  # resources, source, file names: the real loader's
+        return getattr(self._inner, name)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` as the other finders do, and loads it through `_QuietLoader` (first import only)."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _QuietLoader(spec.loader)
+        return spec
 
 
 @contextlib.contextmanager
@@ -46,12 +109,18 @@ def cli_logging(level: str, explicit: bool = True):
     loggers[0].setLevel(level)
     for lg in loggers[1:]:
         lg.setLevel(level if level == "DEBUG" else "ERROR")
+    finder = None
+    if level in ("WARNING", "ERROR") and "tensorflow" not in sys.modules:
+        finder = _QuietTensorFlowImport()
+        sys.meta_path.insert(0, finder)
     try:
         with warnings.catch_warnings():
             if level not in ("DEBUG", "INFO"):
                 warnings.simplefilter("ignore")  # Keras' ignored `shuffle`, deprecations inside the libraries
             yield
     finally:
+        if finder is not None and finder in sys.meta_path:
+            sys.meta_path.remove(finder)
         loggers[0].removeHandler(handler)
         for lg, lvl in zip(loggers, saved):
             lg.setLevel(lvl)

@@ -49,3 +49,13 @@ def test_convert_skips_the_baselines_a_short_network_cannot_make(saved_model, tm
     assert main(["convert", str(model), "--out", str(tmp_path / "d"), "--dataset", "fashion_mnist", "--calib-samples",
                  "8", "--switches", "2x0.5", "--no-tflm", "--sequential", "none", "--log-level", "DEBUG"]) == 0
     assert "fully_quantize" in capfd.readouterr().err
+
+
+def test_tensorflow_load_noise_is_filtered_and_everything_else_on_descriptor_2_kept(capfd):
+    from paradis_tf.cli._logs import _TF_LOAD_NOISE, _filtered_native_stderr
+
+    with _filtered_native_stderr(_TF_LOAD_NOISE):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
+        os.write(2, b"F0000 something native failed: keep me\n")
+    assert capfd.readouterr().err == "F0000 something native failed: keep me\n"
