@@ -15,10 +15,8 @@ import importlib.machinery
 import logging
 import os
 import re
-import tempfile
 import sys
 import warnings
-from typing import Iterator
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "WARNING"
@@ -35,29 +33,6 @@ _TF_LOAD_NOISE = re.compile(
 _VERBOSE_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
-@contextlib.contextmanager
-def _filtered_native_stderr(noise: re.Pattern) -> Iterator[None]:
-    """Descriptor 2 goes to a file for the block; afterwards every line not matching ``noise`` is written back."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2: nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        try:
-            os.dup2(tmp.fileno(), 2)
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [ln for ln in tmp.read().splitlines(keepends=True) if not noise.search(ln.decode("utf-8", "replace"))]
-            if kept:
-                os.write(2, b"".join(kept))
-
-
 class _QuietLoader(importlib.abc.Loader):
     """Runs a module's loader with TensorFlow's load-time noise filtered out of descriptor 2."""
 
@@ -68,7 +43,9 @@ class _QuietLoader(importlib.abc.Loader):
         return self._inner.create_module(spec)
 
     def exec_module(self, module) -> None:
-        with _filtered_native_stderr(_TF_LOAD_NOISE):
+        from paradis_tf.runtime.backends import quiet_native_stderr
+
+        with quiet_native_stderr(_TF_LOAD_NOISE):
             self._inner.exec_module(module)
 
     def __getattr__(self, name):  # resources, source, file names: the real loader's

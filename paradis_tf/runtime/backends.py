@@ -204,22 +204,38 @@ def _op_resolver_no_delegate(backend: str):
 
 
 @contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
+def quiet_native_stderr(noise: "re.Pattern[str] | None" = None) -> Iterator[None]:
     """Silences file descriptor 2 for the block: C++ code that prints past Python's logging (TFLM prints every
     failed allocation; the MLIR quantizer a ``fully_quantize`` line per model; LiteRT its XNNPACK notice).
-    Anything else written to descriptor 2 meanwhile is dropped too: keep the block short."""
+
+    Without ``noise`` anything written to descriptor 2 meanwhile is dropped
+    too: keep the block short. With ``noise`` descriptor 2 goes to a file and
+    every line that does not match it is written back after the block.
+    """
     sys.stderr.flush()  # Python's own buffered output still goes where it was meant to
     try:
         fd = os.dup(2)
     except OSError:  # no fd 2 (embedded interpreters): nothing to silence
         yield
         return
+    import tempfile
+
+    sink = open(os.devnull, "wb") if noise is None else tempfile.TemporaryFile()
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
+        with sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(fd, 2)
+                if noise is not None:
+                    sink.seek(0)
+                    kept = [ln for ln in sink.read().splitlines(keepends=True)
+                            if not noise.search(ln.decode("utf-8", "replace"))]
+                    if kept:
+                        os.write(2, b"".join(kept))
     finally:
-        os.dup2(fd, 2)
         os.close(fd)
 
 

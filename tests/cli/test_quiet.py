@@ -52,9 +52,10 @@ def test_convert_skips_the_baselines_a_short_network_cannot_make(saved_model, tm
 
 
 def test_tensorflow_load_noise_is_filtered_and_everything_else_on_descriptor_2_kept(capfd):
-    from paradis_tf.cli._logs import _TF_LOAD_NOISE, _filtered_native_stderr
+    from paradis_tf.cli._logs import _TF_LOAD_NOISE
+    from paradis_tf.runtime.backends import quiet_native_stderr
 
-    with _filtered_native_stderr(_TF_LOAD_NOISE):
+    with quiet_native_stderr(_TF_LOAD_NOISE):
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
         os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
         os.write(2, b"F0000 something native failed: keep me\n")
