@@ -76,6 +76,9 @@ log = logging.getLogger("paradis.coordinator")
 _NODE_DOWN_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # select(AUTO) and select(None): automatic choice
 AUTO = "auto"
+#: a named plan under a latency objective moves to another assignment of its roles only when that one is
+#: predicted this much faster than the one serving it (predictions of equal nodes differ by their noise)
+REASSIGN_GAIN = 0.10
 
 
 def parse_addresses(addresses: str | Iterable[str], allow_empty: bool = False) -> list[str]:
@@ -765,9 +768,7 @@ class Coordinator:
                         placement = choose_placement(self._bundle.plans, nodes, plan=pinned)
                         if pinned is not None and self.objective.kind != "accuracy":
                             # a named plan under a latency objective: its roles where they are predicted fastest
-                            got = fastest_assignment(self._bundle.plans[placement.plan], nodes, self._predict)
-                            if got is not None and not math.isnan(got[1]):
-                                placement = Placement(placement.plan, got[0], placement.accuracy, got[1] * 1000)
+                            placement = self._fastest_placement(placement, nodes)
                 except NoPlanFitsError as e:
                     if not selecting:  # a select() that fails leaves the plan in use alone
                         self._active = None
@@ -797,6 +798,20 @@ class Coordinator:
                 log.info("plan: %s", placement)
                 return active
             raise NoPlanFitsError("nodes kept failing while activating a plan")
+
+    def _fastest_placement(self, placement: Placement, nodes: list[NodeCandidate]) -> Placement:
+        """``placement``'s plan on the assignment predicted fastest; the one serving it now is kept unless
+        another is predicted `REASSIGN_GAIN` faster (equal nodes do not swap roles on every select)."""
+        plan = self._bundle.plans[placement.plan]
+        got = fastest_assignment(plan, nodes, self._predict)
+        if got is None or math.isnan(got[1]):
+            return placement
+        cur = self._active.placement if self._active is not None else None
+        if cur is not None and cur.plan == placement.plan and set(cur.addresses) <= {n.address for n in nodes}:
+            now = self._predict(plan, tuple(cur.addresses))
+            if now is not None and now <= got[1] * (1 + REASSIGN_GAIN):
+                return Placement(cur.plan, tuple(cur.addresses), placement.accuracy, now * 1000)
+        return Placement(placement.plan, got[0], placement.accuracy, got[1] * 1000)
 
     async def _activate(self, placement: Placement) -> _Active:
         aid = f"{self._id}-{uuid.uuid4().hex[:8]}"

@@ -196,6 +196,8 @@ class InferenceServicer(mesh_pb2_grpc.InferenceServicer):
         replans, before = c.stats.replans, c.placement
         futures = []
         try:
+            if budget <= 0:  # the caller's deadline has passed already: nothing is sent to the nodes
+                raise TimeoutError
             futures = [c.submit(sample) for sample in x]
             rows = await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), max(budget, 0.0))
         except (asyncio.TimeoutError, TimeoutError):

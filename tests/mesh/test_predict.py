@@ -222,3 +222,24 @@ def test_a_named_plan_under_a_latency_objective_runs_where_it_is_predicted_faste
             # with the accuracy objective a named plan keeps the capacity order
             c.objective = Objective("accuracy")
             assert c.select("1x0.25").addresses == (first,)
+
+
+def test_a_named_plan_keeps_its_nodes_unless_another_assignment_is_predicted_clearly_faster(tmp_path, bundle4):
+    from paradis_tf.mesh import Coordinator, LocalMesh
+    from paradis_tf.mesh.coordinator import REASSIGN_GAIN
+
+    assert REASSIGN_GAIN == pytest.approx(0.10)
+    with LocalMesh(2, tmp_path / "nodes", capacity=0.25, block_tensorflow=True) as mesh:
+        with Coordinator(mesh.addresses, objective="latency") as c:
+            c.deploy(bundle4)
+            # links of 50 ms round trip dominate the tiny model's compute (well under a millisecond)
+            for a in mesh.addresses:
+                c.links[a] = Link(rate_bytes_per_s=1e8, rtt_s=0.050)
+            (serving,) = c.select("1x0.25").addresses
+            (other,) = set(mesh.addresses) - {serving}
+            # the other node becomes 2 ms (about 4 %) faster: within the margin, the plan stays where it is
+            c.links[other] = Link(rate_bytes_per_s=1e8, rtt_s=0.048)
+            assert c.select("1x0.25").addresses == (serving,)
+            # 30 ms slower: it moves
+            c.links[serving] = Link(rate_bytes_per_s=1e8, rtt_s=0.080)
+            assert c.select("1x0.25").addresses == (other,)
