@@ -73,6 +73,12 @@ NODE_PORT = 50051
 FIRST_NODE_HOST = 10  # node k is 10.213.X.(10+k); the calling process's end is .1
 TBF_QUEUE_MS = 100  # how long a packet may wait in a tbf queue before it is dropped (a router's buffer)
 CPU_MIN_QUOTA_US = 1000  # the kernel refuses a smaller quota per period
+CPU_MIN_PERIOD_US = 1000  # and a shorter period
+MSS = 1448  # bytes of payload per TCP segment on a 1500-byte link
+RUN_ID = re.compile(r"^[0-9a-f]{6}$")
+_NAMESPACE = re.compile(rf"^{PREFIX}-([0-9a-f]{{6}})-(hub|[nl]\d+)$")
+_ROOT_LINK = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})c$")
+_CGROUP = re.compile(rf"^{PREFIX}-([0-9a-f]{{6}})-n\d+$")
 
 
 def cpu_period_us(fraction: float) -> int:
@@ -83,12 +89,7 @@ def cpu_period_us(fraction: float) -> int:
     or stops until the next period. The quota must be at least 1 ms, so the
     period is 1 ms / fraction (0.35: 2.9 ms, 0.15: 6.7 ms), and 1 ms at least.
     """
-    return max(1000, math.ceil(CPU_MIN_QUOTA_US / fraction))
-MSS = 1448  # bytes of payload per TCP segment on a 1500-byte link
-RUN_ID = re.compile(r"^[0-9a-f]{6}$")
-_NAMESPACE = re.compile(rf"^{PREFIX}-([0-9a-f]{{6}})-(hub|[nl]\d+)$")
-_ROOT_LINK = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})c$")
-_CGROUP = re.compile(rf"^{PREFIX}-([0-9a-f]{{6}})-n\d+$")
+    return max(CPU_MIN_PERIOD_US, math.ceil(CPU_MIN_QUOTA_US / fraction))
 
 
 class TestbedError(RuntimeError):

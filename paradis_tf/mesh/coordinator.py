@@ -759,15 +759,14 @@ class Coordinator:
             for _ in range(len(self._nodes) + 1):
                 nodes = await self._candidates()
                 try:
-                    if self.objective.kind != "accuracy":
-                        if any(n.address not in self.links for n in nodes):
-                            await self._measure_links([n.address for n in nodes if n.address not in self.links])
-                    if pinned is None and self.objective.kind != "accuracy":
+                    by_latency = self.objective.kind != "accuracy"
+                    if by_latency and any(n.address not in self.links for n in nodes):
+                        await self._measure_links([n.address for n in nodes if n.address not in self.links])
+                    if pinned is None and by_latency:
                         placement = choose_by_objective(self._bundle.plans, nodes, self.objective, self._predict)[0]
                     else:
                         placement = choose_placement(self._bundle.plans, nodes, plan=pinned)
-                        if pinned is not None and self.objective.kind != "accuracy":
-                            # a named plan under a latency objective: its roles where they are predicted fastest
+                        if by_latency:  # a named plan: its roles where they are predicted fastest
                             placement = self._fastest_placement(placement, nodes)
                 except NoPlanFitsError as e:
                     if not selecting:  # a select() that fails leaves the plan in use alone

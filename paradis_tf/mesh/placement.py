@@ -310,9 +310,10 @@ class Objective:
     """What an automatic choice optimizes (module doc).
 
     ``accuracy``: the ranking alone. ``latency``: the fastest predicted plan
-    whose accuracy is within ``tolerance`` points of the best fitting plan's
-    (percentage points of top-1; dB of PSNR for a super-resolution bundle) (plans without a recorded accuracy take part only when no
-    fitting plan has one). ``budget``: the best-ranked plan predicted within
+    whose accuracy is within ``tolerance`` points of the best fitting plan's:
+    percentage points of top-1, or dB of PSNR for a super-resolution bundle
+    (plans without a recorded accuracy take part only when no fitting plan
+    has one). ``budget``: the best-ranked plan predicted within
     ``budget_ms``.
     """
 

@@ -199,7 +199,7 @@ class InferenceServicer(mesh_pb2_grpc.InferenceServicer):
             if budget <= 0:  # the caller's deadline has passed already: nothing is sent to the nodes
                 raise TimeoutError
             futures = [c.submit(sample) for sample in x]
-            rows = await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), max(budget, 0.0))
+            rows = await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), budget)
         except (asyncio.TimeoutError, TimeoutError):
             done = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
             raise InferenceRefused(grpc.StatusCode.DEADLINE_EXCEEDED,

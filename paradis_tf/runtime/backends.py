@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import sys
+import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -218,8 +219,6 @@ def quiet_native_stderr(noise: "re.Pattern[str] | None" = None) -> Iterator[None
     except OSError:  # no fd 2 (embedded interpreters): nothing to silence
         yield
         return
-    import tempfile
-
     sink = open(os.devnull, "wb") if noise is None else tempfile.TemporaryFile()
     try:
         with sink:
